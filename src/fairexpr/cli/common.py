@@ -1,0 +1,76 @@
+"""Helpers shared by the CLI commands: error translation and ``--json`` output."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+class UserError(click.ClickException):
+    """An error caused by the user's input; printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = []
+    from ..data.base import DataError
+    from ..labels import LabelError
+    from ..config import ConfigError
+
+    errs += [DataError, LabelError, ConfigError]
+    try:
+        from ..engine.checkpoint import CheckpointError
+
+        errs.append(CheckpointError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from ..models.registry import ModelError
+
+        errs.append(ModelError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errs)
+
+
+def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
+    try:
+        group.main(args=argv, standalone_mode=False)
+        return 0
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except SystemExit as e:  # click --help / --version
+        return int(e.code or 0)
+    except _known_errors() as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+
+
+def emit(obj: Any, as_json: bool, human: str | None = None) -> None:
+    """Print ``obj`` as JSON (``--json``) or the human-readable text."""
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, default=_default))
+    elif human is not None:
+        click.echo(human)
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")

@@ -1,0 +1,229 @@
+"""Recipe configuration: one YAML per recipe, defaults below, ``key=value`` overrides from the CLI.
+
+Unknown keys are errors (with the closest known key suggested), so a typo never silently does
+nothing. ``${VAR}`` in strings expands environment variables (e.g. ``${FAIREXPR_DATA}``).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value. The message names the key and what was expected."""
+
+
+#: every known key with its default. ``method`` options are validated by the method class itself
+#: (``Method.option_defaults``); ``model.kwargs``, ``loss.kwargs`` and ``data.*_options`` are free-form
+#: and validated by the model/loss/adapter they are passed to.
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "deterministic": False,
+    "name": None,
+    "data": {
+        "train": "synthetic:fer2013",
+        "train_split": "train",
+        "train_options": {},
+        "val": "holdout:0.1",  # a FORMAT:PATH spec, "holdout:<fraction>" of train, or null
+        "val_split": None,
+        "val_options": {},
+        "test": None,
+        "test_split": None,
+        "test_options": {},
+        "target": None,  # unlabelled target domain for adaptation (labels never used)
+        "target_split": None,
+        "target_options": {},
+        "target_eval": None,  # labelled target set used only for evaluation
+        "target_eval_split": None,
+        "target_eval_options": {},
+        "unlabelled": None,  # unlabelled face folder for Meta-Face2Exp
+        "unlabelled_options": {},
+        "label_fraction": 1.0,  # few-label protocol: fraction of train labels, drawn per class
+        "label_noise": 0.0,  # inject label noise into train (GReFEL Table 7)
+        "label_noise_kind": "symmetric",
+        "label_mode": "hard",  # hard | soft (vote distributions, FER+ probability protocol)
+        "image_size": 48,
+        "channels": 1,
+        "on_bad_file": "error",
+        "cache_dir": None,
+    },
+    "model": {"name": "resnet18", "pretrained": None, "kwargs": {}},
+    "loss": {"name": "ce", "kwargs": {}},
+    "method": {"name": "supervised"},
+    "sampler": {"name": "random", "kwargs": {}},
+    "augment": {
+        "hflip": True,
+        "crop_scale": [0.8, 1.0],  # random-resized-crop scale range; null disables
+        "crop_padding": 0,  # pad-and-crop (CIFAR style) in pixels; 0 disables
+        "rotation": 10.0,  # degrees
+        "color_jitter": 0.2,  # brightness/contrast strength
+        "random_erasing": 0.0,  # probability
+    },
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True,
+              "betas": [0.9, 0.999], "head_lr_mult": 1.0},
+    "schedule": {"name": "cosine", "warmup_epochs": 0, "step_size": 10, "gamma": 0.1, "min_lr": 0.0},
+    "train": {
+        "epochs": 10,
+        "max_minutes": None,  # time budget: training stops at the first step past it
+        "budget_clock": "wall",  # wall | process (CPU time of this process: fair budgets on a shared machine)
+        "batch_size": 128,
+        "eval_batch_size": 512,
+        "grad_clip": None,
+        "precision": "32-true",  # any Lightning precision: "bf16-mixed", "16-mixed" (GPU) ...
+        "accelerator": "auto",
+        "devices": 1,
+        "strategy": "auto",
+        "num_nodes": 1,
+        "select_metric": "balanced_accuracy",
+        "early_stop_patience": None,
+        "tensorboard": False,
+        "progress": True,
+        "channels_last": False,
+        "val_every": 1,
+        "checkpoint_every": 1,
+    },
+}
+
+_FREEFORM = {("model", "kwargs"), ("loss", "kwargs"), ("sampler", "kwargs")}
+_FREE_SECTIONS = {"method"}
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        kp = path + (k,)
+        if path and path[0] in _FREE_SECTIONS or kp in _FREEFORM or (len(kp) == 2 and kp[0] == "data" and kp[1].endswith("_options")):
+            if isinstance(v, dict) and isinstance(out.get(k), dict):
+                out[k] = _merge_free(out[k], v)
+            else:
+                out[k] = copy.deepcopy(v)
+            continue
+        if k not in out:
+            raise ConfigError(f"unknown config key {'.'.join(kp)!r}{_suggest(k, list(out))}; "
+                              f"known keys here: {', '.join(sorted(out))}")
+        if isinstance(out[k], dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key {'.'.join(kp)!r} must be a mapping, got {v!r}")
+            out[k] = _merge(out[k], v, kp)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _merge_free(a: dict, b: dict) -> dict:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        out[k] = _merge_free(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(obj: Any) -> Any:
+    if isinstance(obj, str):
+        def rep(m: re.Match) -> str:
+            val = os.environ.get(m.group(1))
+            if val is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                raise ConfigError(f"config refers to environment variable ${{{m.group(1)}}}, which is not set")
+            return val
+        return _ENV.sub(rep, obj)
+    if isinstance(obj, dict):
+        return {k: _expand(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand(v) for v in obj]
+    return obj
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.epochs=5`` -> (["train", "epochs"], 5); values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value (e.g. train.epochs=5)")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+    return key.split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    d: Any = value
+    for p in reversed(path):
+        d = {p: d}
+    return d
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults <- YAML file <- ``extra`` dict <- ``key=value`` overrides; validated and env-expanded."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(data).__name__}")
+        try:
+            cfg = _merge(cfg, data)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+    if extra:
+        cfg = _merge(cfg, extra)
+    for item in overrides:
+        keys, value = parse_override(item)
+        cfg = _merge(cfg, _nest(keys, value))
+    cfg = _expand(cfg)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    t, d = cfg["train"], cfg["data"]
+    def need(cond: bool, key: str, what: str) -> None:
+        if not cond:
+            raise ConfigError(f"config key {key!r} {what}")
+    need(isinstance(t["epochs"], int) and t["epochs"] >= 1, "train.epochs", f"must be a positive integer, got {t['epochs']!r}")
+    need(isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size", f"must be a positive integer, got {t['batch_size']!r}")
+    need(t["max_minutes"] is None or (isinstance(t["max_minutes"], (int, float)) and t["max_minutes"] > 0),
+         "train.max_minutes", f"must be null or a positive number, got {t['max_minutes']!r}")
+    need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
+    need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
+    need(cfg["optim"]["name"] in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd|adam|adamw, got {cfg['optim']['name']!r}")
+    need(cfg["schedule"]["name"] in ("cosine", "step", "exponential", "constant"), "schedule.name",
+         f"must be cosine|step|exponential|constant, got {cfg['schedule']['name']!r}")
+    need(d["channels"] in (1, 3), "data.channels", f"must be 1 or 3, got {d['channels']!r}")
+    need(isinstance(d["image_size"], int) and 16 <= d["image_size"] <= 512, "data.image_size", f"must be an int in [16, 512], got {d['image_size']!r}")
+    need(d["on_bad_file"] in ("error", "skip"), "data.on_bad_file", f"must be error|skip, got {d['on_bad_file']!r}")
+    need(d["label_mode"] in ("hard", "soft"), "data.label_mode", f"must be hard|soft, got {d['label_mode']!r}")
+    need(0 < float(d["label_fraction"]) <= 1, "data.label_fraction", f"must be in (0, 1], got {d['label_fraction']!r}")
+    need(0 <= float(d["label_noise"]) < 1, "data.label_noise", f"must be in [0, 1), got {d['label_noise']!r}")
+    need(t["select_metric"] in ("balanced_accuracy", "accuracy", "macro_f1", "loss"), "train.select_metric",
+         f"must be balanced_accuracy|accuracy|macro_f1|loss, got {t['select_metric']!r}")
+    need(isinstance(d["train"], str) and ":" in d["train"], "data.train", f"must be a FORMAT:PATH dataset address, got {d['train']!r}")
+    need(cfg["sampler"]["name"] in ("random", "class_balanced", "sqrt"), "sampler.name",
+         f"must be random|class_balanced|sqrt, got {cfg['sampler']['name']!r}")
+
+
+def dump_config(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

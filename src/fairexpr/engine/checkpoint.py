@@ -1,0 +1,154 @@
+"""Checkpoints: weights as safetensors + a JSON sidecar; written atomically; never unpickled.
+
+A *run directory* (``fairexpr train --out DIR``) holds::
+
+    model.safetensors   the deployable network's weights (best epoch by the selection metric)
+    model.json          sidecar: model name/kwargs, classes, preprocessing, metrics, config, versions,
+                        calibration temperature
+    last.safetensors    full training state for --resume (all method tensors + optimizer tensors)
+    last.json           its sidecar (epoch, step, RNG states, scheduler state, method extra state)
+    metrics.csv         per-epoch log
+
+:func:`load_model` rebuilds the deployable network from a run directory (or a sidecar path).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+SIDECAR_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """Missing/corrupt checkpoint, or one that would need arbitrary unpickling."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default).encode())
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(clean, metadata=metadata))
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {str(path)!r} does not exist")
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: fairexpr checkpoints are .safetensors files; refusing to unpickle {path.suffix!r}")
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"sidecar {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: sidecar is not valid JSON ({e})") from None
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import torchvision
+
+    from .. import __version__
+
+    return {"fairexpr": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version()}
+
+
+def save_model(run_dir: str | Path, model: nn.Module, sidecar: dict[str, Any], stem: str = "model") -> None:
+    """Write ``<stem>.safetensors`` + ``<stem>.json`` (sidecar must contain ``model``, ``classes``,
+    ``preprocess``)."""
+    for key in ("model", "classes", "preprocess"):
+        if key not in sidecar:
+            raise CheckpointError(f"sidecar is missing required key {key!r}")
+    run_dir = Path(run_dir)
+    side = {"format": "fairexpr-checkpoint", "version": SIDECAR_VERSION, "versions": versions(), **sidecar}
+    atomic_save_tensors(run_dir / f"{stem}.safetensors", model.state_dict())
+    atomic_write_json(run_dir / f"{stem}.json", side)
+
+
+def resolve_checkpoint(path: str | Path, stem: str = "model") -> tuple[Path, Path]:
+    """Accept a run directory, a ``.json`` sidecar or a ``.safetensors`` file; return (weights, sidecar)."""
+    p = Path(path)
+    if p.is_dir():
+        w, s = p / f"{stem}.safetensors", p / f"{stem}.json"
+    elif p.suffix == ".json":
+        w, s = p.with_suffix(".safetensors"), p
+    elif p.suffix == ".safetensors":
+        w, s = p, p.with_suffix(".json")
+    else:
+        if not p.exists():
+            raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+        raise CheckpointError(f"{p}: expected a run directory, a .json sidecar or a .safetensors file")
+    if not w.is_file():
+        raise CheckpointError(f"checkpoint weights {str(w)!r} not found (expected next to the sidecar)")
+    if not s.is_file():
+        raise CheckpointError(f"checkpoint sidecar {str(s)!r} not found")
+    return w, s
+
+
+def load_model(path: str | Path, *, stem: str = "model", map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the deployable model from a checkpoint; returns ``(model.eval(), sidecar)``."""
+    from ..models import create_model
+
+    w, s = resolve_checkpoint(path, stem)
+    side = read_json(s)
+    if side.get("format") != "fairexpr-checkpoint":
+        raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
+    m = side["model"]
+    model = create_model(m["name"], num_classes=int(m["num_classes"]), pretrained=None, **m.get("kwargs", {}))
+    state = load_tensors(w)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{w}: weights do not match model {m['name']!r}: missing {list(missing)[:5]}, "
+                              f"unexpected {list(unexpected)[:5]}")
+    return model.to(map_location).eval(), side
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,87 @@
+"""Evaluation of a checkpoint on a dataset: predictions -> metrics (``fairexpr.evaluation``) -> files.
+
+``eval/<name>/`` gets ``metrics.json`` (every metric + split/dataset/protocol/checkpoint),
+``predictions.npz`` (y_true, probs, logits, embeddings) and the plots ``fairexpr report`` gathers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checkpoint as ck
+
+
+def evaluate_and_write(out_dir: str | Path, preds: dict[str, np.ndarray], classes: tuple[str, ...] | list[str], *,
+                       dataset: str, split: str | None, label_protocol: str = "hard", checkpoint: str = "",
+                       temperature: float = 1.0, plots: bool = True) -> dict[str, Any]:
+    from ..evaluation.metrics import evaluate
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(preds["labels"])
+    keep = y >= 0
+    if not keep.any():
+        raise ck.CheckpointError(f"cannot evaluate on {dataset!r}: it has no labelled images")
+    probs = np.asarray(preds["probs"])[keep]
+    emb = preds.get("embedding")
+    emb = None if emb is None else np.asarray(emb)[keep]
+    m = evaluate(y[keep], probs, list(classes), embeddings=emb if emb is not None and len(emb) <= 20000 else None)
+    m.update({"dataset": dataset, "split": split, "label_protocol": label_protocol, "checkpoint": checkpoint,
+              "temperature": temperature})
+    ck.atomic_write_json(out / "metrics.json", m)
+    buf = {"y_true": y[keep], "probs": probs.astype(np.float32), "logits": np.asarray(preds["logits"])[keep].astype(np.float32)}
+    if emb is not None:
+        buf["embeddings"] = emb.astype(np.float32)
+    import io
+
+    b = io.BytesIO()
+    np.savez_compressed(b, **buf)
+    ck.atomic_write_bytes(out / "predictions.npz", b.getvalue())
+    if plots:
+        from ..evaluation import plots as P
+
+        P.plot_confusion_matrix(np.asarray(m["confusion_matrix"]), list(classes), out / "confusion_matrix.png",
+                                title=f"{dataset} [{split}]")
+        P.plot_per_class_bars({Path(checkpoint).name or "model": [m["per_class_accuracy"][c] for c in classes]},
+                              list(classes), out / "per_class_accuracy.png")
+    return m
+
+
+def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = None, *, options: dict[str, Any] | None = None,
+                        out_dir: str | Path | None = None, name: str | None = None, batch_size: int = 512,
+                        on_bad_file: str = "error", progress: bool = True, use_temperature: bool = True) -> dict[str, Any]:
+    """Evaluate a saved model on ``FORMAT:PATH`` (split) with the checkpoint's own preprocessing."""
+    from ..data.augment import normalize, to_float
+    from .data import _remap, load_split
+
+    model, side = ck.load_model(checkpoint)
+    pre = side["preprocess"]
+    data_cfg = {"image_size": int(pre["input_size"][0]), "channels": int(pre["in_chans"]), "on_bad_file": on_bad_file,
+                "cache_dir": None}
+    sp = load_split("eval", spec, split, options or {}, data_cfg, progress)
+    classes = tuple(side["classes"])
+    sp = _remap(sp, classes)
+    temp = float(side.get("temperature", 1.0)) if use_temperature else 1.0
+    probs, logits, embs = [], [], []
+    with torch.inference_mode():
+        for s in range(0, len(sp), batch_size):
+            x = normalize(to_float(sp.images[s:s + batch_size]), pre["mean"], pre["std"])
+            f = model.forward_features(x)
+            z = model.forward_head(f)
+            logits.append(z)
+            probs.append((z / temp).softmax(-1))
+            embs.append(f)
+    preds = {"labels": sp.labels.numpy(), "probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(),
+             "embedding": torch.cat(embs).numpy()}
+    run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
+    tag = name or (f"{spec.split(':', 1)[0]}_{split}" if split else spec.split(":", 1)[0])
+    out = Path(out_dir) if out_dir else run / "eval" / tag
+    m = evaluate_and_write(out, preds, classes, dataset=spec, split=split,
+                           label_protocol=str((options or {}).get("protocol", "hard")), checkpoint=str(checkpoint),
+                           temperature=temp)
+    m["out_dir"] = str(out)
+    m["dropped_absent_classes"] = sp.info.get("dropped_absent_classes", {})
+    return m

@@ -1,0 +1,449 @@
+"""The training loop: one loop for every method, on Lightning Fabric (CPU, one GPU, DDP).
+
+The engine owns devices, precision, data iteration, augmentation, LR schedule, validation,
+checkpoint selection, resume, logging and final evaluation. Methods only supply their step
+(see ``fairexpr.methods.base``).
+
+Reproducibility: all randomness of an epoch (sampler order, augmentation, dropout) is seeded from
+``(seed, epoch)`` at the epoch start, and checkpoints are written at epoch ends, so ``--resume`` after
+a kill reproduces the uninterrupted run exactly (on the same hardware and thread count).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, dump_config
+from ..data.augment import AugmentConfig, apply_params, normalize, sample_params, slice_params, to_float
+from ..methods.base import DataInfo, StepContext, get_method
+from . import checkpoint as ck
+from .data import Split, build_splits, cycle_indices, epoch_indices
+from .schedule import lr_factor
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, mininterval=1.0)
+
+
+class Engine:
+    def __init__(self, cfg: dict[str, Any], out_dir: str | Path, *, resume: bool = False, splits: dict[str, Split] | None = None):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.resume = resume
+        self._splits = splits
+        t = cfg["train"]
+        self.progress = bool(t.get("progress", True))
+        from lightning_fabric import Fabric
+
+        self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
+                             num_nodes=t["num_nodes"], precision=t["precision"])
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg, fabric = self.cfg, self.fabric
+        if cfg.get("deterministic"):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.manual_seed(int(cfg["seed"]))
+        self.splits = self._splits if self._splits is not None else build_splits(cfg, progress=self.progress and fabric.is_global_zero)
+        train = self.splits["train"]
+        self.classes = train.classes
+        self.info = DataInfo(classes=train.classes, class_counts=train.class_counts(), in_chans=int(cfg["data"]["channels"]),
+                             image_size=int(cfg["data"]["image_size"]))
+        if any(c == 0 for c in self.info.class_counts):
+            empty = [c for c, n in zip(self.classes, self.info.class_counts) if n == 0]
+            if cfg["loss"]["name"] in ("ldam", "weighted_ce", "logit_adjusted", "balanced_softmax") or cfg["sampler"]["name"] != "random":
+                raise ConfigError(f"training split has no images of class(es) {empty}; class-count based losses/samplers "
+                                  f"need every class (use a 7-class protocol or another split)")
+        method_cls = get_method(cfg["method"]["name"])
+        unknown = set(cfg["method"]) - {"name"} - set(method_cls.option_defaults)
+        if unknown:
+            raise ConfigError(f"method.{sorted(unknown)[0]}: unknown option for method {cfg['method']['name']!r}; "
+                              f"known: {', '.join(sorted(method_cls.option_defaults)) or '(none)'}")
+        if method_cls.needs_target and "target" not in self.splits:
+            raise ConfigError(f"method {cfg['method']['name']!r} adapts to a target domain: set data.target (FORMAT:PATH)")
+        if method_cls.needs_unlabelled and "unlabelled" not in self.splits:
+            raise ConfigError(f"method {cfg['method']['name']!r} needs unlabelled faces: set data.unlabelled (FORMAT:PATH)")
+        with fabric.init_module():
+            self.method = method_cls(cfg, self.info)
+        self.model_cfg = self.method.model.pretrained_cfg
+        self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
+        if cfg["train"].get("channels_last"):
+            self.method = self.method.to(memory_format=torch.channels_last)
+        o = cfg["optim"]
+
+        def build_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+            for gr in groups:
+                gr.setdefault("lr", o["lr"])
+                gr["base_lr"] = gr["lr"]
+            if o["name"] == "sgd":
+                return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"],
+                                       nesterov=bool(o["nesterov"]) and o["momentum"] > 0)
+            cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
+            return cls(groups, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+
+        build_optimizer.base_lr = o["lr"]  # type: ignore[attr-defined]
+        opts = self.method.configure_optimizers(build_optimizer)
+        self.fmethod = fabric.setup_module(self.method)
+        self.fmethod.mark_forward_method("training_step")
+        self.optimizers = list(fabric.setup_optimizers(*opts)) if len(opts) > 1 else [fabric.setup_optimizers(opts[0])]
+        self.aug = AugmentConfig.from_dict(cfg["augment"])
+        self.aug_strong = self.aug.strong()
+        t = cfg["train"]
+        self.world = fabric.world_size
+        if t["batch_size"] % self.world:
+            raise ConfigError(f"train.batch_size={t['batch_size']} must be divisible by the number of processes ({self.world})")
+        n = len(train)
+        self.steps_per_epoch = max(1, n // t["batch_size"])  # drop the last incomplete batch (BatchNorm-safe)
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "elapsed": 0.0,
+                                      "bad_epochs": 0, "history": []}
+
+    # ------------------------------------------------------------------ batches
+    def _make_batch(self, split: Split, idx: np.ndarray, g: torch.Generator, *, augment: bool = True,
+                    strong_view: bool = False) -> dict[str, Any]:
+        """Global-batch indices -> this rank's share, augmented and normalized, on the device."""
+        rank, world = self.fabric.global_rank, self.world
+        p = sample_params(len(idx), self.aug, g) if augment else None
+        ps = sample_params(len(idx), self.aug_strong, g) if strong_view else None
+        share = slice(rank, None, world)
+        local = torch.as_tensor(idx[share], dtype=torch.long)
+        x = to_float(split.images[local])
+        batch: dict[str, Any] = {"index": local}
+        img = apply_params(x, slice_params(p, share), self.aug) if p is not None else x
+        batch["image"] = normalize(img, self.mean, self.std)
+        if ps is not None:
+            batch["image_strong"] = normalize(apply_params(x, slice_params(ps, share), self.aug_strong), self.mean, self.std)
+        batch["label"] = split.labels[local]
+        if split.soft_labels is not None:
+            batch["soft_label"] = split.soft_labels[local]
+        if self.cfg["train"].get("channels_last"):
+            for k in ("image", "image_strong"):
+                if k in batch:
+                    batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+        return self.fabric.to_device(batch)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.inference_mode()
+    def predict_split(self, split: Split, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """Probabilities, logits and embeddings of the deployable network on a whole split."""
+        bs = batch_size or int(self.cfg["train"]["eval_batch_size"])
+        was = self.method.training
+        self.method.eval()
+        probs, logits, embs = [], [], []
+        try:
+            for s in range(0, len(split), bs):
+                x = normalize(to_float(split.images[s:s + bs]), self.mean, self.std)
+                x = self.fabric.to_device(x)
+                with self.fabric.autocast():
+                    out = self.method.predict(x)
+                probs.append(out["probs"].float().cpu())
+                logits.append(out["logits"].float().cpu())
+                if out.get("embedding") is not None:
+                    embs.append(out["embedding"].float().cpu())
+        finally:
+            self.method.train(was)
+        res = {"probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(), "labels": split.labels.numpy()}
+        if embs:
+            res["embedding"] = torch.cat(embs).numpy()
+        return res
+
+    def predict_dataset(self, name: str) -> dict[str, np.ndarray]:
+        """Predictions on a named data role (``"target"``, ``"val"``...). For ``target`` the labels are
+        not returned — adaptation methods must never see them."""
+        if name not in self.splits:
+            raise ConfigError(f"no data role {name!r} configured (have: {', '.join(self.splits)})")
+        res = self.predict_split(self.splits[name])
+        if name in ("target", "unlabelled"):
+            res.pop("labels", None)
+        return res
+
+    def _val_metrics(self) -> dict[str, float]:
+        from ..evaluation.metrics import evaluate
+
+        if "val" not in self.splits:
+            return {}
+        pr = self.predict_split(self.splits["val"])
+        m = evaluate(pr["labels"], pr["probs"], self.classes)
+        lp = np.log(np.clip(pr["probs"][np.arange(len(pr["labels"])), pr["labels"]], 1e-12, None))
+        return {"val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+                "val_macro_f1": m["macro_f1"], "val_loss": float(-lp.mean())}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _sidecar(self, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+        m = self.method.model
+        return {
+            "model": {"name": getattr(m, "registry_name", self.cfg["model"]["name"]), "num_classes": len(self.classes),
+                      "kwargs": getattr(m, "build_kwargs", self.cfg["model"]["kwargs"])},
+            "classes": list(self.classes),
+            "preprocess": {"input_size": [int(self.cfg["data"]["image_size"])] * 2, "in_chans": self.info.in_chans,
+                           "mean": list(self.mean), "std": list(self.std)},
+            "method": self.cfg["method"]["name"],
+            "class_counts": self.info.class_counts,
+            "data": {k: self.cfg["data"][k] for k in ("train", "train_split", "val", "label_mode", "image_size", "channels")},
+            "train_info": self.splits["train"].info,
+            "metrics": metrics or {},
+            "epoch": self.state["epoch"],
+            "config": self.cfg,
+            "temperature": 1.0,
+        }
+
+    def _save_last(self) -> None:
+        tensors: dict[str, torch.Tensor] = {f"method/{k}": v for k, v in self.method.state_dict().items()}
+        opt_meta = []
+        for i, opt in enumerate(self.optimizers):
+            sd = opt.state_dict()
+            scalars: dict[str, dict[str, Any]] = {}
+            for pid, st in sd["state"].items():
+                for k, v in st.items():
+                    if isinstance(v, torch.Tensor):
+                        tensors[f"optim{i}/{pid}/{k}"] = v
+                    else:
+                        scalars.setdefault(str(pid), {})[k] = v
+            opt_meta.append({"param_groups": sd["param_groups"], "scalars": scalars})
+        meta = {"state": self.state, "optimizers": opt_meta, "method_extra": self.method.extra_state(),
+                "config": self.cfg, "format": "fairexpr-train-state"}
+        ck.atomic_save_tensors(self.out / "last.safetensors", tensors)
+        ck.atomic_write_json(self.out / "last.json", meta)
+
+    def _load_last(self) -> bool:
+        w, s = self.out / "last.safetensors", self.out / "last.json"
+        if not (w.exists() and s.exists()):
+            return False
+        meta = ck.read_json(s)
+        if meta.get("format") != "fairexpr-train-state":
+            raise ck.CheckpointError(f"{s}: not a fairexpr training-state file")
+        tensors = ck.load_tensors(w)
+        msd = {k[len("method/"):]: v for k, v in tensors.items() if k.startswith("method/")}
+        missing, unexpected = self.method.load_state_dict(msd, strict=False)
+        if missing or unexpected:
+            raise ck.CheckpointError(f"{w}: training state does not match this config's method/model "
+                                     f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
+        for i, opt in enumerate(self.optimizers):
+            om = meta["optimizers"][i]
+            state: dict[int, dict[str, Any]] = {}
+            for k, v in tensors.items():
+                if k.startswith(f"optim{i}/"):
+                    _, pid, name = k.split("/", 2)
+                    state.setdefault(int(pid), {})[name] = v
+            for pid, sc in om["scalars"].items():
+                state.setdefault(int(pid), {}).update(sc)
+            opt.load_state_dict({"state": state, "param_groups": om["param_groups"]})
+        self.method.load_extra_state(meta.get("method_extra", {}))
+        self.state = meta["state"]
+        return True
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, Any]:
+        self.fabric.launch()
+        self._setup()
+        fabric, cfg, t = self.fabric, self.cfg, self.cfg["train"]
+        if fabric.is_global_zero:
+            self.out.mkdir(parents=True, exist_ok=True)
+            ck.atomic_write_bytes(self.out / "config.yaml", dump_config(cfg).encode())
+        resumed = False
+        if self.resume:
+            resumed = self._load_last()
+            if not resumed and fabric.is_global_zero:
+                print(f"--resume: no training state in {self.out}; starting from scratch")
+        elif (self.out / "last.json").exists():
+            raise ConfigError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
+        train = self.splits["train"]
+        labels_np = train.labels.numpy()
+        epochs, bs = int(t["epochs"]), int(t["batch_size"])
+        budget_s = float(t["max_minutes"]) * 60 if t["max_minutes"] else None
+        target_stream = cycle_indices(len(self.splits["target"]), int(cfg["seed"]), 1) if "target" in self.splits else None
+        unl_stream = cycle_indices(len(self.splits["unlabelled"]), int(cfg["seed"]), 2) if "unlabelled" in self.splits else None
+        # fast-forward endless streams to where the resumed run was
+        tgt_buf: list[int] = []
+        unl_buf: list[int] = []
+
+        def take(stream, buf: list[int], k: int) -> np.ndarray:
+            while len(buf) < k:
+                buf.extend(next(stream).tolist())
+            out = np.asarray(buf[:k])
+            del buf[:k]
+            return out
+
+        if resumed:
+            skip = self.state["step"] * bs
+            for stream, buf in ((target_stream, tgt_buf), (unl_stream, unl_buf)):
+                if stream is not None and skip:
+                    take(stream, buf, skip)
+        log_rows: list[dict[str, Any]] = list(self.state.get("history", []))
+        start_epoch = int(self.state["epoch"])
+        stopped = "epochs"
+        clock = time.process_time if t.get("budget_clock") == "process" else time.perf_counter
+        t_start = clock() - float(self.state.get("elapsed", 0.0))
+        for epoch in range(start_epoch, epochs):
+            if budget_s is not None and self.state["elapsed"] >= budget_s:
+                stopped = "time budget"
+                break
+            torch.manual_seed(int(cfg["seed"]) * 100_003 + epoch)
+            g = torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + epoch)
+            hook_log = self.method.on_train_epoch_start(epoch, self) or {}
+            idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch)
+            self.method.train()
+            sums: dict[str, float] = {}
+            sums_t: dict[str, torch.Tensor] = {}
+            n_steps = 0
+            t_ep = time.perf_counter()
+            bar = _progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", self.progress and fabric.is_global_zero)
+            for b in range(self.steps_per_epoch):
+                idx = idx_all[b * bs:(b + 1) * bs]
+                if len(idx) < bs:
+                    break
+                ep_f = epoch + b / self.steps_per_epoch
+                if budget_s is not None:
+                    # with a time budget the LR schedule follows the budget's progress, so every run of a
+                    # same-budget comparison completes its whole schedule; stop at the first step past it
+                    el = clock() - t_start
+                    if el >= budget_s:
+                        break
+                    ep_f = max(ep_f, epochs * el / budget_s)
+                factor = lr_factor(cfg["schedule"], ep_f, epochs)
+                for opt in self.optimizers:
+                    for gr in opt.param_groups:
+                        gr["lr"] = gr.get("base_lr", cfg["optim"]["lr"]) * factor
+                batch: dict[str, Any]
+                strong = self.method.needs_unlabelled
+                if self.method.needs_target or self.method.needs_unlabelled:
+                    batch = {"source" if self.method.needs_target else "labelled": self._make_batch(train, idx, g)}
+                    if self.method.needs_target:
+                        tb = self._make_batch(self.splits["target"], take(target_stream, tgt_buf, bs), g)
+                        tb.pop("label", None)
+                        batch["target"] = tb
+                    if self.method.needs_unlabelled:
+                        ub = self._make_batch(self.splits["unlabelled"], take(unl_stream, unl_buf, bs * int(getattr(self.method, "unlabelled_ratio", 1))), g, strong_view=strong)
+                        ub.pop("label", None)
+                        batch["unlabelled"] = ub
+                else:
+                    batch = self._make_batch(train, idx, g)
+                ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
+                                  max_steps=epochs * self.steps_per_epoch, backward=fabric.backward,
+                                  step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
+                with fabric.autocast():
+                    out = self.fmethod.training_step(batch, ctx) if self.method.automatic_optimization else self.method.training_step(batch, ctx)
+                if self.method.automatic_optimization:
+                    fabric.backward(out["loss"])
+                    self._step_optimizer(self.optimizers[0])
+                for k, v in out.items():
+                    if isinstance(v, torch.Tensor):
+                        v = v.detach().float()
+                        sums_t[k] = sums_t[k] + v if k in sums_t else v.clone()  # no host sync per step
+                    else:
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                n_steps += 1
+                self.state["step"] += 1
+                bar.update(1)
+            bar.close()
+            for k, v in sums_t.items():
+                sums[k] = float(v.item())
+            train_time = time.perf_counter() - t_ep
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizers[0].param_groups[0]["lr"],
+                                   "train_images_per_s": n_steps * bs / max(train_time, 1e-9), "train_time_s": train_time}
+            row.update({f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()})
+            row.update({k: v for k, v in hook_log.items() if isinstance(v, (int, float, str))})
+            if (epoch + 1) % int(t["val_every"]) == 0 or epoch + 1 == epochs:
+                row.update(self._val_metrics())
+            self.state["epoch"] = epoch + 1
+            self.state["elapsed"] = clock() - t_start
+            row["elapsed_s"] = self.state["elapsed"]
+            improved = self._select(row)
+            log_rows.append(row)
+            self.state["history"] = log_rows
+            if fabric.is_global_zero:
+                if improved:
+                    ck.save_model(self.out, self.method.model, self._sidecar({k: v for k, v in row.items()}))
+                self._save_last()
+                self._write_log(log_rows)
+                if self.progress:
+                    shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float) and k.startswith(("train_loss", "val_")))
+                    print(f"epoch {epoch + 1}/{epochs}: {shown} ({row['train_images_per_s']:.0f} img/s)", flush=True)
+            fabric.barrier()
+            pat = t.get("early_stop_patience")
+            if pat and self.state["bad_epochs"] >= int(pat):
+                stopped = "early stopping"
+                break
+        else:
+            if budget_s is not None and self.state["elapsed"] >= budget_s:
+                stopped = "time budget"
+        if fabric.is_global_zero and not (self.out / "model.safetensors").exists():
+            ck.save_model(self.out, self.method.model, self._sidecar(log_rows[-1] if log_rows else {}))
+        fabric.barrier()
+        result: dict[str, Any] = {"out": str(self.out), "epochs_run": int(self.state["epoch"]), "steps": int(self.state["step"]),
+                                  "stopped_by": stopped, "best_epoch": self.state["best_epoch"], "best": self.state["best"],
+                                  "train_seconds": float(self.state["elapsed"]), "history": log_rows}
+        if fabric.is_global_zero:
+            result["eval"] = self.final_evaluation()
+            ck.atomic_write_json(self.out / "result.json", result)
+        return result
+
+    def _step_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        clip = self.cfg["train"].get("grad_clip")
+        if clip:
+            self.fabric.clip_gradients(self.fmethod, opt, max_norm=float(clip))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def _select(self, row: dict[str, Any]) -> bool:
+        metric = self.cfg["train"]["select_metric"]
+        key = "val_loss" if metric == "loss" else f"val_{metric}"
+        if key not in row:  # no validation set: the last epoch is the one we keep
+            self.state["best_epoch"] = row["epoch"]
+            return True
+        val = float(row[key])
+        better = self.state["best"] is None or (val < self.state["best"] if metric == "loss" else val > self.state["best"])
+        if better:
+            self.state["best"], self.state["best_epoch"], self.state["bad_epochs"] = val, row["epoch"], 0
+        else:
+            self.state["bad_epochs"] += 1
+        return better
+
+    def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+        ck.atomic_write_bytes(self.out / "metrics.csv", buf.getvalue().encode())
+        if self.cfg["train"].get("tensorboard"):
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("train.tensorboard=true needs the `tensorboard` package (pip install tensorboard)") from None
+            with SummaryWriter(str(self.out / "tb")) as sw:
+                r = rows[-1]
+                for k, v in r.items():
+                    if isinstance(v, (int, float)) and k != "epoch":
+                        sw.add_scalar(k, v, r["epoch"])
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on every labelled held-out role; write eval/<role>/ outputs."""
+        from .evaluate import evaluate_and_write
+
+        best, _ = ck.load_model(self.out)
+        self.method.model.load_state_dict(best.state_dict())
+        out: dict[str, Any] = {}
+        for role in ("val", "test", "target_eval"):
+            if role in self.splits:
+                sp = self.splits[role]
+                pr = self.predict_split(sp)
+                out[role] = evaluate_and_write(self.out / "eval" / role, pr, self.classes, dataset=sp.spec, split=sp.split,
+                                               label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out))
+        return out
+
+
+def fit(config: dict[str, Any], out_dir: str | Path, *, resume: bool = False, splits: dict[str, Split] | None = None) -> dict[str, Any]:
+    """Train a method as configured; returns a summary (history, best epoch, final evaluation)."""
+    return Engine(config, out_dir, resume=resume, splits=splits).run()

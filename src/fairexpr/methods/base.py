@@ -1,0 +1,140 @@
+"""The method protocol: what a training recipe supplies to the engine (and nothing more).
+
+The engine (``fairexpr.engine``) owns the loop, devices, precision, checkpoints, resume, logging
+and evaluation. A *method* owns its model(s) and losses and tells the engine how one step works::
+
+    class MyMethod(Method):
+        def training_step(self, batch, ctx):      # -> {"loss": Tensor, other scalars...}
+        def predict(self, images):                # -> {"logits", "probs", "embedding"}
+
+Batches the engine hands to ``training_step`` (tensors already on the device, augmented, normalized):
+
+* supervised: ``{"image": [B,C,H,W] float, "label": [B] long, "index": [B] long, ("soft_label": [B,K])}``
+* adaptation (``needs_target = True``): ``{"source": <supervised batch>, "target": <batch, labels removed>}``
+* unlabelled (``needs_unlabelled = True``): ``{"labelled": <supervised batch>,
+  "unlabelled": {"image": weak view, "image_strong": strong view, "index"}}``
+
+Automatic optimization (default): return ``{"loss": tensor}``; the engine does backward, clipping,
+optimizer and scheduler steps. Methods with several optimizers or several updates per batch (MCD,
+Meta-Face2Exp) set ``automatic_optimization = False``, build their optimizers in
+``configure_optimizers`` and call ``ctx.backward(loss)`` / ``ctx.step(optimizer)`` themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    """What a method may use from the engine during a step."""
+
+    epoch: int  # 0-based epoch index
+    step: int  # global optimizer step counter (0-based)
+    max_epochs: int
+    max_steps: int | None  # total planned steps when known (for warm-start schedules), else None
+    backward: Callable[[torch.Tensor], None]  # precision/distribution-aware backward
+    step_optimizer: Callable[[torch.optim.Optimizer], None]  # clip grads (if configured) + optimizer.step()
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def progress(self) -> float:
+        """Training progress in [0, 1] by steps (used by warm-start GRL schedules)."""
+        if not self.max_steps:
+            return min(1.0, self.epoch / max(1, self.max_epochs))
+        return min(1.0, self.step / self.max_steps)
+
+
+@dataclass
+class DataInfo:
+    """What a method needs to know about the (source/labelled) training data."""
+
+    classes: tuple[str, ...]
+    class_counts: list[int]  # per class, in ``classes`` order, of the training split actually used
+    in_chans: int
+    image_size: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class Method(nn.Module):
+    """Base class of training recipes. Sub-classes register with :func:`register_method`.
+
+    Constructed by the engine as ``MethodCls(config, data_info)`` where ``config`` is the whole
+    resolved config (nested dict: ``model``, ``loss``, ``method``, ``optim``...). A method reads its own
+    options from ``config["method"]``; ``option_defaults`` lists them (the config loader rejects
+    unknown keys with a clear error). Build the deployable network with
+    ``fairexpr.models.create_model(**config["model"]...)`` and store it as ``self.model``.
+    """
+
+    option_defaults: dict[str, Any] = {}
+    automatic_optimization: bool = True
+    needs_target: bool = False
+    needs_unlabelled: bool = False
+
+    #: the deployable network (what eval/predict/export use); sub-classes set it in __init__
+    model: nn.Module
+
+    def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for automatic optimization (override for per-part lrs)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": base_lr}]
+
+    def configure_optimizers(self, build_optimizer: Callable[..., torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
+        """Manual-optimization methods return their optimizers; ``build_optimizer(param_groups)``
+        applies the config's optimizer settings."""
+        return [build_optimizer(self.parameter_groups(build_optimizer.base_lr))]  # type: ignore[attr-defined]
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits, probabilities and embedding of the deployable network for evaluation/inference."""
+        feats = self.model.forward_features(images)
+        logits = self.model.forward_head(feats)
+        return {"logits": logits, "probs": logits.softmax(-1), "embedding": feats}
+
+    def on_train_epoch_start(self, epoch: int, engine: Any) -> dict[str, Any] | None:
+        """Hook before each epoch (DRW switch, DIFC margin recomputation...). May return values to log."""
+        return None
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-serialisable non-parameter state to checkpoint (phase, margins, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    def deco(cls: type[Method]) -> type[Method]:
+        _METHODS[name] = cls
+        cls.method_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type[Method]:
+    from . import catalog  # noqa: F401  (imports every method module)
+
+    if name not in _METHODS:
+        from ..config import ConfigError
+
+        raise ConfigError(f"method.name: unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    from . import catalog  # noqa: F401
+
+    return sorted(_METHODS)

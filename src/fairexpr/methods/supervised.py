@@ -1,0 +1,56 @@
+"""Plain supervised training: one network, one loss (CE, weighted CE, LDAM(-DRW), focal, logit-adjusted,
+balanced softmax, soft-label CE). The baseline every published method is compared with."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..losses import build_loss
+from ..models import create_model
+from .base import DataInfo, Method, StepContext, register_method
+
+
+def build_network(config: dict[str, Any], info: DataInfo, **extra: Any):
+    """The configured registered model for this data (classes, channels)."""
+    m = config["model"]
+    kwargs = dict(m.get("kwargs") or {})
+    kwargs.setdefault("in_chans", info.in_chans)
+    kwargs.update(extra)
+    net = create_model(m["name"], num_classes=info.num_classes, pretrained=m.get("pretrained"), **kwargs)
+    net.registry_name = m["name"]  # type: ignore[attr-defined]
+    net.build_kwargs = kwargs  # type: ignore[attr-defined]
+    return net
+
+
+@register_method("supervised")
+class Supervised(Method):
+    """``loss(model(x), y)``; with ``data.label_mode=soft`` the target is the vote distribution."""
+
+    option_defaults: dict[str, Any] = {}
+
+    def __init__(self, config: dict[str, Any], info: DataInfo) -> None:
+        super().__init__()
+        self.model = build_network(config, info)
+        lc = config["loss"]
+        self.loss = build_loss(lc["name"], class_counts=info.class_counts, **(lc.get("kwargs") or {}))
+        self.soft = config["data"]["label_mode"] == "soft"
+
+    def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": base_lr}]
+
+    def on_train_epoch_start(self, epoch: int, engine: Any) -> dict[str, Any] | None:
+        if hasattr(self.loss, "set_epoch"):
+            self.loss.set_epoch(epoch)
+            return {"loss_reweighted": int(getattr(self.loss, "weight", None) is not None)}
+        return None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
+        logits = self.model(batch["image"])
+        target = batch["soft_label"] if self.soft else batch["label"]
+        loss = self.loss(logits.float(), target)
+        acc = (logits.argmax(1) == batch["label"]).float().mean()
+        return {"loss": loss, "acc": acc}

@@ -1,0 +1,122 @@
+"""One model registry: ``@register_model`` + :func:`create_model` (in the spirit of timm).
+
+Every registered builder returns a :class:`FERModel`: an ``nn.Module`` with
+
+* ``forward_features(x) -> Tensor[B, num_features]`` — the embedding losses/anchors/UDA heads use,
+* ``forward_head(features) -> Tensor[B, num_classes]`` — logits,
+* ``forward(x) = forward_head(forward_features(x))``,
+* ``num_features`` (int) and ``pretrained_cfg`` (dict: ``input_size`` (H, W), ``in_chans``, ``mean``, ``std``)
+  — the preprocessing the checkpoint sidecar records so inference never re-specifies it by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+class ModelError(ValueError):
+    """Unknown model name, bad model option or an unloadable weight file."""
+
+
+class FERModel(nn.Module):
+    num_features: int
+    num_classes: int
+    pretrained_cfg: dict[str, Any]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    builder: Callable[..., FERModel]
+    description: str
+    default_cfg: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, description: str = "", **default_cfg: Any) -> Callable:
+    """Decorator registering ``builder(num_classes, pretrained=None, **kw) -> FERModel``."""
+
+    def deco(fn: Callable[..., FERModel]) -> Callable[..., FERModel]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ModelError(f"model {key!r} registered twice")
+        doc = description or (fn.__doc__ or key).strip().splitlines()[0]
+        _REGISTRY[key] = ModelEntry(key, fn, doc, dict(default_cfg))
+        return fn
+
+    return deco
+
+
+def _ensure_loaded() -> None:
+    from . import zoo  # noqa: F401  (imports every architecture module, which registers)
+
+
+def list_models() -> dict[str, ModelEntry]:
+    _ensure_loaded()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None = None, **kwargs: Any) -> FERModel:
+    """Build a registered model by name; ``pretrained`` is always a *local* weight file."""
+    _ensure_loaded()
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise ModelError(f"pretrained weight file {str(pretrained)!r} for model {name!r} does not exist")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ModelError(f"num_classes must be a positive int, got {num_classes!r}")
+    try:
+        model = _REGISTRY[name].builder(num_classes=num_classes, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        raise ModelError(f"bad option for model {name!r}: {e}") from None
+    return model
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a weight file safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    Unwraps the usual containers (``state_dict``, ``model``, ``net``) and ``module.`` prefixes.
+    Files that would need arbitrary unpickling are refused with a clear error.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd: Any = load_file(str(path))
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ModelError(
+                f"{path}: cannot load safely with torch.load(weights_only=True) ({type(e).__name__}: {e}); "
+                "fairexpr never unpickles arbitrary objects — re-save the file as a plain state_dict"
+            ) from None
+    for key in ("state_dict", "model", "net", "model_state_dict"):
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise ModelError(f"{path}: expected a state_dict (mapping of tensors), got {type(sd).__name__}")
+    out = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        out[k[7:] if k.startswith("module.") else k] = v
+    return out
