@@ -1,0 +1,123 @@
+"""HTML report, comparison table and the `fairexpr report` command on fabricated run dirs."""
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fairexpr.cli import cli
+from fairexpr.data.base import DataError
+from fairexpr.evaluation.report import build_report, compare_table, load_runs, table_markdown
+
+from fairexpr.labels import CANONICAL7
+
+
+def test_compare_table_values_and_best(two_runs):
+    df = compare_table(two_runs)
+    assert list(df["run"]) == ["baseline", "cucn"]
+    assert list(df["model"]) == ["resnet18_cbam"] * 2
+    m = json.loads((two_runs[1] / "eval/test/metrics.json").read_text())
+    row = df.iloc[1]
+    assert row["accuracy"] == pytest.approx(m["accuracy"])
+    assert row["balanced_accuracy"] == pytest.approx(m["balanced_accuracy"])
+    assert row["gap"] == pytest.approx(m["per_class_accuracy_gap"])
+    assert row["ece"] == pytest.approx(m["ece"]) and row["n"] == 140
+    md = table_markdown(df)
+    # the stronger run wins balanced accuracy: its cell is bold, the other is not
+    cells = [line.split("|") for line in md.splitlines()[2:]]
+    col = md.splitlines()[0].split("|").index(" balanced_accuracy (%) ")
+    assert cells[1][col].strip().startswith("**") and not cells[0][col].strip().startswith("**")
+
+
+def test_build_report_self_contained(two_runs, tmp_path):
+    out = tmp_path / "rep"
+    html_path = build_report(two_runs, out, title="Ablation", tsne_max_points=100, tsne_max_iter=250)
+    html = html_path.read_text()
+    assert "<h1>Ablation</h1>" in html
+    assert "src='data:image/png;base64," in html and "src='figures" not in html
+    imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    for prefix in ("confusion_", "reliability_", "tsne_", "curves_", "imbalance_", "per_class_bars", "per_class_lines"):
+        assert any(p.startswith(prefix) for p in pngs), prefix
+    assert len(imgs) == len(pngs)
+    assert "before / after temperature scaling" in html  # calibrated run draws two panels
+    data = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in data["runs"]] == ["baseline", "cucn"]
+    assert data["runs"][0]["metrics"]["classes"] == list(CANONICAL7)
+    assert data["table"][1]["n"] == 140 and data["warnings"] == []
+    assert (out / "report.md").read_text().startswith("# Ablation")
+
+
+def test_accepts_metrics_dir_directly_and_split_dirs(tmp_path, make_run):
+    run = make_run(tmp_path, "r1", skill=0.7, splits=("val", "test"))
+    runs = load_runs([run])
+    assert sorted(r.split for r in runs) == ["test", "val"]
+    direct = load_runs([run / "eval" / "test"])
+    assert direct[0].run_dir == run and direct[0].metrics_csv == run / "metrics.csv"
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "metrics.json").write_text((run / "eval/test/metrics.json").read_text())
+    r = load_runs([loose])[0]
+    assert r.run_dir is None and r.sidecar is None
+    build_report([loose], tmp_path / "out")  # no sidecar, curves or predictions: still a report
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_duplicate_run_names_disambiguated(tmp_path, make_run):
+    a = make_run(tmp_path / "exp1", "seed0", skill=0.6, embeddings=False)
+    b = make_run(tmp_path / "exp2", "seed0", skill=0.6, embeddings=False)
+    assert [r.name for r in load_runs([a, b])] == ["exp1/seed0", "exp2/seed0"]
+
+
+def test_optional_parts_skipped_are_reported(tmp_path, make_run):
+    run = make_run(tmp_path, "r", skill=0.6)
+    (run / "metrics.csv").write_text("step,foo\n1,2\n")
+    np.savez(run / "eval/test/predictions.npz", y_true=np.zeros(3, int), embeddings=np.zeros((3, 2)))
+    out = tmp_path / "o"
+    build_report([run], out, tsne_max_iter=250)
+    w = json.loads((out / "report.json").read_text())["warnings"]
+    assert any("'epoch' column" in x for x in w) and any("n=140" in x for x in w)
+    assert "Notes" in (out / "report.html").read_text()
+
+
+def test_missing_or_bad_metrics_errors(tmp_path):
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"empty_run.*no evaluation metrics.*eval/<split>/metrics.json"):
+        load_runs([empty])
+    with pytest.raises(DataError, match="does not exist"):
+        load_runs([tmp_path / "nope"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_runs([bad])
+    (bad / "metrics.json").write_text(json.dumps({"n": 3, "classes": ["a", "b"]}))
+    with pytest.raises(DataError, match=r"lacks \['accuracy'"):
+        load_runs([bad])
+
+
+def test_cli_report(two_runs, tmp_path):
+    out = tmp_path / "cli_out"
+    res = CliRunner().invoke(cli, ["report", *map(str, two_runs), "--out", str(out), "--title", "T",
+                                   "--tsne-max-points", "60", "--tsne-iter", "250", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["report"] == str(out / "report.html") and (out / "report.html").is_file()
+    assert [row["run"] for row in info["table"]] == ["baseline", "cucn"]
+    assert any(f.startswith("confusion_") for f in info["figures"])
+    human = CliRunner().invoke(cli, ["report", str(two_runs[0] / "eval" / "test"), "--out", str(tmp_path / "h"),
+                                     "--tsne-max-points", "30", "--tsne-iter", "250"])
+    assert human.exit_code == 0 and "| run |" in human.output and "report:" in human.output
+
+
+def test_cli_report_clear_error(tmp_path):
+    empty = tmp_path / "run_without_eval"
+    empty.mkdir()
+    res = CliRunner().invoke(cli, ["report", str(empty), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "run_without_eval" in res.output and "no evaluation metrics" in res.output
+    assert not (tmp_path / "o" / "report.html").exists()
