@@ -1,0 +1,123 @@
+"""Issue-4 benchmark: DIFC (Sreenivas et al., ECCVW 2022) — does DI beat CE, and DIFC beat DI, in
+cross-dataset FER, and mostly on the confusing classes?
+
+Grid: {MCD, DANN} x {CE, DI, DIFC} x seeds x targets, one source (default FER2013 train), every cell with
+the same epoch and wall-clock budget (the CPU configs `configs/difc_{mcd,dann}_cpu.yaml`). Each run is a
+separate `fairexpr adapt` process (a crash loses one run, not all; finished runs are skipped when the script
+is re-run). Target labels are used only for the final evaluation (`--target-eval` = the target set).
+
+Writes benchmarks/results/difc_runs.json (one record per run), difc_tables.json and difc_tables.md
+(Tables 2/3/4/5-shaped, mean ± std over seeds).
+
+    python benchmarks/difc.py --data $FAIREXPR_DATA --seeds 0 1 2 --epochs 6 --t1 3 --minutes 15
+    # other targets: --target ckplus:$FAIREXPR_DATA/ckplus/CK+48 --target ferplus:$FAIREXPR_DATA/ferplus@test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fairexpr.evaluation.difc_tables import (accuracy_table, confusing_classes_table, confusion_order_table,  # noqa: E402
+                                             load_run, plug_and_play_table, to_markdown)
+
+
+def parse_target(t: str) -> tuple[str, str | None]:
+    """``FORMAT:PATH[@split]`` -> (spec, split)."""
+    spec, _, split = t.partition("@")
+    return spec, (split or None)
+
+
+def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_split: str, target: str,
+             target_split: str | None, args: argparse.Namespace) -> Path:
+    run_dir = out / f"{method}_{loss}_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_s{seed}"
+    if (run_dir / "result.json").exists():
+        return run_dir
+    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", "adapt", "--config", str(ROOT / "configs" / f"difc_{method}_cpu.yaml"),
+           "--source", source, "--target", target, "--target-eval", target, "--out", str(run_dir), "--no-progress",
+           f"seed={seed}", f"method.cls_loss={loss}", f"method.t1_epochs={args.t1}", f"train.epochs={args.epochs}",
+           f"train.max_minutes={args.minutes}", f"data.train_split={source_split}",
+           f"data.target_split={target_split if target_split else 'null'}",
+           f"data.target_eval_split={target_split if target_split else 'null'}", *args.override]
+    if (run_dir / "last.json").exists():
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if proc.returncode != 0:
+        print(f"run failed (exit {proc.returncode}) after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--source", help="FORMAT:PATH[@split] (default: fer2013 train)")
+    p.add_argument("--target", action="append", help="FORMAT:PATH[@split]; repeatable (default: CK+48 all, FER+ test)")
+    p.add_argument("--methods", nargs="+", default=["mcd", "dann"], choices=["mcd", "dann", "safn"])
+    p.add_argument("--losses", nargs="+", default=["ce", "di", "difc"], choices=["ce", "di", "difc"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--t1", type=int, default=3, help="DI phase length in epochs (DIFC from this epoch on)")
+    p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget per run")
+    p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
+    args = p.parse_args(argv)
+    data = Path(args.data)
+    source, source_split = parse_target(args.source or f"fer2013:{data}/fer2013@train")
+    targets = [parse_target(t) for t in (args.target or [f"ckplus:{data}/ckplus/CK+48", f"ferplus:{data}/ferplus@test"])]
+    out = Path(args.out)
+    t_start = time.time()
+    runs = []
+    for target, tsplit in targets:
+        for method in args.methods:
+            for loss in args.losses:
+                for seed in args.seeds:
+                    runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
+    records = []
+    for r in runs:
+        try:
+            records.append(load_run(r))
+        except (FileNotFoundError, KeyError) as e:
+            print(f"skipping unfinished run {r}: {e}", flush=True)
+    from fairexpr.labels import CANONICAL7
+
+    classes = list(CANONICAL7)
+    res = Path(args.results)
+    res.mkdir(parents=True, exist_ok=True)
+    meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
+            "budget": {"epochs": args.epochs, "t1_epochs": args.t1, "max_minutes_per_run": args.minutes},
+            "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
+            "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
+    (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
+        {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]]}
+        for r in records]}, indent=2, default=str))
+    tables = {
+        "table2_accuracy": accuracy_table(records),
+        "table3_confusion_order": confusion_order_table(records, classes),
+        "table4_confusing_vs_rest": confusing_classes_table(records, classes, top=3),
+    }
+    for target, tsplit in targets:
+        tables[f"table5_plug_and_play_{Path(target.split(':', 1)[1]).name}"] = plug_and_play_table(records, target=target)
+    (res / "difc_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))
+    md = [f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
+          f"budget {args.epochs} epochs ({args.t1} DI + {args.epochs - args.t1} DIFC), at most {args.minutes} min per run; "
+          f"{meta['hardware']}.\n"]
+    for name, df in tables.items():
+        md += [f"## {name}\n", to_markdown(df, index=name.startswith("table5")), ""]
+    (res / "difc_tables.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

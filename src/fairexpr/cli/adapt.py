@@ -1,0 +1,85 @@
+"""`fairexpr adapt`: unsupervised domain adaptation (MCD / DANN / SAFN with CE | DI | DIFC) from a
+labelled source to an unlabelled target. Target labels are never used for training; ``--target-eval``
+names a labelled target set used only for the final evaluation."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .common import emit, json_option
+
+
+def build_adapt_config(config_path: str | None, source: str, target: str, target_eval: str | None = None,
+                       overrides: tuple[str, ...] | list[str] = (), *, epochs: int | None = None,
+                       minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:
+    """Resolve the config: file <- ``data.train/target/target_eval`` from the options <- overrides.
+
+    ``data.target_eval`` is set from ``target_eval`` (``None`` without it) unless an override sets it.
+    """
+    from ..config import load_config
+    from ..methods.base import get_method
+
+    # the evaluation set always comes from --target-eval (null without it), never from a config default
+    # that may name another dataset than --target
+    extra: dict[str, Any] = {"data": {"train": source, "target": target, "target_eval": target_eval or None}}
+    tr: dict[str, Any] = {}
+    if epochs:
+        tr["epochs"] = epochs
+    if minutes:
+        tr["max_minutes"] = minutes
+    if no_progress:
+        tr["progress"] = False
+    if tr:
+        extra["train"] = tr
+    cfg = load_config(config_path, list(overrides), extra=extra)
+    if not get_method(cfg["method"]["name"]).needs_target:
+        from ..config import ConfigError
+
+        raise ConfigError(f"method.name={cfg['method']['name']!r} is not an adaptation method; "
+                          "use mcd, dann or safn (or `fairexpr train` for supervised recipes)")
+    return cfg
+
+
+def summarize(result: dict[str, Any]) -> str:
+    lines = [f"run: {result['out']}  ({result['epochs_run']} epochs, {result['train_seconds'] / 60:.1f} min, "
+             f"stopped by {result['stopped_by']}; best epoch {result['best_epoch']})"]
+    hist = result.get("history") or []
+    if hist and "difc_order" in hist[-1]:
+        lines.append(f"  DIFC phase {hist[-1].get('difc_phase')}, confusion order {hist[-1]['difc_order']}, "
+                     f"margins {hist[-1].get('margins')}")
+    for role, m in (result.get("eval") or {}).items():
+        lines.append(f"  {role:<12} n={m['n']:<6} accuracy={m['accuracy']:.4f}  balanced={m['balanced_accuracy']:.4f}")
+    return "\n".join(lines)
+
+
+@click.command("adapt")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="Recipe YAML (configs/difc_{mcd,dann,safn}[_cpu].yaml).")
+@click.option("--source", required=True, help="Labelled source FORMAT:PATH (= data.train).")
+@click.option("--target", required=True, help="Unlabelled target FORMAT:PATH (= data.target; labels ignored).")
+@click.option("--target-eval", "target_eval", help="Labelled target FORMAT:PATH for evaluation only (= data.target_eval).")
+@click.option("--out", default="runs/adapt", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--epochs", type=int, help="= train.epochs")
+@click.option("--minutes", type=float, help="Wall-clock budget (= train.max_minutes).")
+@click.option("--resume", is_flag=True, help="Continue a killed run (DIFC phase and margins are restored).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@json_option
+@click.argument("overrides", nargs=-1)
+def command(config_path, source, target, target_eval, out, epochs, minutes, resume, no_progress, as_json, overrides):
+    """Adapt a FER model from SOURCE to TARGET. OVERRIDES are config keys, e.g. `method.cls_loss=di`.
+
+    \b
+    Example:
+      fairexpr adapt --config configs/difc_mcd_cpu.yaml --source fer2013:$FAIREXPR_DATA/fer2013 \\
+          --target ckplus:$FAIREXPR_DATA/ckplus/CK+48 --target-eval ckplus:$FAIREXPR_DATA/ckplus/CK+48 \\
+          --out runs/difc_mcd method.cls_loss=difc
+    """
+    from ..engine import fit
+
+    cfg = build_adapt_config(config_path, source, target, target_eval, overrides, epochs=epochs, minutes=minutes,
+                             no_progress=no_progress)
+    result = fit(cfg, Path(out), resume=resume)
+    emit({k: v for k, v in result.items() if k != "history"} | {"last_epoch": (result.get("history") or [{}])[-1]},
+         as_json, summarize(result))

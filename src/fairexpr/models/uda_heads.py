@@ -1,0 +1,306 @@
+"""Heads and layers for unsupervised domain adaptation (MCD, DANN, SAFN/AFN), plus two registered
+deployable networks built around any registered backbone:
+
+* ``mcd_net`` — backbone ``F`` + two classifiers ``C1, C2`` (Saito et al. 2018); its ``forward_head``
+  returns ``log((softmax(C1 f) + softmax(C2 f)) / 2)`` — the averaged prediction of DIFC Eq. 8 — so
+  ``softmax(forward(x))`` is exactly that average;
+* ``afn_net`` — backbone + the AFN bottleneck block (FC-BN-ReLU-Dropout, Xu et al. 2019) + a linear
+  classifier; ``forward_features`` returns the bottleneck feature the feature-norm loss acts on.
+
+DANN needs no special network (its domain discriminator is training-only and lives in the method).
+
+Layers follow Transfer-Learning-Library (``tllib/modules/grl.py``, ``tllib/alignment/{dann,mcd}.py``,
+``tllib/normalization/afn.py``); equations are in the docstrings. Not implemented: the AGRA/DIFC
+landmark global+local head (64-d global + five 7x7 local crops, 384-d fused) — use any registered
+backbone (e.g. ``ir50``) with its global embedding instead.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import FERModel, ModelError, create_model, register_model
+
+__all__ = [
+    "GradientReverseLayer",
+    "WarmStartGradientReverseLayer",
+    "warm_start_coeff",
+    "DomainDiscriminator",
+    "domain_adversarial_loss",
+    "ClassifierHead",
+    "classifier_discrepancy",
+    "entropy",
+    "AdaptiveFeatureNorm",
+    "AFNBlock",
+    "MCDNet",
+    "AFNNet",
+]
+
+
+# ------------------------------------------------------------------------------------ gradient reversal
+class _GradientReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, coeff: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad.neg() * ctx.coeff, None
+
+
+class GradientReverseLayer(nn.Module):
+    """``R_λ(x) = x`` in the forward pass, ``∂R_λ/∂x = −λ I`` in the backward pass (Ganin et al. 2016)."""
+
+    def __init__(self, coeff: float = 1.0) -> None:
+        super().__init__()
+        self.coeff = float(coeff)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _GradientReverse.apply(x, self.coeff)
+
+
+def warm_start_coeff(iter_num: int, max_iters: float = 1000.0, alpha: float = 1.0, lo: float = 0.0,
+                     hi: float = 1.0) -> float:
+    """Warm-start GRL coefficient (Transfer-Learning-Library):
+
+    ``λ(i) = 2 (hi − lo) / (1 + exp(−α i / max_iters)) − (hi − lo) + lo``
+
+    so ``λ(0) = lo`` and ``λ → hi`` as ``i / max_iters`` grows (≈ 0.462 (hi − lo) + lo at ``i = max_iters``).
+    """
+    if max_iters <= 0:
+        raise ValueError(f"max_iters must be > 0, got {max_iters}")
+    return float(2.0 * (hi - lo) / (1.0 + math.exp(-alpha * iter_num / max_iters)) - (hi - lo) + lo)
+
+
+class WarmStartGradientReverseLayer(nn.Module):
+    """GRL whose coefficient follows :func:`warm_start_coeff` of an iteration counter.
+
+    ``step()`` advances the counter (``auto_step=True`` advances it on every training forward).
+    ``iter_num`` is plain state: methods checkpoint it in their ``extra_state`` for resume.
+    """
+
+    def __init__(self, alpha: float = 1.0, lo: float = 0.0, hi: float = 1.0, max_iters: float = 1000.0,
+                 auto_step: bool = False) -> None:
+        super().__init__()
+        if max_iters <= 0:
+            raise ValueError(f"max_iters must be > 0, got {max_iters}")
+        self.alpha, self.lo, self.hi, self.max_iters = float(alpha), float(lo), float(hi), float(max_iters)
+        self.auto_step = auto_step
+        self.iter_num = 0
+
+    @property
+    def coeff(self) -> float:
+        return warm_start_coeff(self.iter_num, self.max_iters, self.alpha, self.lo, self.hi)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.coeff
+        if self.auto_step and self.training:
+            self.step()
+        return _GradientReverse.apply(x, c)
+
+    def step(self) -> None:
+        self.iter_num += 1
+
+
+# ------------------------------------------------------------------------------------------- DANN
+class DomainDiscriminator(nn.Module):
+    """``D(f)``: Linear-BN-ReLU-Linear-BN-ReLU-Linear(1) returning a domain *logit* (source = 1).
+
+    Transfer-Learning-Library ends with a sigmoid and uses BCE; we return the logit and use
+    ``binary_cross_entropy_with_logits`` (same value, numerically stable, safe under autocast).
+    """
+
+    def __init__(self, in_features: int, hidden: int = 1024, batch_norm: bool = True) -> None:
+        super().__init__()
+        if in_features < 1 or hidden < 1:
+            raise ModelError(f"DomainDiscriminator: in_features and hidden must be >= 1, got {in_features}, {hidden}")
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Linear(i, o), nn.BatchNorm1d(o), nn.ReLU(inplace=True)] if batch_norm else \
+                [nn.Linear(i, o), nn.ReLU(inplace=True), nn.Dropout(0.5)]
+
+        self.net = nn.Sequential(*block(in_features, hidden), *block(hidden, hidden), nn.Linear(hidden, 1))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f).squeeze(1)
+
+
+def domain_adversarial_loss(d_source: torch.Tensor, d_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DANN transfer loss on discriminator logits (source label 1, target label 0):
+
+    ``L_d = ½ BCE(σ(d_s), 1) + ½ BCE(σ(d_t), 0)``; returns ``(L_d, domain accuracy)``.
+    """
+    ls = F.binary_cross_entropy_with_logits(d_source, torch.ones_like(d_source))
+    lt = F.binary_cross_entropy_with_logits(d_target, torch.zeros_like(d_target))
+    with torch.no_grad():
+        acc = 0.5 * ((d_source > 0).float().mean() + (d_target <= 0).float().mean())
+    return 0.5 * (ls + lt), acc
+
+
+# -------------------------------------------------------------------------------------------- MCD
+def classifier_discrepancy(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
+    """MCD discrepancy ``d(p1, p2) = (1 / (N K)) Σ_i Σ_k |p1_ik − p2_ik|`` (mean absolute difference
+    of the two classifiers' softmax outputs)."""
+    if p1.shape != p2.shape:
+        raise ValueError(f"classifier_discrepancy: shapes differ, {tuple(p1.shape)} vs {tuple(p2.shape)}")
+    return (p1 - p2).abs().mean()
+
+
+def entropy(p: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Mean prediction entropy ``H = −(1/N) Σ_i Σ_k p_ik log(p_ik + ε)`` (ε as Transfer-Learning-Library)."""
+    return -(p * torch.log(p + eps)).sum(1).mean()
+
+
+class ClassifierHead(nn.Module):
+    """An MCD classifier ``C_j``: ``hidden = 0`` -> Dropout-Linear; else (MCD_DA / TLlib style)
+    Dropout-Linear-BN-ReLU-Dropout-Linear-BN-ReLU-Linear with ``hidden`` units."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 0, dropout: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ModelError(f"ClassifierHead: dropout must be in [0, 1), got {dropout}")
+        if hidden and hidden > 0:
+            self.net = nn.Sequential(
+                nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                nn.Linear(hidden, num_classes))
+        else:
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f)
+
+
+def _build_backbone(backbone: str, num_classes: int, pretrained: Any, backbone_kwargs: dict[str, Any] | None) -> FERModel:
+    if backbone in ("mcd_net", "afn_net"):
+        raise ModelError(f"backbone {backbone!r} is itself a UDA wrapper; name a plain backbone (e.g. resnet18)")
+    return create_model(backbone, num_classes=num_classes, pretrained=pretrained, **(backbone_kwargs or {}))
+
+
+def _record(net: FERModel, name: str, **kwargs: Any) -> None:
+    """What the checkpoint sidecar needs to rebuild ``net`` with ``create_model(name, **kwargs)``."""
+    net.registry_name = name  # type: ignore[attr-defined]
+    net.build_kwargs = kwargs  # type: ignore[attr-defined]
+
+
+class MCDNet(FERModel):
+    """Backbone ``F`` + classifiers ``C1, C2``; prediction = average of their softmax (DIFC Eq. 8).
+
+    ``forward_features(x) = F(x)``; ``forward_heads(f) = (C1 f, C2 f)`` (logits, for training);
+    ``forward_head(f) = log(½ softmax(C1 f) + ½ softmax(C2 f))``. The backbone's own classifier is
+    not used.
+    """
+
+    def __init__(self, backbone: FERModel, num_classes: int, head_hidden: int = 0, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.num_features = backbone.num_features
+        self.pretrained_cfg = dict(backbone.pretrained_cfg)
+        self.head_hidden, self.dropout = head_hidden, dropout
+        self.c1 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
+        self.c2 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_features(x)
+
+    def forward_heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.c1(f), self.c2(f)
+
+    def averaged_probs(self, f: torch.Tensor) -> torch.Tensor:
+        z1, z2 = self.forward_heads(f)
+        return 0.5 * (z1.float().softmax(-1) + z2.float().softmax(-1))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.averaged_probs(f).clamp_min(1e-12).log()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.c1 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout)
+        self.c2 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout)
+
+
+@register_model("mcd_net", description="MCD: any backbone + two classifiers; prediction = averaged softmax")
+def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str = "resnet18",
+            backbone_kwargs: dict[str, Any] | None = None, head_hidden: int = 0, dropout: float = 0.5) -> MCDNet:
+    """MCD network; ``pretrained`` is a weight file for the *backbone*."""
+    net = MCDNet(_build_backbone(backbone, num_classes, pretrained, backbone_kwargs), num_classes, head_hidden, dropout)
+    _record(net, "mcd_net", backbone=backbone, backbone_kwargs=dict(backbone_kwargs or {}), head_hidden=head_hidden,
+            dropout=dropout)
+    return net
+
+
+# -------------------------------------------------------------------------------------------- AFN
+class AdaptiveFeatureNorm(nn.Module):
+    """Stepwise adaptive feature norm (Xu et al. 2019):
+
+    ``L_norm = (1/N) Σ_i (‖f_i‖₂ − (‖f_i‖₂^{stop-grad} + Δr))²`` — each step pushes every feature
+    norm up by ``Δr`` from its current (detached) value.
+    """
+
+    def __init__(self, delta: float = 1.0) -> None:
+        super().__init__()
+        self.delta = float(delta)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        norm = f.norm(p=2, dim=1)
+        radius = norm.detach() + self.delta
+        return ((norm - radius) ** 2).mean()
+
+
+class AFNBlock(nn.Module):
+    """AFN bottleneck: Linear-BN-ReLU-Dropout; in training the output is scaled by ``√(1 − p)`` so the
+    feature norm seen by the norm loss matches evaluation (as in AFN / TLlib)."""
+
+    def __init__(self, in_features: int, bottleneck_dim: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ModelError(f"AFNBlock: dropout must be in [0, 1), got {dropout}")
+        self.fc = nn.Linear(in_features, bottleneck_dim)
+        self.bn = nn.BatchNorm1d(bottleneck_dim)
+        self.p = dropout
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.drop(F.relu(self.bn(self.fc(x))))
+        if self.training:
+            f = f * math.sqrt(1.0 - self.p)
+        return f
+
+
+class AFNNet(FERModel):
+    """Backbone + :class:`AFNBlock` + linear classifier; ``forward_features`` is the block output."""
+
+    def __init__(self, backbone: FERModel, num_classes: int, bottleneck_dim: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.num_features = bottleneck_dim
+        self.pretrained_cfg = dict(backbone.pretrained_cfg)
+        self.bottleneck = AFNBlock(backbone.num_features, bottleneck_dim, dropout)
+        self.fc = nn.Linear(bottleneck_dim, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(self.backbone.forward_features(x))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+@register_model("afn_net", description="SAFN: any backbone + AFN bottleneck block + linear classifier")
+def afn_net(num_classes: int = 7, pretrained: str | None = None, backbone: str = "resnet18",
+            backbone_kwargs: dict[str, Any] | None = None, bottleneck_dim: int = 1000, dropout: float = 0.5) -> AFNNet:
+    """SAFN network; ``pretrained`` is a weight file for the *backbone*."""
+    net = AFNNet(_build_backbone(backbone, num_classes, pretrained, backbone_kwargs), num_classes, bottleneck_dim, dropout)
+    _record(net, "afn_net", backbone=backbone, backbone_kwargs=dict(backbone_kwargs or {}),
+            bottleneck_dim=bottleneck_dim, dropout=dropout)
+    return net
