@@ -60,13 +60,13 @@ def main() -> None:
     runs = dict(FER_RUNS)
     ferplus = f"ferplus:{a.data}/ferplus"
     runs["ferplus_ce"] = ["--config", "configs/baseline_ce_cpu.yaml", f"data.train={ferplus}", "data.train_split=train",
-                          "data.train_options={protocol: majority}", f"data.val={ferplus}", "data.val_split=val",
-                          "data.val_options={protocol: majority}", f"data.test={ferplus}", "data.test_split=test",
-                          "data.test_options={protocol: majority}"]
+                          "data.train_options={protocol: majority, num_classes: 7}", f"data.val={ferplus}", "data.val_split=val",
+                          "data.val_options={protocol: majority, num_classes: 7}", f"data.test={ferplus}", "data.test_split=test",
+                          "data.test_options={protocol: majority, num_classes: 7}"]
     runs["ferplus_soft_ce"] = ["--config", "configs/baseline_ce_cpu.yaml", f"data.train={ferplus}", "data.train_split=train",
-                               "data.train_options={protocol: probability}", "data.label_mode=soft", "loss.name=soft_ce",
-                               f"data.val={ferplus}", "data.val_split=val", "data.val_options={protocol: majority}",
-                               f"data.test={ferplus}", "data.test_split=test", "data.test_options={protocol: majority}"]
+                               "data.train_options={protocol: probability, num_classes: 7}", "data.label_mode=soft", "loss.name=soft_ce",
+                               f"data.val={ferplus}", "data.val_split=val", "data.val_options={protocol: majority, num_classes: 7}",
+                               f"data.test={ferplus}", "data.test_split=test", "data.test_options={protocol: majority, num_classes: 7}"]
     results = {}
     res_file = ROOT / "benchmarks" / "results" / "baselines.json"
     if res_file.exists():
