@@ -1,0 +1,59 @@
+"""`fairexpr list-models`: every registered model with its description, parameter count and
+default input size (models are built on the ``meta`` device where their builder allows it, so
+listing allocates no weights)."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import emit, json_option
+
+
+def model_table(num_classes: int = 7, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per registered model (or per name in ``names``)."""
+    import torch
+
+    from ..models import create_model, list_models
+
+    rows = []
+    for name, entry in list_models().items():
+        if names is not None and name not in names:
+            continue
+        try:
+            with torch.device("meta"):
+                model = create_model(name, num_classes=num_classes)
+        except (NotImplementedError, RuntimeError):  # a builder that reads tensor values at init
+            model = create_model(name, num_classes=num_classes)
+        cfg = model.pretrained_cfg
+        rows.append({
+            "name": name,
+            "description": entry.description,
+            "params": int(sum(p.numel() for p in model.parameters())),
+            "num_features": int(model.num_features),
+            "input_size": list(cfg["input_size"]),
+            "min_input_size": list(entry.default_cfg.get("min_input_size", cfg["input_size"])),
+            "in_chans": cfg["in_chans"],
+            "mean": cfg["mean"],
+            "std": cfg["std"],
+        })
+    return rows
+
+
+@click.command("list-models")
+@click.option("--num-classes", default=7, show_default=True, type=click.IntRange(min=1),
+              help="Classes of the classifier head counted in the parameters.")
+@json_option
+def command(num_classes: int, as_json: bool) -> None:
+    """List the registered models (name, description, parameters, default input size)."""
+    rows = model_table(num_classes)
+    emit(rows, as_json, format_table(rows))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'name':<{width}}  {'params':>8}  {'input':>7}  {'feat':>5}  description"]
+    for r in rows:
+        h, w = r["input_size"]
+        lines.append(f"{r['name']:<{width}}  {r['params'] / 1e6:>7.2f}M  {h:>3}x{w:<3}  {r['num_features']:>5}  {r['description']}")
+    return "\n".join(lines)
