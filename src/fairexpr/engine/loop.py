@@ -43,7 +43,10 @@ class Engine:
         self._splits = splits
         t = cfg["train"]
         self.progress = bool(t.get("progress", True))
-        from lightning_fabric import Fabric
+        try:
+            from lightning_fabric import Fabric
+        except ImportError:  # the unified `lightning` package ships the same Fabric
+            from lightning.fabric import Fabric
 
         self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
                              num_nodes=t["num_nodes"], precision=t["precision"])
@@ -55,6 +58,13 @@ class Engine:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(int(cfg["seed"]))
         self.splits = self._splits if self._splits is not None else build_splits(cfg, progress=self.progress and fabric.is_global_zero)
+        if fabric.device.type != "cpu":
+            # keep the decoded uint8 images on the accelerator: batches are then gathered and augmented there
+            for sp in self.splits.values():
+                sp.images = sp.images.to(fabric.device)
+                sp.labels = sp.labels.to(fabric.device)
+                if sp.soft_labels is not None:
+                    sp.soft_labels = sp.soft_labels.to(fabric.device)
         train = self.splits["train"]
         self.classes = train.classes
         self.info = DataInfo(classes=train.classes, class_counts=train.class_counts(), in_chans=int(cfg["data"]["channels"]),
@@ -115,7 +125,7 @@ class Engine:
         p = sample_params(len(idx), self.aug, g) if augment else None
         ps = sample_params(len(idx), self.aug_strong, g) if strong_view else None
         share = slice(rank, None, world)
-        local = torch.as_tensor(idx[share], dtype=torch.long)
+        local = torch.as_tensor(idx[share], dtype=torch.long, device=split.images.device)
         x = to_float(split.images[local])
         batch: dict[str, Any] = {"index": local}
         img = apply_params(x, slice_params(p, share), self.aug) if p is not None else x
@@ -142,6 +152,8 @@ class Engine:
         try:
             for s in range(0, len(split), bs):
                 x = normalize(to_float(split.images[s:s + bs]), self.mean, self.std)
+                if self.cfg["train"].get("channels_last"):
+                    x = x.contiguous(memory_format=torch.channels_last)
                 x = self.fabric.to_device(x)
                 with self.fabric.autocast():
                     out = self.method.predict(x)
@@ -151,7 +163,7 @@ class Engine:
                     embs.append(out["embedding"].float().cpu())
         finally:
             self.method.train(was)
-        res = {"probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(), "labels": split.labels.numpy()}
+        res = {"probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(), "labels": split.labels.cpu().numpy()}
         if embs:
             res["embedding"] = torch.cat(embs).numpy()
         return res
@@ -257,7 +269,7 @@ class Engine:
         elif (self.out / "last.json").exists():
             raise ConfigError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
         train = self.splits["train"]
-        labels_np = train.labels.numpy()
+        labels_np = train.labels.cpu().numpy()
         epochs, bs = int(t["epochs"]), int(t["batch_size"])
         budget_s = float(t["max_minutes"]) * 60 if t["max_minutes"] else None
         target_stream = cycle_indices(len(self.splits["target"]), int(cfg["seed"]), 1) if "target" in self.splits else None
