@@ -8,7 +8,7 @@ CE on majority labels vs soft-label CE on the vote distributions.
 Each run is a separate `fairexpr train` process (a crash loses one run, not all; finished runs are
 skipped when the script is re-run). Results: benchmarks/results/baselines.json and baselines.md.
 
-    python benchmarks/run_baselines.py --data $FAIREXPR_DATA --cpu-minutes 20 --epochs 6
+    python benchmarks/run_baselines.py --data $FAIREXPR_DATA --cpu-minutes 24 --epochs 8
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FER_RUNS = {
     "ce": ["--config", "configs/baseline_ce_cpu.yaml"],
     "weighted_ce": ["--config", "configs/weighted_ce_cpu.yaml"],
-    "ldam_drw": ["--config", "configs/ldam_drw_cpu.yaml"],
+    "ldam_drw": ["--config", "configs/ldam_drw_cpu.yaml", "loss.kwargs.drw_epoch=6"],
     "balanced_sampler": ["--config", "configs/balanced_sampler_cpu.yaml"],
 }
 
@@ -40,11 +40,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "runs"))
-    ap.add_argument("--cpu-minutes", type=float, default=20.0, help="process CPU-time budget per run")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--cpu-minutes", type=float, default=24.0, help="process CPU-time budget per run")
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", nargs="*", help="subset of runs (names)")
-    ap.add_argument("--model-kwargs", default="{small_input: true}")
+    ap.add_argument("--model-kwargs", default="{small_input: false}")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def write(results: dict, a) -> None:
 
     meta = {"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}",
             "budget": f"{a.cpu_minutes} CPU-minutes of training per run (process time), at most {a.epochs} epochs",
-            "model": "resnet18, small-input stem, from scratch (no pretrained weights)", "input": "48x48 grayscale",
+            "model": f"resnet18 {a.model_kwargs}, from scratch (no pretrained weights)", "input": "48x48 grayscale",
             "seed": a.seed, "validation": "10% stratified holdout of train (FER2013) / FER2013Valid (FER+)",
             "selection": "best validation balanced accuracy", "date": time.strftime("%Y-%m-%d")}
     d = ROOT / "benchmarks" / "results"

@@ -83,8 +83,9 @@ class Engine:
             raise ConfigError(f"method {cfg['method']['name']!r} adapts to a target domain: set data.target (FORMAT:PATH)")
         if method_cls.needs_unlabelled and "unlabelled" not in self.splits:
             raise ConfigError(f"method {cfg['method']['name']!r} needs unlabelled faces: set data.unlabelled (FORMAT:PATH)")
-        with fabric.init_module():
-            self.method = method_cls(cfg, self.info)
+        # built on the CPU, then moved by fabric.setup_module (methods create small tensors from class
+        # counts at construction; building under fabric.init_module would mix devices)
+        self.method = method_cls(cfg, self.info)
         self.model_cfg = self.method.model.pretrained_cfg
         self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
         if cfg["train"].get("channels_last"):
