@@ -87,6 +87,11 @@ def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None 
         model = _REGISTRY[name].builder(num_classes=num_classes, pretrained=pretrained, **kwargs)
     except TypeError as e:
         raise ModelError(f"bad option for model {name!r}: {e}") from None
+    # how to rebuild this network from a checkpoint sidecar (weights come from the checkpoint itself)
+    if not hasattr(model, "registry_name"):
+        model.registry_name = name  # type: ignore[attr-defined]
+    if not hasattr(model, "build_kwargs"):
+        model.build_kwargs = dict(kwargs)  # type: ignore[attr-defined]
     return model
 
 
