@@ -1,0 +1,63 @@
+"""`fairexpr calibrate`: fit temperature scaling on a validation split and store it in the checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import emit, json_option
+
+
+def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = None, *, out_dir: str | Path | None = None,
+                         on_bad_file: str = "error", progress: bool = True) -> dict:
+    """Fit ``T* = argmin_T NLL(softmax(z / T), y)`` on ``spec[split]`` (logits without any stored temperature),
+    write ``temperature`` into the sidecar atomically, and the before/after calibration summary + reliability
+    diagram to ``out_dir`` (default ``RUN/calibration/<format>_<split>``). Returns the summary."""
+    import numpy as np
+
+    from ..engine import checkpoint as ck
+    from ..engine.evaluate import evaluate_checkpoint
+    from ..evaluation.calibration import calibration_summary, fit_temperature
+    from ..evaluation.plots import plot_reliability
+
+    weights, side_path = ck.resolve_checkpoint(checkpoint)
+    tag = f"{spec.split(':', 1)[0]}_{split}" if split else spec.split(":", 1)[0]
+    out = Path(out_dir) if out_dir else side_path.parent / "calibration" / tag
+    evaluate_checkpoint(checkpoint, spec, split, out_dir=out, on_bad_file=on_bad_file, progress=progress,
+                        use_temperature=False)
+    with np.load(out / "predictions.npz") as f:
+        logits, y = f["logits"].astype(np.float64), f["y_true"]
+    t = fit_temperature(logits, y)
+    summ = calibration_summary(logits, y, t)
+    summ.update({"dataset": spec, "split": split, "n": int(len(y)), "checkpoint": str(checkpoint)})
+    side = ck.read_json(side_path)
+    side["temperature"] = float(t)
+    side["calibration"] = {"dataset": spec, "split": split, "n": int(len(y)), "before": summ["before"],
+                           "after": summ["after"]}
+    ck.atomic_write_json(side_path, side)
+    ck.atomic_write_json(out / "calibration.json", summ)
+    summ["reliability_png"] = str(plot_reliability(summ["reliability_before"], out / "reliability.png",
+                                                   after=summ["reliability_after"],
+                                                   title=f"temperature scaling T = {t:.3f} on {tag}"))
+    summ["out_dir"] = str(out)
+    return summ
+
+
+@click.command("calibrate")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Run directory / model.json.")
+@click.option("--data", "spec", required=True, help="Validation dataset FORMAT:PATH.")
+@click.option("--split", default=None, help="Validation split (e.g. val, public_test).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for calibration.json + reliability.png.")
+@click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
+@json_option
+def command(checkpoint, spec, split, out_dir, on_bad_file, as_json):
+    """Fit a temperature on a validation split; store it in the checkpoint; report ECE/NLL before and after."""
+    s = calibrate_checkpoint(checkpoint, spec, split, out_dir=out_dir, on_bad_file=on_bad_file, progress=not as_json)
+    b, a = s["before"], s["after"]
+    human = "\n".join([
+        f"temperature T = {s['temperature']:.4f} fitted on {spec} [{split or 'all'}] (n={s['n']}), stored in the checkpoint",
+        f"  ECE   {b['ece']:.4f} -> {a['ece']:.4f}",
+        f"  NLL   {b['nll']:.4f} -> {a['nll']:.4f}",
+        f"  Brier {b['brier']:.4f} -> {a['brier']:.4f}",
+        f"  reliability diagram: {s['reliability_png']}"])
+    emit({k: v for k, v in s.items() if not k.startswith("reliability_") or k == "reliability_png"}, as_json, human)

@@ -1,0 +1,36 @@
+"""`fairexpr serve`: the HTTP service (POST /predict, GET /health, GET / upload page); localhost by default."""
+from __future__ import annotations
+
+import click
+
+from .common import UserError
+
+
+@click.command("serve")
+@click.option("--checkpoint", type=click.Path(exists=True), help="Run directory / model.json (PyTorch).")
+@click.option("--onnx", "onnx_file", type=click.Path(exists=True, dir_okay=False), help="Exported .onnx (no torch).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (localhost by default).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--crops", is_flag=True, help="Uploads are face crops (no detection).")
+@click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar", show_default=True)
+@click.option("--yunet-model", type=click.Path(dir_okay=False), help="Local YuNet ONNX file (for --detector yunet).")
+@click.option("--min-face", type=int, default=24, show_default=True)
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="reliable = confidence >= threshold.")
+@click.option("--max-bytes", type=int, default=8 * 1024 * 1024, show_default=True, help="Largest upload accepted.")
+@click.option("--max-pixels", type=int, default=16_000_000, show_default=True, help="Largest image (width x height).")
+def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min_face, threshold, max_bytes, max_pixels):
+    """Serve a model over HTTP with an upload page at /."""
+    from ..inference.detect import create_detector
+    from ..inference.predictor import load_predictor
+    from ..inference.service import create_app, serve
+
+    if (checkpoint is None) == (onnx_file is None):
+        raise UserError("give exactly one of --checkpoint DIR or --onnx FILE")
+    pred = load_predictor(checkpoint=checkpoint, onnx=onnx_file)
+    det = None if crops else (create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar"))
+    app = create_app(pred, det, crops=crops, min_face=min_face, threshold=threshold, max_bytes=max_bytes,
+                     max_pixels=max_pixels)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: binding {host} exposes the service beyond this machine", err=True)
+    click.echo(f"fairexpr serving {pred.backend} model on http://{host}:{port}/", err=True)
+    serve(app, host, port)
