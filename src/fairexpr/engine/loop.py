@@ -288,9 +288,10 @@ class Engine:
 
         if resumed:
             skip = self.state["step"] * bs
-            for stream, buf in ((target_stream, tgt_buf), (unl_stream, unl_buf)):
-                if stream is not None and skip:
-                    take(stream, buf, skip)
+            unl_skip = skip * int(getattr(self.method, "unlabelled_ratio", 1))  # unlabelled batches are μ × bs
+            for stream, buf, k in ((target_stream, tgt_buf, skip), (unl_stream, unl_buf, unl_skip)):
+                if stream is not None and k:
+                    take(stream, buf, k)
         log_rows: list[dict[str, Any]] = list(self.state.get("history", []))
         start_epoch = int(self.state["epoch"])
         stopped = "epochs"

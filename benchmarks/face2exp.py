@@ -1,0 +1,180 @@
+"""Issue-7 benchmark: Meta-Face2Exp (Zeng et al., CVPR 2022) vs supervised learning (SL) with the same labels.
+
+The paper's claim to test: with the same few labels, Meta-Face2Exp raises the mean of the per-class accuracies
+("Mean Acc") and lowers their standard deviation ("Std Acc") relative to SL.
+
+Grid: datasets x label fractions x {SL, Meta-Face2Exp} x seeds, every cell with the same backbone, sampler,
+augmentation, optimizer and the same epoch and wall-clock budget (``configs/face2exp_cpu.yaml``; SL is the
+same file with ``method: {name: supervised}`` and no unlabelled data, written next to the runs):
+
+* ``fer2013``: FER2013 train at 10 % and 5 % of the labels (per class, seeded) + UTKFace unlabelled faces ->
+  PrivateTest;
+* ``ferplus``: FER+ majority-vote labels (8 classes) at 10 % + UTKFace -> FER+ test.
+
+Each run is a separate ``fairexpr train`` process (a crash loses one run; finished runs are skipped when the
+script is re-run, killed ones are resumed). Writes ``face2exp_runs.json`` (one record per run),
+``face2exp_tables.json``, ``face2exp_tables.md`` and side-by-side confusion matrices (seed of the first
+listed seed) into ``--results``.
+
+    python benchmarks/face2exp.py --data $FAIREXPR_DATA --seeds 0 1 2 --epochs 30 --minutes 15
+    python benchmarks/face2exp.py --datasets fer2013 --fractions 0.1 --seeds 0 1 2   # one cell pair
+
+``--smoke`` replaces every dataset by the built-in synthetic faces (32x32) to check the pipeline in seconds;
+its numbers mean nothing, so it refuses to write into ``benchmarks/results``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
+                                                 plot_confusion_pair, to_markdown)
+
+RECIPE = ROOT / "configs" / "face2exp_cpu.yaml"
+
+
+def datasets(data: Path, smoke: bool) -> dict[str, dict[str, object]]:
+    """Per dataset: the config overrides that select its train/test data and the label fractions to run."""
+    unl = [f"data.unlabelled=faces:{data}/utkface/crop_part1"]
+    if smoke:
+        syn = ["data.train=synthetic:fer2013", "data.train_split=train", "data.train_options={total: 420, size: 32}",
+               "data.test=synthetic:fer2013", "data.test_split=test", "data.test_options={total: 420, size: 32}",
+               "data.image_size=32", "data.unlabelled=synthetic:fer2013",
+               "data.unlabelled_options={total: 200, seed: 9, size: 32}"]
+        return {"fer2013": {"overrides": syn, "fractions": [0.1, 0.05]}, "ferplus": {"overrides": syn, "fractions": [0.1]}}
+    return {
+        "fer2013": {"overrides": [f"data.train=fer2013:{data}/fer2013", "data.train_split=train",
+                                  f"data.test=fer2013:{data}/fer2013", "data.test_split=private_test", *unl],
+                    "fractions": [0.1, 0.05]},
+        "ferplus": {"overrides": [f"data.train=ferplus:{data}/ferplus", "data.train_split=train",
+                                  "data.train_options={protocol: majority, num_classes: 8}",
+                                  f"data.test=ferplus:{data}/ferplus", "data.test_split=test",
+                                  "data.test_options={protocol: majority, num_classes: 8}", *unl],
+                    "fractions": [0.1]},
+    }
+
+
+def sl_recipe(out: Path) -> Path:
+    """The SL baseline: the Face2Exp CPU recipe with the supervised method and no unlabelled data."""
+    cfg = yaml.safe_load(RECIPE.read_text())
+    cfg["method"] = {"name": "supervised"}
+    cfg["data"]["unlabelled"] = None
+    path = out / "sl_recipe.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text("# derived from configs/face2exp_cpu.yaml by benchmarks/face2exp.py: SL with the same labels\n"
+                    + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_cell(out: Path, recipe: Path, method: str, dataset: str, frac: float, seed: int, overrides: list[str],
+             args: argparse.Namespace) -> Path:
+    run_dir = out / f"{dataset}_{int(round(frac * 100))}pct_{method}_s{seed}"
+    if (run_dir / "result.json").exists():
+        return run_dir
+    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", str(recipe), "--out", str(run_dir), "--no-progress",
+           f"seed={seed}", f"data.label_fraction={frac}", f"train.epochs={args.epochs}",
+           f"train.max_minutes={args.minutes}", f"train.budget_clock={args.clock}", *overrides, *args.override]
+    if method == "sl":
+        cmd = [c for c in cmd if not c.startswith(("data.unlabelled=", "data.unlabelled_options="))]
+    if (run_dir / "last.json").exists():
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if proc.returncode != 0:
+        print(f"run failed (exit {proc.returncode}) after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--datasets", nargs="+", default=["fer2013", "ferplus"], choices=["fer2013", "ferplus"])
+    p.add_argument("--fractions", nargs="+", type=float, help="label fractions (default: 0.1 0.05 FER2013, 0.1 FER+)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--minutes", type=float, default=15.0, help="budget per run (the same for SL and Meta-Face2Exp)")
+    p.add_argument("--clock", choices=["wall", "process"], default="process",
+                   help="budget clock: process CPU time is fair on a shared machine")
+    p.add_argument("--out", default=str(ROOT / "runs" / "face2exp_benchmark"))
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--smoke", action="store_true", help="synthetic data only: checks the pipeline, numbers are void")
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
+    args = p.parse_args(argv)
+    res = Path(args.results)
+    if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
+        p.error("--smoke numbers are meaningless: pass --results to a scratch folder")
+    out = Path(args.out)
+    sl = sl_recipe(out)
+    grid = datasets(Path(args.data), args.smoke)
+    t_start = time.time()
+    cells: list[tuple[str, float, str, int, Path]] = []
+    for ds in args.datasets:
+        for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
+            for seed in args.seeds:
+                for method, recipe in (("sl", sl), ("face2exp", RECIPE)):
+                    run = run_cell(out, recipe, method, ds, frac, seed, list(grid[ds]["overrides"]), args)  # type: ignore[arg-type]
+                    cells.append((ds, frac, method, seed, run))
+    records = []
+    for ds, frac, method, seed, run in cells:
+        try:
+            r = load_run(run)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            print(f"skipping unfinished run {run}: {e}", flush=True)
+            continue
+        r["dataset"] = ds
+        r["train"] = f"{ds} ({r['train']})"  # one table row group per benchmark dataset
+        r["train_seconds"] = json.loads((run / "result.json").read_text()).get("train_seconds")
+        r["steps"] = json.loads((run / "result.json").read_text()).get("steps")
+        records.append(r)
+    res.mkdir(parents=True, exist_ok=True)
+    meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
+            "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes, "clock": args.clock},
+            "recipe": str(RECIPE.relative_to(ROOT)), "seeds": args.seeds, "datasets": args.datasets,
+            "smoke": args.smoke, "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
+    (res / "face2exp_runs.json").write_text(json.dumps(
+        {"meta": meta, "runs": [{k: v for k, v in r.items() if k != "metrics"}
+                                | {"accuracy": r["metrics"]["accuracy"], "balanced_accuracy": r["metrics"].get("balanced_accuracy"),
+                                   "per_class_accuracy": r["metrics"]["per_class_accuracy"],
+                                   "per_class_accuracy_std": r["metrics"].get("per_class_accuracy_std")}
+                                for r in records]}, indent=2, default=str))
+    tables = {"mean_std": mean_std_table(records), "delta_vs_sl": delta_table(records)} if records else {}
+    for ds in sorted({r["dataset"] for r in records}):
+        tables[f"per_class_{ds}"] = per_class_table([r for r in records if r["dataset"] == ds])
+    (res / "face2exp_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
+                                                         indent=2))
+    figures = []
+    for ds in args.datasets:
+        for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
+            pair = {m: next((r for r in records if r["dataset"] == ds and r["label_fraction"] == frac and r["seed"] == args.seeds[0]
+                             and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp")}
+            if all(pair.values()):
+                name = f"face2exp_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}.png"
+                plot_confusion_pair(pair["SL"], pair["Meta-Face2Exp"], res / name)
+                figures.append(name)
+    md = [f"# Meta-Face2Exp vs SL{' (SMOKE RUN: synthetic data, numbers are void)' if args.smoke else ''}\n",
+          f"Recipe `{meta['recipe']}` (SL: same file, supervised method, no unlabelled data); seeds {args.seeds}; "
+          f"budget {args.epochs} epochs, at most {args.minutes} min ({args.clock} clock) per run; {meta['hardware']}. "
+          "Mean Acc / Std Acc = mean / population std of the per-class accuracies of a run (%), then mean ± std "
+          "over seeds.\n"]
+    for name, df in tables.items():
+        md += [f"## {name}\n", to_markdown(df), ""]
+    md += [f"![{f}]({f})" for f in figures]
+    (res / "face2exp_tables.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
