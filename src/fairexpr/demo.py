@@ -25,17 +25,20 @@ DEMO_BASE: dict[str, Any] = {
     "augment": {"hflip": True, "crop_scale": [0.85, 1.0], "rotation": 8, "color_jitter": 0.2},
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
     "schedule": {"name": "cosine"},
-    "train": {"epochs": 12, "batch_size": 64, "max_minutes": 1.6},
+    "train": {"epochs": 5, "batch_size": 64, "max_minutes": 1.6},
 }
 
 RUNS: dict[str, dict[str, Any]] = {
     "ce": {"loss": {"name": "ce", "kwargs": {}}},
     "ldam_drw": {"model": {"kwargs": {"head": "normed"}},
-                 "loss": {"name": "ldam", "kwargs": {"max_m": 0.5, "s": 30.0, "drw_epoch": 8}}},
+                 "loss": {"name": "ldam", "kwargs": {"max_m": 0.5, "s": 30.0, "drw_epoch": 3}}},
 }
 
 
-def run_demo(out: Path, minutes: float | None = None, progress: bool = True) -> dict[str, Any]:
+def run_demo(out: Path, minutes: float | None = None, progress: bool = True, total: int | None = None,
+             epochs: int | None = None) -> dict[str, Any]:
+    """Train both demo models into ``out/<run>`` and build ``out/report``. ``total``/``epochs`` shrink the
+    demo (tests); finished runs are reused, interrupted ones resumed."""
     from .config import _merge_free, load_config
     from .engine import fit
     from .evaluation.report import build_report
@@ -47,6 +50,13 @@ def run_demo(out: Path, minutes: float | None = None, progress: bool = True) -> 
         extra = _merge_free(DEMO_BASE, over)
         if minutes:
             extra["train"]["max_minutes"] = minutes
+        if epochs:
+            extra["train"]["epochs"] = epochs
+            if "drw_epoch" in extra["loss"].get("kwargs", {}):
+                extra["loss"]["kwargs"]["drw_epoch"] = max(0, epochs - 1)
+        if total:
+            for role in ("train", "val", "test"):
+                extra["data"][f"{role}_options"]["total"] = total
         extra["train"]["progress"] = progress
         cfg = load_config(None, extra=extra)
         run_dir = out / name
