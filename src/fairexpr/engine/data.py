@@ -98,6 +98,7 @@ def build_splits(cfg: dict[str, Any], progress: bool = True) -> dict[str, Split]
             raise ConfigError(f"data.val: holdout fraction must be in (0, 1), got {frac}")
         tr_idx, va_idx = S.stratified_holdout(train.labels.numpy(), frac, seed=int(cfg["seed"]))
         out["val"] = train.subset(va_idx, "val")
+        out["val"].split = f"{d['train_split'] or 'all'} (holdout {frac:g})"
         out["val"].info["holdout_of"] = d["train"]
         train = train.subset(tr_idx, "train")
     elif val_spec:
