@@ -89,7 +89,7 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Non
 
 
 def test_predict_video_timeline_and_summary(ckpt, haar_faces, tmp_path, capsys):
-    from conftest import composite
+    from inference_helpers import composite
 
     face_frame, _ = composite(haar_faces[:1], [200], canvas=(320, 320))
     frames = [face_frame] * 6 + [np.full((320, 320, 3), 235, np.uint8)] * 4  # 60 % face, 40 % no face
