@@ -85,7 +85,7 @@ def main():
         manifest.write_text("path,label\n" + "\n".join(f"{f},{ds.classes[l]}" for f, l in zip(files, labels)) + "\n")
         torch.manual_seed(0)
         plain = plain_loop(files, labels, create_model(a.model, 7, in_chans=1, **mk), a.batch, steps, a.workers)
-        cfg = load_config(None, extra={"data": {"train": f"csv:{manifest}", "val": None, "image_size": 48, "channels": 1,
+        cfg = load_config(None, extra={"data": {"train": f"csv:{manifest}", "train_split": None, "val": None, "image_size": 48, "channels": 1,
                                                 "cache_dir": str(Path(tmp) / "cache")},
                                        "model": {"name": a.model, "kwargs": mk},
                                        "augment": {"crop_scale": [0.8, 1.0], "rotation": 10, "color_jitter": 0.2},

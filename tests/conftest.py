@@ -20,5 +20,8 @@ def real_data() -> Path:
 def _fast_torch():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # an explicit OMP_NUM_THREADS wins (e.g. 1 on a machine shared with other jobs: two spinning OpenMP
+    # threads on two busy cores make every convolution several times slower); else at most 2 threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(int(env) if env.isdigit() and int(env) > 0 else min(2, os.cpu_count() or 1))
     yield

@@ -122,3 +122,46 @@ def test_uda_networks_shapes_grad_and_checkpoint_roundtrip(tmp_path, name, extra
 def test_uda_network_rejects_nested_wrapper():
     with pytest.raises(ModelError, match="wrapper"):
         create_model("mcd_net", num_classes=7, backbone="afn_net")
+
+
+@pytest.mark.parametrize("name, head_key", [("mcd_net", "c1.net.1.weight"), ("afn_net", "bottleneck.fc.weight")])
+def test_uda_network_pretrained_whole_file_or_backbone_only(tmp_path, name, head_key):
+    """``pretrained=``: a whole-network file (``backbone.*`` + head keys) is loaded strictly; a file of the
+    backbone alone goes to the backbone and leaves the UDA heads at their initialisation."""
+    torch.manual_seed(0)
+    a = create_model(name, num_classes=5, backbone=TINY, in_chans=1).eval()
+    whole = tmp_path / "whole.pth"
+    torch.save(a.state_dict(), whole)
+    torch.manual_seed(1)
+    b = create_model(name, num_classes=5, backbone=TINY, in_chans=1, pretrained=whole).eval()
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(a(x), b(x))
+    assert b.load_report is not None and head_key in b.load_report.loaded
+    # whole file against a network built with other options: a clear error, never a partial load
+    with pytest.raises(ModelError, match="whole-"):
+        create_model(name, num_classes=4, backbone=TINY, in_chans=1, pretrained=whole)
+    # backbone-only file (a plain resnet18 state_dict): the backbone's own loader takes it, the heads keep
+    # their initialisation
+    plain = create_model("resnet18", num_classes=5, in_chans=1)
+    back = tmp_path / "backbone.pth"
+    torch.save(plain.state_dict(), back)
+    torch.manual_seed(1)
+    c = create_model(name, num_classes=5, backbone="resnet18", in_chans=1, pretrained=back)
+    assert torch.equal(c.backbone.conv1.weight, plain.conv1.weight)
+    assert c.backbone.load_report is not None and not c.backbone.load_report.missing
+    assert getattr(c, "load_report", None) is None
+    torch.manual_seed(1)
+    d = create_model(name, num_classes=5, backbone="resnet18", in_chans=1)
+    assert torch.equal(c.state_dict()[head_key], d.state_dict()[head_key])
+
+
+@pytest.mark.parametrize("name", ["mcd_net", "afn_net"])
+def test_uda_network_in_chans_is_passed_to_the_backbone(name):
+    for c in (1, 3):
+        m = create_model(name, num_classes=3, backbone=TINY, in_chans=c)
+        assert m.pretrained_cfg["in_chans"] == c and m.backbone.pretrained_cfg["in_chans"] == c
+        assert m.build_kwargs["backbone_kwargs"]["in_chans"] == c
+        assert m(torch.randn(2, c, 16, 16)).shape == (2, 3)
+    with pytest.raises(ModelError, match="contradicts"):
+        create_model(name, num_classes=3, backbone=TINY, in_chans=3, backbone_kwargs={"in_chans": 1})

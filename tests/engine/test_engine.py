@@ -50,20 +50,34 @@ def test_existing_run_needs_resume_flag(cfg_factory, tmp_path):
         fit(cfg, tmp_path / "run")
 
 
+def _train_args(out: Path, epochs: int, resume: bool = False) -> list[str]:
+    """``fairexpr train`` arguments of the resume test: 16x16 synthetic faces, 420 train / 140 val images."""
+    args = ["train", "--out", str(out), "--no-progress",
+            "data.train=synthetic:fer2013", "data.train_options={total: 420, seed: 2}",
+            "data.val=synthetic:fer2013", "data.val_split=val", "data.val_options={total: 140, seed: 2}",
+            "data.image_size=16", "model.kwargs={small_input: false}", f"train.epochs={epochs}",
+            "train.batch_size=32", "optim.lr=0.05"]
+    return args + (["--resume"] if resume else [])
+
+
 def _train_cmd(out: Path, epochs: int, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--out", str(out), "--no-progress",
-           "data.train=synthetic:fer2013", "data.train_options={total: 700, seed: 2}",
-           "data.val=synthetic:fer2013", "data.val_split=val", "data.val_options={total: 420, seed: 2}",
-           "data.image_size=32", "model.kwargs={small_input: false}", f"train.epochs={epochs}",
-           "train.batch_size=32", "optim.lr=0.05"]
-    return cmd + (["--resume"] if resume else [])
+    return [sys.executable, "-m", "fairexpr.cli", *_train_args(out, epochs, resume)]
 
 
 @pytest.mark.slow
-def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from fairexpr.cli import cli as cli_main
+
     env = dict(os.environ, FAIREXPR_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    monkeypatch.setenv("FAIREXPR_CACHE", str(tmp_path / "cache"))
     epochs = 4
-    subprocess.run(_train_cmd(tmp_path / "full", epochs), check=True, env=env, capture_output=True)
+    # the uninterrupted reference runs the same CLI command in this process (one interpreter start fewer),
+    # on one thread like the subprocesses below so the arithmetic is the same
+    torch.set_num_threads(1)
+    ref = CliRunner().invoke(cli_main, _train_args(tmp_path / "full", epochs))
+    assert ref.exit_code == 0, ref.output
     # start the same run, SIGKILL it after its second epoch checkpoint, then resume
     p = subprocess.Popen(_train_cmd(tmp_path / "killed", epochs), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "killed" / "last.json"

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import FERModel, ModelError, create_model, register_model
+from .common import LoadReport
+from .registry import FERModel, ModelError, create_model, load_state_file, register_model
 
 __all__ = [
     "GradientReverseLayer",
@@ -176,10 +177,54 @@ class ClassifierHead(nn.Module):
         return self.net(f)
 
 
-def _build_backbone(backbone: str, num_classes: int, pretrained: Any, backbone_kwargs: dict[str, Any] | None) -> FERModel:
+def _backbone_kwargs(model: str, backbone_kwargs: dict[str, Any] | None, in_chans: int | None) -> dict[str, Any]:
+    """``backbone_kwargs`` with ``in_chans`` merged in (the two must agree when both name it)."""
+    if backbone_kwargs is not None and not isinstance(backbone_kwargs, dict):
+        raise ModelError(f"{model}: backbone_kwargs must be a mapping, got {type(backbone_kwargs).__name__}")
+    bkw = dict(backbone_kwargs or {})
+    if in_chans is not None:
+        if "in_chans" in bkw and bkw["in_chans"] != in_chans:
+            raise ModelError(f"{model}: in_chans={in_chans!r} contradicts backbone_kwargs in_chans={bkw['in_chans']!r}")
+        bkw["in_chans"] = in_chans
+    return bkw
+
+
+def _split_pretrained(pretrained: Any, head_prefixes: tuple[str, ...]) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """Tell a whole-network weight file from a backbone-only one by its keys.
+
+    A file with ``backbone.*`` keys *and* keys of this wrapper's own heads (``head_prefixes``) is a whole
+    network (e.g. a saved ``state_dict`` or a fairexpr checkpoint): returns ``(None, state)``. Anything else
+    is handed on to the backbone's own loader: returns ``(pretrained, None)``.
+    """
+    if pretrained is None:
+        return None, None
+    sd = load_state_file(pretrained)
+    if any(k.startswith("backbone.") for k in sd) and any(k.startswith(head_prefixes) for k in sd):
+        return None, sd
+    return pretrained, None
+
+
+def _load_whole(net: FERModel, state: dict[str, torch.Tensor], source: Any, model: str) -> None:
+    """Load a whole-network state strictly; any missing, unexpected or mis-shaped tensor is a ModelError."""
+    target = net.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
+                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    if missing or unexpected or mismatched:
+        raise ModelError(
+            f"{source}: this whole-{model} weight file does not fit the network built with these options "
+            f"(backbone, in_chans, num_classes, head sizes): missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"shape-mismatched {mismatched[:5]}")
+    net.load_state_dict(state, strict=True)
+    net.load_report = LoadReport(source=str(source), loaded=sorted(state),  # type: ignore[attr-defined]
+                                 notes=[f"whole {model} state_dict, loaded strictly"])
+
+
+def _build_backbone(backbone: str, num_classes: int, pretrained: Any, backbone_kwargs: dict[str, Any]) -> FERModel:
     if backbone in ("mcd_net", "afn_net"):
         raise ModelError(f"backbone {backbone!r} is itself a UDA wrapper; name a plain backbone (e.g. resnet18)")
-    return create_model(backbone, num_classes=num_classes, pretrained=pretrained, **(backbone_kwargs or {}))
+    return create_model(backbone, num_classes=num_classes, pretrained=pretrained, **backbone_kwargs)
 
 
 def _record(net: FERModel, name: str, **kwargs: Any) -> None:
@@ -227,11 +272,20 @@ class MCDNet(FERModel):
 
 @register_model("mcd_net", description="MCD: any backbone + two classifiers; prediction = averaged softmax")
 def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str = "resnet18",
-            backbone_kwargs: dict[str, Any] | None = None, head_hidden: int = 0, dropout: float = 0.5) -> MCDNet:
-    """MCD network; ``pretrained`` is a weight file for the *backbone*."""
-    net = MCDNet(_build_backbone(backbone, num_classes, pretrained, backbone_kwargs), num_classes, head_hidden, dropout)
-    _record(net, "mcd_net", backbone=backbone, backbone_kwargs=dict(backbone_kwargs or {}), head_hidden=head_hidden,
-            dropout=dropout)
+            backbone_kwargs: dict[str, Any] | None = None, in_chans: int | None = None, head_hidden: int = 0,
+            dropout: float = 0.5) -> MCDNet:
+    """MCD network on any registered ``backbone`` (built with ``backbone_kwargs``; ``in_chans`` is passed on).
+
+    ``pretrained`` is a local weight file: either a whole ``mcd_net`` (keys ``backbone.*`` and ``c1.*``/``c2.*``,
+    e.g. a saved ``state_dict`` or a fairexpr checkpoint), loaded strictly, or weights of the backbone alone,
+    handed to the backbone's own loader (key remaps, first-conv adaptation, load report).
+    """
+    bkw = _backbone_kwargs("mcd_net", backbone_kwargs, in_chans)
+    backbone_file, state = _split_pretrained(pretrained, ("c1.", "c2."))
+    net = MCDNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, head_hidden, dropout)
+    if state is not None:
+        _load_whole(net, state, pretrained, "mcd_net")
+    _record(net, "mcd_net", backbone=backbone, backbone_kwargs=bkw, head_hidden=head_hidden, dropout=dropout)
     return net
 
 
@@ -298,9 +352,18 @@ class AFNNet(FERModel):
 
 @register_model("afn_net", description="SAFN: any backbone + AFN bottleneck block + linear classifier")
 def afn_net(num_classes: int = 7, pretrained: str | None = None, backbone: str = "resnet18",
-            backbone_kwargs: dict[str, Any] | None = None, bottleneck_dim: int = 1000, dropout: float = 0.5) -> AFNNet:
-    """SAFN network; ``pretrained`` is a weight file for the *backbone*."""
-    net = AFNNet(_build_backbone(backbone, num_classes, pretrained, backbone_kwargs), num_classes, bottleneck_dim, dropout)
-    _record(net, "afn_net", backbone=backbone, backbone_kwargs=dict(backbone_kwargs or {}),
-            bottleneck_dim=bottleneck_dim, dropout=dropout)
+            backbone_kwargs: dict[str, Any] | None = None, in_chans: int | None = None, bottleneck_dim: int = 1000,
+            dropout: float = 0.5) -> AFNNet:
+    """SAFN network on any registered ``backbone`` (built with ``backbone_kwargs``; ``in_chans`` is passed on).
+
+    ``pretrained`` is a local weight file: either a whole ``afn_net`` (keys ``backbone.*`` and
+    ``bottleneck.*``, e.g. a saved ``state_dict`` or a fairexpr checkpoint), loaded strictly, or weights of
+    the backbone alone, handed to the backbone's own loader.
+    """
+    bkw = _backbone_kwargs("afn_net", backbone_kwargs, in_chans)
+    backbone_file, state = _split_pretrained(pretrained, ("bottleneck.",))
+    net = AFNNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, bottleneck_dim, dropout)
+    if state is not None:
+        _load_whole(net, state, pretrained, "afn_net")
+    _record(net, "afn_net", backbone=backbone, backbone_kwargs=bkw, bottleneck_dim=bottleneck_dim, dropout=dropout)
     return net
