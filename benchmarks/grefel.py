@@ -1,0 +1,293 @@
+"""Issue-6 benchmark: GReFEL (Wasi et al. 2024) ablations under one fixed budget per run.
+
+Tables (``--tables``), each cell a separate ``fairexpr train`` process with the same recipe, epochs, time
+budget and seeds (a crash loses one run; finished runs are skipped on a re-run, killed ones are resumed):
+
+* ``a`` — Table 2 shape: head without RB (no anchors, no MHSA) / anchors only / MHSA only / anchors + MHSA;
+  accuracy, macro-F1, parameters, FLOPs;
+* ``b`` — Table 3 shape: the full head trained with L_cls / L_cls + L_a / L_cls + L_a + L_c
+  (``method.lambda_anchor`` / ``method.lambda_center`` = 0 drop a term; "on" keeps the recipe's value);
+* ``c`` — Table 7 shape: symmetric label noise 0/10/20/30 % on the training labels, without and with RB.
+
+Runs shared by several tables (e.g. the full head, clean labels, full loss) are trained once. Every table also
+gets the Davies–Bouldin / Calinski–Harabasz scores of the test embeddings, and a t-SNE plot of the test
+embeddings is drawn for the first dataset and seed (with RB; and without RB when that run exists).
+
+Datasets (``--datasets``): ``ferplus`` (FER+ majority protocol, 7 classes, train -> val -> test) and ``fer2013``
+(train with a 10 % stratified holdout for model selection -> PrivateTest). ``synthetic`` uses the built-in
+procedural faces (tiny, 32x32): it checks the pipeline in seconds, its numbers mean nothing, and it refuses to
+write into ``benchmarks/results``.
+
+Models (``--model``): ``reliability_balanced`` (default; ResNet-18 + RB head at 48x48 grey, the CPU recipe),
+``grefel_small`` (the CPU-sized GReFEL at 112x112, for a GPU or a long CPU budget) or ``grefel`` (paper size).
+
+    # CPU (2 cores): 1 seed, 3 epochs or 20 CPU-minutes per run
+    python benchmarks/grefel.py --data $FAIREXPR_DATA --seeds 0 --epochs 3 --minutes 20
+    # GPU: the GReFEL network itself, 3 seeds, 20 epochs
+    python benchmarks/grefel.py --model grefel_small --seeds 0 1 2 --epochs 20 --minutes 60 --clock wall \\
+        --override train.accelerator=cuda train.precision=bf16-mixed
+    # pipeline check
+    python benchmarks/grefel.py --datasets synthetic --epochs 1 --results /tmp/grefel_smoke
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fairexpr.evaluation.grefel_tables import (cluster_table, load_run, loss_table, noise_table,  # noqa: E402
+                                               rb_table, to_markdown)
+
+RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
+
+#: head variants: name -> (use_anchors, use_mhsa)
+VARIANTS = {"norb": (False, False), "anchors": (True, False), "mhsa": (False, True), "rb": (True, True)}
+#: loss variants: name -> (L_a on, L_c on)
+LOSSES = {"cls": (False, False), "cls_a": (True, False), "cls_a_c": (True, True)}
+NOISE_RATES = (0.0, 0.1, 0.2, 0.3)
+
+#: model presets: name -> (registered model, backbone kwargs for reliability_balanced, image size, channels)
+MODELS: dict[str, tuple[str, dict[str, Any], int, int]] = {
+    "reliability_balanced": ("reliability_balanced", {"backbone": "resnet18", "backbone_kwargs": {"small_input": False}}, 48, 1),
+    "grefel_small": ("grefel_small", {}, 112, 1),
+    "grefel": ("grefel", {}, 112, 3),
+}
+
+
+def model_recipe(recipe: Path, model: str, out: Path, extra_kwargs: dict[str, Any] | None = None) -> Path:
+    """The recipe with its model replaced by a preset (written to ``out``). Head options of the recipe's
+    ``model.kwargs`` (dropout, hidden, ...) are kept, backbone options are not."""
+    from fairexpr.models.reliability import HEAD_OPTIONS
+
+    cfg = yaml.safe_load(recipe.read_text())
+    name, kwargs, size, chans = MODELS[model]
+    head = {k: v for k, v in (cfg.get("model", {}).get("kwargs") or {}).items() if k in HEAD_OPTIONS}
+    kw = {**kwargs, **({"in_chans": chans} if name == "reliability_balanced" else {}), **head, **(extra_kwargs or {})}
+    cfg["model"] = {"name": name, "pretrained": None, "kwargs": kw}
+    cfg["data"]["image_size"], cfg["data"]["channels"] = size, chans
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"recipe_{model}{'_' + '_'.join(map(str, extra_kwargs)) if extra_kwargs else ''}.yaml"
+    path.write_text(f"# derived from {recipe.name} by benchmarks/grefel.py: model preset {model!r}\n"
+                    + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def dataset_overrides(name: str, data: Path, synthetic_total: int) -> list[str]:
+    """Config overrides selecting a benchmark dataset's train / validation / test data."""
+    if name == "ferplus":
+        fp, opts = f"ferplus:{data}/ferplus", "{protocol: majority, num_classes: 7}"
+        return [f"data.train={fp}", "data.train_split=train", f"data.train_options={opts}",
+                f"data.val={fp}", "data.val_split=val", f"data.val_options={opts}",
+                f"data.test={fp}", "data.test_split=test", f"data.test_options={opts}"]
+    if name == "fer2013":
+        fer = f"fer2013:{data}/fer2013"
+        return [f"data.train={fer}", "data.train_split=train", "data.val=holdout:0.1",
+                f"data.test={fer}", "data.test_split=private_test"]
+    if name == "synthetic":
+        return ["data.train=synthetic:fer2013", "data.train_split=train", f"data.train_options={{total: {synthetic_total}}}",
+                "data.val=holdout:0.1", "data.test=synthetic:fer2013", "data.test_split=test",
+                f"data.test_options={{total: {synthetic_total}, seed: 1}}", "data.image_size=32"]
+    raise ValueError(f"unknown dataset {name!r}")
+
+
+def cells(tables: list[str]) -> list[tuple[str, str, float]]:
+    """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order."""
+    want: list[tuple[str, str, float]] = []
+    if "a" in tables:
+        want += [(v, "cls_a_c", 0.0) for v in VARIANTS]
+    if "b" in tables:
+        want += [("rb", loss, 0.0) for loss in LOSSES]
+    if "c" in tables:
+        want += [(v, "cls_a_c", rate) for rate in NOISE_RATES for v in ("norb", "rb")]
+    return list(dict.fromkeys(want))
+
+
+def cell_overrides(variant: str, loss: str, noise: float, recipe: dict[str, Any]) -> list[str]:
+    use_a, use_m = VARIANTS[variant]
+    la_on, lc_on = LOSSES[loss]
+    meth = recipe.get("method", {})
+    la, lc = float(meth.get("lambda_anchor", 1.0)), float(meth.get("lambda_center", 1.0))
+    return [f"method.use_anchors={str(use_a).lower()}", f"method.use_mhsa={str(use_m).lower()}",
+            f"method.lambda_anchor={la if la_on else 0.0}", f"method.lambda_center={lc if lc_on else 0.0}",
+            f"data.label_noise={noise}", "data.label_noise_kind=symmetric"]
+
+
+def run_cell(run_dir: Path, recipe: Path, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Train one cell unless finished; resume it when a previous process was killed."""
+    if (run_dir / "result.json").exists():
+        return {"run": str(run_dir), "status": "done before"}
+    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", str(recipe), "--out", str(run_dir),
+           "--no-progress", f"train.epochs={args.epochs}", f"train.budget_clock={args.clock}",
+           f"train.max_minutes={args.minutes if args.minutes else 'null'}", *overrides, *args.override]
+    if (run_dir / "last.json").exists():
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    status = "trained" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    if proc.returncode != 0:
+        print(f"run {status} after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    return {"run": str(run_dir), "status": status, "wall_s": time.time() - t0}
+
+
+def tsne(run_dir: Path, path: Path, title: str, seed: int = 0) -> bool:
+    """t-SNE of a run's test embeddings (``eval/test/predictions.npz``); False when the run has none."""
+    import numpy as np
+
+    from fairexpr.evaluation.plots import plot_tsne
+
+    npz = run_dir / "eval" / "test" / "predictions.npz"
+    if not npz.is_file():
+        return False
+    with np.load(npz) as z:
+        if "embeddings" not in z.files:
+            return False
+        emb, y = z["embeddings"], z["y_true"]
+    keep = y >= 0
+    classes = json.loads((run_dir / "model.json").read_text())["classes"]
+    plot_tsne(emb[keep], y[keep], classes, path, seed=seed, title=title)
+    return True
+
+
+#: CPU-budget options timed by ``--speed``: name -> (model preset, extra model kwargs)
+SPEED_CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
+    "grefel_small 112px": ("grefel_small", {}),
+    "grefel_small 112px, frozen landmark stream": ("grefel_small", {"freeze_landmark": True}),
+    "RB + resnet18 48px (small_input false)": ("reliability_balanced", {}),
+    "RB + resnet18 48px (small_input true)": ("reliability_balanced", {"backbone_kwargs": {"small_input": True}}),
+}
+
+
+def measure_speed(images: int, batch: int, recipe: Path) -> dict[str, Any]:
+    """Training images/s of each :data:`SPEED_CANDIDATES` entry with the engine (the CPU recipe: full GReFEL loss,
+    augmentation, class-balanced sampler) on synthetic faces; the second epoch is timed (no data decoding)."""
+    import tempfile
+
+    import torch
+
+    from fairexpr.config import load_config
+    from fairexpr.engine import fit
+    from fairexpr.evaluation.grefel_tables import complexity_of
+
+    out: dict[str, Any] = {"torch_threads": torch.get_num_threads(), "batch": batch, "images_per_epoch": images}
+    for name, (model, extra) in SPEED_CANDIDATES.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = load_config(str(model_recipe(recipe, model, Path(tmp), extra)), ["data.train=synthetic:fer2013", f"data.train_options={{total: {images}}}",
+                                            "data.val=null", "data.test=null", "train.epochs=2", "train.max_minutes=null",
+                                            f"train.batch_size={batch}", "train.progress=false"])
+            res = fit(cfg, Path(tmp) / "run")
+            side = json.loads((Path(tmp) / "run" / "model.json").read_text())
+        c = complexity_of(side)
+        out[name] = {"train_images_per_s": res["history"][-1]["train_images_per_s"], "params_M": c["params"] / 1e6,
+                     "GMACs_per_image": c["macs"] / 1e9}
+        print(name, out[name], flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
+    p.add_argument("--datasets", nargs="+", default=["ferplus", "fer2013"], choices=["ferplus", "fer2013", "synthetic"])
+    p.add_argument("--model", default="reliability_balanced", choices=sorted(MODELS))
+    p.add_argument("--recipe", type=Path, default=RECIPE, help="base config (default configs/grefel_cpu.yaml)")
+    p.add_argument("--tables", nargs="+", default=["a", "b", "c"], choices=["a", "b", "c"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--minutes", type=float, default=20.0, help="time budget per run (0 = epochs only)")
+    p.add_argument("--clock", choices=["wall", "process"], default="process",
+                   help="budget clock: process CPU time is fair on a shared CPU machine; use wall on a GPU")
+    p.add_argument("--synthetic-total", type=int, default=400, help="images per split in --datasets synthetic")
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
+    p.add_argument("--out", default=str(ROOT / "runs" / "grefel_benchmark"))
+    p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--speed", action="store_true",
+                   help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
+    p.add_argument("--speed-images", type=int, default=256)
+    args = p.parse_args(argv)
+    res = Path(args.results)
+    if args.speed:
+        speed = measure_speed(args.speed_images, 64, Path(args.recipe))
+        res.mkdir(parents=True, exist_ok=True)
+        speed["hardware"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads"
+        (res / "grefel_speed.json").write_text(json.dumps(speed, indent=2))
+        return 0
+    if "synthetic" in args.datasets and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
+        p.error("--datasets synthetic numbers are meaningless: pass --results to a scratch folder")
+    recipe = yaml.safe_load(Path(args.recipe).read_text())
+    out = Path(args.out) / args.model
+    run_recipe = model_recipe(Path(args.recipe), args.model, out)
+    t_start = time.time()
+    log, dirs = [], []
+    for ds in args.datasets:
+        base = dataset_overrides(ds, Path(args.data), args.synthetic_total)
+        for seed in args.seeds:
+            for variant, loss, noise in cells(args.tables):
+                run_dir = out / f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}"
+                ov = [*base, f"seed={seed}", *cell_overrides(variant, loss, noise, recipe)]
+                log.append({**run_cell(run_dir, run_recipe, ov, args), "dataset": ds, "seed": seed, "variant": variant,
+                            "loss": loss, "label_noise": noise})
+                dirs.append(run_dir)
+    records = []
+    for d in dirs:
+        try:
+            records.append(load_run(d))
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            print(f"skipping unfinished run {d}: {e}", flush=True)
+    res.mkdir(parents=True, exist_ok=True)
+    meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
+            "model": args.model, "recipe": str(Path(args.recipe).resolve().relative_to(ROOT))
+            if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
+            "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
+            "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
+            "wall_minutes": (time.time() - t_start) / 60}
+    (res / "grefel_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
+    tables: dict[str, Any] = {}
+    if records:
+        if "a" in args.tables:
+            tables["table2_reliability_balancing"] = rb_table(records)
+        if "b" in args.tables:
+            tables["table3_loss_terms"] = loss_table(records)
+        if "c" in args.tables:
+            tables["table7_label_noise_accuracy"] = noise_table(records)
+            tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
+        tables["embedding_cluster_quality"] = cluster_table(records)
+    (res / "grefel_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
+                                                        for k, v in tables.items()}, indent=2, ensure_ascii=False))
+    figures = []
+    first = f"{args.datasets[0]}_{{}}_cls_a_c_n0_s{args.seeds[0]}"
+    for variant, name, label in (("rb", "grefel_tsne.png", "with RB"), ("norb", "grefel_tsne_without_rb.png", "without RB")):
+        run_dir = out / first.format(variant)
+        if (run_dir / "result.json").exists() and tsne(run_dir, res / name,
+                                                       f"t-SNE, {args.datasets[0]} test, {args.model} {label}",
+                                                       seed=args.seeds[0]):
+            figures.append(name)
+    smoke = " (SYNTHETIC PIPELINE CHECK: numbers are void)" if "synthetic" in args.datasets else ""
+    md = [f"# GReFEL ablations{smoke}\n",
+          f"Model `{args.model}` from `{meta['recipe']}`; seeds {args.seeds}; budget {args.epochs} epochs"
+          + (f", at most {args.minutes} min ({args.clock} clock)" if args.minutes else "") + f" per run; "
+          f"{meta['hardware']}; extra overrides {args.override or 'none'}. Accuracy and macro-F1 in % on the test "
+          "split (FER+: majority protocol, 7 classes, test; FER2013: PrivateTest), mean ± std over seeds. "
+          "GFLOPs = multiply-accumulates at the model's input size (the paper's unit). Cluster scores of the test "
+          "embeddings grouped by true class: Davies–Bouldin lower is better, Calinski–Harabasz higher is better.\n"]
+    for name, df in tables.items():
+        md += [f"## {name}\n", to_markdown(df), ""]
+    md += [f"![{f}]({f})" for f in figures]
+    (res / "grefel_tables.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    failed = [r for r in log if r["status"].startswith("failed")]
+    return 1 if failed and not records else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Tables shaped like the GReFEL paper's ablations (Wasi et al. 2024), from ``fairexpr train`` run directories.
+
+* **Table 2** (reliability-balancing components): per dataset, the head variant — *without RB* (no anchors,
+  no MHSA: ``L_final = l``), *anchors only*, *MHSA only*, *anchors + MHSA* — with accuracy, macro-F1,
+  parameters and FLOPs. Runs trained with clean labels and the full loss of their variant.
+* **Table 3** (loss terms): the full head trained with ``L_cls`` / ``L_cls + L_a`` / ``L_cls + L_a + L_c``
+  (``method.lambda_anchor`` / ``method.lambda_center`` set to 0 to drop a term).
+* **Table 7** (label noise): accuracy at 0/10/20/30 % injected noise, with and without RB.
+* **Cluster quality**: Davies–Bouldin (lower is better) and Calinski–Harabasz (higher is better) of the test
+  embeddings grouped by true class, as ``fairexpr.evaluation.metrics.cluster_quality`` writes them.
+
+Seeds of one cell are aggregated as ``mean ± std`` (population std over seeds; ``seeds`` = n). Accuracy-type
+numbers are shown in %.
+
+A run directory needs ``model.json`` (the checkpoint sidecar: model spec, preprocessing and the full
+training ``config``), ``eval/<role>/metrics.json`` and optionally ``result.json`` (training time, steps).
+Parameters and FLOPs come from rebuilding the model described by ``model.json`` (weights are not loaded)
+and counting one forward pass at its input size with :func:`fairexpr.models.grefel.model_complexity`
+("GFLOPs" as the paper and ``thop`` report them = multiply-accumulates).
+"""
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .difc_tables import to_markdown
+
+__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "cluster_table", "complexity_of", "load_run", "load_runs", "loss_variant",
+           "noise_table", "loss_table", "rb_table", "rb_variant", "to_markdown"]
+
+#: head variants of Table 2 in the paper's order
+RB_VARIANTS = ("without RB", "anchors only", "MHSA only", "anchors + MHSA")
+#: loss variants of Table 3 in the paper's order
+LOSS_VARIANTS = ("L_cls", "L_cls + L_a", "L_cls + L_c", "L_cls + L_a + L_c")
+
+
+# ------------------------------------------------------------------------------------------- records
+def rb_variant(use_anchors: bool, use_mhsa: bool) -> str:
+    """Table-2 name of a head configuration."""
+    if use_anchors and use_mhsa:
+        return "anchors + MHSA"
+    return "anchors only" if use_anchors else "MHSA only" if use_mhsa else "without RB"
+
+
+def loss_variant(use_anchors: bool, lambda_anchor: float, lambda_center: float) -> str:
+    """Table-3 name of the loss actually optimised (the anchor terms do not exist without anchors)."""
+    if not use_anchors:
+        return "L_cls"
+    return LOSS_VARIANTS[(lambda_anchor > 0) + 2 * (lambda_center > 0)]
+
+
+def _dataset_name(cfg: dict[str, Any]) -> str:
+    spec = str(cfg.get("data", {}).get("train", "?"))
+    return spec.split(":", 1)[0] if ":" in spec else spec
+
+
+@lru_cache(maxsize=32)
+def _complexity_cached(spec_json: str) -> tuple[float, float]:
+    from ..models import create_model
+    from ..models.grefel import model_complexity
+
+    spec = json.loads(spec_json)
+    model = create_model(spec["name"], num_classes=spec["num_classes"], pretrained=None, **spec["kwargs"])
+    c = model_complexity(model, input_size=tuple(spec["input_size"]), in_chans=spec["in_chans"])
+    return float(c["params"]), float(c["macs"])
+
+
+def complexity_of(sidecar: dict[str, Any]) -> dict[str, float]:
+    """``{"params", "macs"}`` of the network a ``model.json`` sidecar describes, at its preprocessing input size
+    (cached per distinct spec, so seeds of one variant are counted once)."""
+    try:
+        m, pre = sidecar["model"], sidecar["preprocess"]
+        spec = {"name": m["name"], "num_classes": int(m["num_classes"]), "kwargs": m.get("kwargs") or {},
+                "input_size": list(pre["input_size"]), "in_chans": int(pre["in_chans"])}
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"model.json: expected 'model' {{name, num_classes, kwargs}} and 'preprocess' "
+                         f"{{input_size, in_chans}}; missing {e}") from e
+    params, macs = _complexity_cached(json.dumps(spec, sort_keys=True))
+    return {"params": params, "macs": macs}
+
+
+def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True) -> dict[str, Any]:
+    """One finished run as a flat record: dataset, seed, head/loss variant, label noise, test metrics
+    (accuracy, balanced accuracy, macro-F1, Davies–Bouldin, Calinski–Harabasz), params/MACs, train time."""
+    d = Path(run_dir)
+    side_p, met_p, res_p = d / "model.json", d / "eval" / role / "metrics.json", d / "result.json"
+    for p in (side_p, met_p):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing; {d} is not a finished `fairexpr train` run evaluated on {role!r}")
+    sidecar = json.loads(side_p.read_text())
+    cfg = sidecar.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("method"), dict):
+        raise ValueError(f"{side_p}: has no training 'config' with a 'method' section")
+    meth, data = cfg["method"], cfg.get("data", {})
+    if meth.get("name") != "grefel":
+        raise ValueError(f"{side_p}: method is {meth.get('name')!r}, expected 'grefel'")
+    m = json.loads(met_p.read_text())
+    for key in ("accuracy", "macro_f1"):
+        if key not in m:
+            raise ValueError(f"{met_p}: has no {key!r} (expected a fairexpr metrics.json)")
+    use_a, use_m = bool(meth.get("use_anchors", True)), bool(meth.get("use_mhsa", True))
+    la, lc = float(meth.get("lambda_anchor", 1.0)), float(meth.get("lambda_center", 1.0))
+    cluster = m.get("cluster") or {}
+    rec: dict[str, Any] = {
+        "run": str(d), "dataset": _dataset_name(cfg), "seed": int(cfg.get("seed", 0)),
+        "model": sidecar.get("model", {}).get("name"), "use_anchors": use_a, "use_mhsa": use_m,
+        "rb": rb_variant(use_a, use_m), "lambda_anchor": la, "lambda_center": lc, "loss": loss_variant(use_a, la, lc),
+        "label_noise": float(data.get("label_noise", 0.0)), "label_noise_kind": data.get("label_noise_kind", "symmetric"),
+        "accuracy": float(m["accuracy"]), "balanced_accuracy": m.get("balanced_accuracy"), "macro_f1": float(m["macro_f1"]),
+        "davies_bouldin": cluster.get("davies_bouldin"), "calinski_harabasz": cluster.get("calinski_harabasz"),
+        "n_test": m.get("n"),
+    }
+    if res_p.is_file():
+        res = json.loads(res_p.read_text())
+        rec.update({k: res.get(k) for k in ("train_seconds", "steps", "epochs_run", "stopped_by")})
+    if complexity:
+        rec.update(complexity_of(sidecar))
+    return rec
+
+
+def load_runs(run_dirs: Iterable[str | Path], role: str = "test", *, complexity: bool = True) -> list[dict[str, Any]]:
+    return [load_run(d, role, complexity=complexity) for d in run_dirs]
+
+
+# -------------------------------------------------------------------------------------------- tables
+def _fmt(values: Sequence[Any], digits: int = 2, scale: float = 100.0) -> str:
+    v = np.asarray([float(x) for x in values if x is not None and not math.isnan(float(x))], dtype=float)
+    if v.size == 0:
+        return "–"
+    if v.size == 1:
+        return f"{v[0] * scale:.{digits}f}"
+    return f"{v.mean() * scale:.{digits}f} ± {v.std() * scale:.{digits}f}"
+
+
+def _mean(values: Sequence[Any]) -> float:
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _group(records: Sequence[dict[str, Any]], keys: Sequence[str], keep: Callable[[dict[str, Any]], bool],
+           order: dict[str, Sequence[Any]]) -> list[tuple[tuple[Any, ...], list[dict[str, Any]]]]:
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in records:
+        if keep(r):
+            cells.setdefault(tuple(r[k] for k in keys), []).append(r)
+
+    def rank(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple((list(order[k]).index(v) if k in order and v in order[k] else len(order.get(k, ())), str(v))
+                     for k, v in zip(keys, key))
+
+    return sorted(cells.items(), key=lambda kv: rank(kv[0]))
+
+
+def _full_loss(r: dict[str, Any]) -> bool:
+    return not r["use_anchors"] or (r["lambda_anchor"] > 0 and r["lambda_center"] > 0)
+
+
+def _metric_cols(rs: list[dict[str, Any]], as_text: bool) -> dict[str, Any]:
+    acc, f1 = [r["accuracy"] for r in rs], [r["macro_f1"] for r in rs]
+    return {"accuracy": _fmt(acc) if as_text else _mean(acc), "macro-F1": _fmt(f1) if as_text else _mean(f1)}
+
+
+def rb_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
+    """Table 2: per dataset and head variant (clean labels, full loss) accuracy and macro-F1 (%), parameters (M)
+    and GFLOPs (multiply-accumulates, 10⁹, at the model's input size)."""
+    rows = []
+    for (ds, variant), rs in _group(records, ("dataset", "rb"), lambda r: r["label_noise"] == 0 and _full_loss(r),
+                                    {"rb": RB_VARIANTS}):
+        row: dict[str, Any] = {"dataset": ds, "variant": variant, "seeds": len(rs), **_metric_cols(rs, as_text)}
+        params, macs = _mean([r.get("params") for r in rs]), _mean([r.get("macs") for r in rs])
+        row["params (M)"] = (f"{params / 1e6:.2f}" if not math.isnan(params) else "–") if as_text else params
+        row["GFLOPs"] = (f"{macs / 1e9:.3f}" if not math.isnan(macs) else "–") if as_text else macs
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seeds", "accuracy", "macro-F1", "params (M)", "GFLOPs"])
+
+
+def loss_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
+    """Table 3: the full head (anchors + MHSA, clean labels) trained with each loss variant."""
+    rows = []
+    for (ds, loss), rs in _group(records, ("dataset", "loss"),
+                                 lambda r: r["label_noise"] == 0 and r["use_anchors"] and r["use_mhsa"],
+                                 {"loss": LOSS_VARIANTS}):
+        rows.append({"dataset": ds, "loss": loss, "seeds": len(rs), **_metric_cols(rs, as_text)})
+    return pd.DataFrame(rows, columns=["dataset", "loss", "seeds", "accuracy", "macro-F1"])
+
+
+def noise_table(records: Sequence[dict[str, Any]], *, metric: str = "accuracy", as_text: bool = True) -> pd.DataFrame:
+    """Table 7: ``metric`` (%) per dataset and head (without RB / with RB = anchors + MHSA, full loss) against the
+    injected label-noise rate (one column per rate, e.g. ``0%``, ``10%`` ...)."""
+    keep = lambda r: r["rb"] in ("without RB", "anchors + MHSA") and _full_loss(r)  # noqa: E731
+    cells = _group(records, ("dataset", "rb", "label_noise"), keep, {"rb": ("without RB", "anchors + MHSA")})
+    rates = sorted({k[2] for k, _ in cells})
+    cols = [f"{rate * 100:g}%" for rate in rates]
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for (ds, variant, rate), rs in cells:
+        row = table.setdefault((ds, variant), {"dataset": ds, "model": "with RB" if variant != "without RB" else "without RB",
+                                               "seeds": 0, **{c: "–" if as_text else float("nan") for c in cols}})
+        vals = [r[metric] for r in rs]
+        row[f"{rate * 100:g}%"] = _fmt(vals) if as_text else _mean(vals)
+        row["seeds"] = max(row["seeds"], len(rs))
+    return pd.DataFrame(list(table.values()), columns=["dataset", "model", "seeds", *cols])
+
+
+def cluster_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
+    """Davies–Bouldin (↓) and Calinski–Harabasz (↑) of the test embeddings per dataset and head variant
+    (clean labels, full loss)."""
+    rows = []
+    for (ds, variant), rs in _group(records, ("dataset", "rb"), lambda r: r["label_noise"] == 0 and _full_loss(r),
+                                    {"rb": RB_VARIANTS}):
+        db, ch = [r.get("davies_bouldin") for r in rs], [r.get("calinski_harabasz") for r in rs]
+        rows.append({"dataset": ds, "variant": variant, "seeds": len(rs),
+                     "Davies-Bouldin ↓": _fmt(db, 3, 1.0) if as_text else _mean(db),
+                     "Calinski-Harabasz ↑": _fmt(ch, 1, 1.0) if as_text else _mean(ch)})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seeds", "Davies-Bouldin ↓", "Calinski-Harabasz ↑"])

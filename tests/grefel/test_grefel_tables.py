@@ -1,0 +1,143 @@
+"""GReFEL ablation tables (Tables 2/3/7 shape, cluster scores) from fabricated `fairexpr train` run directories."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fairexpr.evaluation.grefel_tables import (cluster_table, complexity_of, load_run, load_runs, loss_table,
+                                               loss_variant, noise_table, rb_table, rb_variant, to_markdown)
+from fairexpr.evaluation.metrics import _json, evaluate
+from fairexpr.models import create_model
+from fairexpr.models.grefel import model_complexity
+
+CLASSES = ["anger", "disgust", "happiness"]
+Y = np.array([0, 0, 1, 1, 2, 2])
+KW = {"backbone": "resnet18", "in_chans": 1}
+
+
+def write_run(root: Path, name: str, *, seed: int, pred, anchors=True, mhsa=True, la=1.0, lc=1.0, noise=0.0,
+              dataset: str = "ferplus", emb=None) -> Path:
+    d = root / name
+    (d / "eval" / "test").mkdir(parents=True)
+    cfg = {"seed": seed, "data": {"train": f"{dataset}:/x", "label_noise": noise, "label_noise_kind": "symmetric"},
+           "method": {"name": "grefel", "use_anchors": anchors, "use_mhsa": mhsa, "lambda_cls": 1.0,
+                      "lambda_anchor": la, "lambda_center": lc}}
+    kwargs = {**KW, "num_anchors": 2, "use_anchors": anchors, "use_mhsa": mhsa, "delta": 1.0}
+    (d / "model.json").write_text(json.dumps({"model": {"name": "reliability_balanced", "num_classes": 3, "kwargs": kwargs},
+                                              "preprocess": {"input_size": [32, 32], "in_chans": 1}, "config": cfg}))
+    m = evaluate(Y, None, CLASSES, y_pred=np.asarray(pred), embeddings=emb)
+    (d / "eval" / "test" / "metrics.json").write_text(json.dumps(_json(m)))
+    (d / "result.json").write_text(json.dumps({"train_seconds": 12.5, "steps": 7, "epochs_run": 1, "stopped_by": "epochs"}))
+    return d
+
+
+# predictions with accuracies 3/6, 4/6, 5/6, 6/6
+P3, P4, P5, P6 = [0, 0, 1, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2]
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    torch.set_num_threads(1)
+    emb = np.array([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+    return [
+        write_run(tmp_path, "norb_s0", seed=0, pred=P3, anchors=False, mhsa=False, emb=emb),
+        write_run(tmp_path, "norb_s1", seed=1, pred=P5, anchors=False, mhsa=False, emb=emb),
+        write_run(tmp_path, "mhsa_s0", seed=0, pred=P4, anchors=False, mhsa=True),
+        write_run(tmp_path, "anch_s0", seed=0, pred=P4, anchors=True, mhsa=False),
+        write_run(tmp_path, "full_s0", seed=0, pred=P6, emb=emb),
+        write_run(tmp_path, "full_s1", seed=1, pred=P5, emb=emb),
+        write_run(tmp_path, "lcls_s0", seed=0, pred=P3, la=0.0, lc=0.0),
+        write_run(tmp_path, "la_s0", seed=0, pred=P4, la=1.0, lc=0.0),
+        write_run(tmp_path, "full_n20_s0", seed=0, pred=P4, noise=0.2),
+        write_run(tmp_path, "norb_n20_s0", seed=0, pred=P3, anchors=False, mhsa=False, noise=0.2),
+        write_run(tmp_path, "fer_full_s0", seed=0, pred=P6, dataset="fer2013"),
+    ]
+
+
+def test_variant_names():
+    assert [rb_variant(a, m) for a, m in ((False, False), (True, False), (False, True), (True, True))] == \
+        ["without RB", "anchors only", "MHSA only", "anchors + MHSA"]
+    assert loss_variant(True, 0.0, 0.0) == "L_cls" and loss_variant(True, 1.0, 0.0) == "L_cls + L_a"
+    assert loss_variant(True, 0.5, 2.0) == "L_cls + L_a + L_c" and loss_variant(True, 0.0, 1.0) == "L_cls + L_c"
+    assert loss_variant(False, 1.0, 1.0) == "L_cls"  # no anchors: the anchor terms do not exist
+
+
+def test_load_run_record_and_complexity(runs):
+    r = load_run(runs[4])
+    assert (r["dataset"], r["seed"], r["rb"], r["loss"], r["label_noise"]) == ("ferplus", 0, "anchors + MHSA",
+                                                                                "L_cls + L_a + L_c", 0.0)
+    assert r["accuracy"] == pytest.approx(1.0) and r["train_seconds"] == 12.5 and r["steps"] == 7
+    assert r["davies_bouldin"] is not None and r["calinski_harabasz"] > 0
+    # params / MACs: the rebuilt model counted at the sidecar's input size, equal to a direct count
+    ref = create_model("reliability_balanced", num_classes=3, **KW, num_anchors=2, use_anchors=True, use_mhsa=True)
+    c = model_complexity(ref, input_size=32, in_chans=1)
+    assert r["params"] == c["params"] and r["macs"] == pytest.approx(c["macs"])
+    # the RB head adds parameters over "without RB" (anchors 3x2x512 + the MHSA branch)
+    assert load_run(runs[0])["params"] < r["params"]
+    assert load_run(runs[3], complexity=False).get("params") is None
+
+
+def test_rb_table_table2(runs):
+    t = rb_table(load_runs(runs), as_text=False)
+    fp = t[t["dataset"] == "ferplus"]
+    assert list(fp["variant"]) == ["without RB", "anchors only", "MHSA only", "anchors + MHSA"]
+    assert list(fp["seeds"]) == [2, 1, 1, 2]  # noisy and reduced-loss runs are excluded
+    assert fp.iloc[0]["accuracy"] == pytest.approx((3 / 6 + 5 / 6) / 2)
+    assert fp.iloc[3]["accuracy"] == pytest.approx((1 + 5 / 6) / 2)
+    assert fp.iloc[0]["params (M)"] < fp.iloc[3]["params (M)"] and fp.iloc[0]["GFLOPs"] > 0
+    assert list(t["dataset"]) == ["fer2013"] + ["ferplus"] * 4
+    text = rb_table(load_runs(runs))
+    cell = text[(text["dataset"] == "ferplus") & (text["variant"] == "without RB")].iloc[0]["accuracy"]
+    assert cell == "66.67 ± 16.67"  # mean of 50 and 83.33 %, population std 16.67 points
+    md = to_markdown(text)
+    assert md.splitlines()[0] == "| dataset | variant | seeds | accuracy | macro-F1 | params (M) | GFLOPs |"
+
+
+def test_loss_table_table3(runs):
+    t = loss_table(load_runs(runs, complexity=False), as_text=False)
+    fp = t[t["dataset"] == "ferplus"]
+    assert list(fp["loss"]) == ["L_cls", "L_cls + L_a", "L_cls + L_a + L_c"]
+    assert list(fp["accuracy"]) == pytest.approx([0.5, 4 / 6, (1 + 5 / 6) / 2])
+
+
+def test_noise_table_table7(runs):
+    t = noise_table(load_runs(runs, complexity=False), as_text=False)
+    fp = t[t["dataset"] == "ferplus"].set_index("model")
+    assert list(t.columns) == ["dataset", "model", "seeds", "0%", "20%"]
+    assert fp.loc["without RB", "0%"] == pytest.approx((0.5 + 5 / 6) / 2) and fp.loc["without RB", "20%"] == pytest.approx(0.5)
+    assert fp.loc["with RB", "20%"] == pytest.approx(4 / 6) and fp.loc["with RB", "seeds"] == 2
+    fer = t[t["dataset"] == "fer2013"].iloc[0]
+    assert fer["model"] == "with RB" and math.isnan(fer["20%"])
+    assert noise_table(load_runs(runs, complexity=False)).set_index(["dataset", "model"]).loc[("fer2013", "with RB"), "20%"] == "–"
+
+
+def test_cluster_table_hand_computed(runs):
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+    emb = np.array([[0.0, 0.0], [0.0, 1.0], [5.0, 0.0], [5.0, 1.0], [10.0, 0.0], [10.0, 1.0]])
+    # class means (0, .5), (5, .5), (10, .5); within scatter s_i = 0.5, centroid distances 5 and 10:
+    # DB = mean_i max_j (s_i + s_j) / d_ij = 1/5
+    assert davies_bouldin_score(emb, Y) == pytest.approx(0.2)
+    t = cluster_table(load_runs(runs, complexity=False), as_text=False)
+    row = t[(t["dataset"] == "ferplus") & (t["variant"] == "anchors + MHSA")].iloc[0]
+    assert row["Davies-Bouldin ↓"] == pytest.approx(0.2)
+    assert row["Calinski-Harabasz ↑"] == pytest.approx(calinski_harabasz_score(emb, Y))
+    no_emb = t[(t["dataset"] == "ferplus") & (t["variant"] == "MHSA only")].iloc[0]
+    assert math.isnan(no_emb["Davies-Bouldin ↓"])  # runs without embeddings have no cluster scores
+
+
+def test_bad_run_dirs_raise(tmp_path, runs):
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_run(tmp_path / "nope")
+    side = json.loads((runs[0] / "model.json").read_text())
+    side["config"]["method"]["name"] = "supervised"
+    (runs[0] / "model.json").write_text(json.dumps(side))
+    with pytest.raises(ValueError, match="expected 'grefel'"):
+        load_run(runs[0])
+    with pytest.raises(ValueError, match="preprocess"):
+        complexity_of({"model": {"name": "resnet18", "num_classes": 3}})
