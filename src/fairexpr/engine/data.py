@@ -44,20 +44,19 @@ def _remap(split: Split, classes: tuple[str, ...]) -> Split:
     Samples whose class is absent from ``classes`` are dropped and counted in ``info``."""
     if split.classes == classes:
         return split
+    # new index per old class, -2 = absent from ``classes``; the trailing -1 maps unlabelled (-1) to itself
     lut = torch.tensor([classes.index(c) if c in classes else -2 for c in split.classes] + [-1])
-    new = lut[split.labels.clamp(min=-1)] if (split.labels >= 0).all() else torch.where(split.labels >= 0, lut[split.labels.clamp(min=0)], split.labels)
+    new = lut[split.labels.clamp(min=-1)]
     keep = new != -2
     dropped = {c: int(((split.labels == i) & ~keep).sum()) for i, c in enumerate(split.classes) if c not in classes}
     out = split.subset(torch.nonzero(keep).flatten())
     out.labels = new[keep]
     if out.soft_labels is not None:
-        cols = [split.classes.index(c) for c in classes if c in split.classes]
         sl = torch.zeros(len(out), len(classes))
         for j, c in enumerate(classes):
             if c in split.classes:
                 sl[:, j] = out.soft_labels[:, split.classes.index(c)]
         out.soft_labels = sl / sl.sum(1, keepdim=True).clamp(min=1e-12)
-        del cols
     out.classes = classes
     out.info["dropped_absent_classes"] = {k: v for k, v in dropped.items() if v}
     return out
