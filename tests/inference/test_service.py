@@ -2,15 +2,9 @@
 from __future__ import annotations
 
 import io
-import json
 import os
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,102 +77,35 @@ def test_too_many_pixels_and_too_many_bytes(client):
 
 # ---------------------------------------------------------------- end to end in headless Chromium
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _CDP:
-    """Minimal Chrome DevTools Protocol client over websocket-client."""
-
-    def __init__(self, ws_url: str) -> None:
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=20, suppress_origin=True)
-        self.i = 0
-
-    def __call__(self, method: str, **params):
-        self.i += 1
-        self.ws.send(json.dumps({"id": self.i, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.i:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def eval(self, expr: str):
-        return self("Runtime.evaluate", expression=expr, returnByValue=True)["result"].get("value")
-
-
 @pytest.mark.skipif(os.environ.get("FAIREXPR_SKIP_BROWSER") == "1", reason="FAIREXPR_SKIP_BROWSER=1")
-def test_upload_page_in_headless_chromium(app, group_photo_file, tmp_path):
+def test_upload_page_in_headless_chromium(app, group_photo_file):
     import uvicorn
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "Debian's chromium must be installed for this test (apt-get install -y chromium)"
-    port = _free_port()
+    from fairexpr.inference.devtools import find_chromium, free_port, headless_chromium, upload_on_service_page
+
+    assert find_chromium(), "Debian's chromium must be installed for this test (apt-get install -y chromium)"
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
-    proc = None
     try:
         for _ in range(100):
             if server.started:
                 break
             time.sleep(0.05)
         assert server.started
-        debug_port = _free_port()
-        proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                                 f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1",
-                                 "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        targets = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/list", timeout=1) as r:
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
-                if targets:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        assert targets, "chromium did not expose a DevTools page target"
-        cdp = _CDP(targets[0]["webSocketDebuggerUrl"])
-        cdp("Page.enable")
-        cdp("Page.navigate", url=f"http://127.0.0.1:{port}/")
-        for _ in range(100):
-            if cdp.eval("document.readyState === 'complete' && !!document.getElementById('file')"):
-                break
-            time.sleep(0.05)
-        doc = cdp("DOM.getDocument")
-        node = cdp("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#file")["nodeId"]
-        cdp("DOM.setFileInputFiles", nodeId=node, files=[str(group_photo_file)])
-        cdp.eval("document.getElementById('form').requestSubmit()")
-        state = None
-        for _ in range(200):
-            state = cdp.eval("document.body.dataset.state || ''")
-            if state:
-                break
-            time.sleep(0.05)
-        assert state == "done", cdp.eval("document.getElementById('status').textContent")
-        labels = cdp.eval("[...document.querySelectorAll('#probs tr.face td.label')].map(e => e.textContent)")
-        summary = cdp.eval("document.getElementById('summary').textContent")
-        canvas = cdp.eval("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
-        from fastapi.testclient import TestClient
+        with headless_chromium() as cdp:
+            state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(group_photo_file), timeout=10)
+            assert state == "done", cdp.eval("document.getElementById('status').textContent")
+            labels = cdp.eval("[...document.querySelectorAll('#probs tr.face td.label')].map(e => e.textContent)")
+            summary = cdp.eval("document.getElementById('summary').textContent")
+            canvas = cdp.eval("[document.getElementById('canvas').width, document.getElementById('canvas').height]")
+            from fastapi.testclient import TestClient
 
-        expected = TestClient(app).post("/predict", files={"file": ("g.jpg", group_photo_file.read_bytes(), "image/jpeg")}).json()
-        assert labels == [f["label"] for f in expected["faces"] if f["status"] == "ok"]
-        assert summary.startswith("3 face(s) classified, 1 too small")
-        assert canvas == [expected["width"], expected["height"]]
+            expected = TestClient(app).post("/predict", files={"file": ("g.jpg", group_photo_file.read_bytes(), "image/jpeg")}).json()
+            assert labels == [f["label"] for f in expected["faces"] if f["status"] == "ok"]
+            assert summary.startswith("3 face(s) classified, 1 too small")
+            assert canvas == [expected["width"], expected["height"]]
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         server.should_exit = True
         th.join(timeout=5)

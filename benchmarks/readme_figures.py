@@ -1,0 +1,118 @@
+"""Pictures for the README's inference section (issue 8): a predicted, annotated photo and the web service in use.
+
+The photo is built from a public-domain picture that ships with scikit-image (NASA portrait of astronaut
+Eileen Collins, ``skimage/data/astronaut.png``), never from the research-only datasets under
+``../shared/data`` (those must not be redistributed). It is a group composite: the portrait at three
+scales, one copy rotated by 20 degrees (alignment) and one too small to classify (reported, not dropped).
+
+    .venv/bin/pip install scikit-image            # only for the picture; not a fairexpr dependency
+    python benchmarks/readme_figures.py --checkpoint benchmarks/runs/ferplus_ce_s0 --out docs/img
+
+Writes ``<out>/predict_photo.jpg`` (``fairexpr predict --annotate`` output), ``<out>/predict_photo.json``
+(its per-face rows) and ``<out>/service.png`` (headless-Chromium screenshot of ``fairexpr serve``'s page
+after uploading the photo). Needs Debian's ``chromium`` (``make browser``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def astronaut() -> np.ndarray:
+    try:
+        from skimage import data
+    except ImportError as e:  # pragma: no cover - user setup
+        raise SystemExit("this script needs scikit-image for its public-domain sample photo: pip install scikit-image") from e
+    return data.astronaut()  # RGB uint8, 512x512
+
+
+def group_photo(img: np.ndarray) -> np.ndarray:
+    """Portrait crops pasted on a light canvas: 3 sizes, one rotated, one small."""
+    face = img[20:300, 110:360]  # head and shoulders, RGB
+    canvas = np.full((520, 1280, 3), 236, np.uint8)
+
+    def paste(patch: np.ndarray, x: int, y: int) -> None:
+        h, w = patch.shape[:2]
+        canvas[y:y + h, x:x + w] = patch
+
+    paste(cv2.resize(face, (330, 370), interpolation=cv2.INTER_AREA), 30, 75)
+    s = cv2.resize(face, (280, 314), interpolation=cv2.INTER_AREA)
+    m = cv2.getRotationMatrix2D((140, 157), 20, 1.0)
+    paste(cv2.warpAffine(s, m, (280, 314), borderValue=(236, 236, 236)), 410, 100)
+    paste(cv2.resize(face, (240, 269), interpolation=cv2.INTER_AREA), 740, 125)
+    paste(cv2.resize(face, (130, 146), interpolation=cv2.INTER_AREA), 1060, 190)
+    return canvas
+
+
+def screenshot_service(checkpoint: Path, photo: Path, out_png: Path, min_face: int) -> None:
+    import base64
+
+    import uvicorn
+
+    from fairexpr.inference import TorchPredictor
+    from fairexpr.inference.devtools import free_port, headless_chromium, upload_on_service_page, wait_until
+    from fairexpr.inference.service import create_app
+
+    app = create_app(TorchPredictor(checkpoint), "haar", min_face=min_face)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    wait_until(lambda: server.started, "the service to start")
+    try:
+        with headless_chromium(window=(1280, 1400)) as cdp:
+            cdp("Emulation.setDeviceMetricsOverride", width=1280, height=1400, deviceScaleFactor=1, mobile=False)
+            state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(photo))
+            if state != "done":
+                status = cdp.eval("document.getElementById('status').textContent")
+                raise SystemExit(f"the page reported: {status}")
+            time.sleep(0.3)
+            h = int(cdp.eval("Math.ceil(document.documentElement.scrollHeight)"))
+            cdp("Emulation.setDeviceMetricsOverride", width=1280, height=min(h, 2400), deviceScaleFactor=1, mobile=False)
+            time.sleep(0.3)
+            png = base64.b64decode(cdp("Page.captureScreenshot", format="png")["data"])
+    finally:
+        server.should_exit = True
+    tmp = out_png.with_suffix(".tmp.png")
+    tmp.write_bytes(png)
+    tmp.replace(out_png)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, type=Path, help="a fairexpr run directory")
+    ap.add_argument("--out", default=ROOT / "docs" / "img", type=Path)
+    ap.add_argument("--min-face", type=int, default=80)
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as td:
+        src = Path(td) / "group_photo.jpg"
+        cv2.imwrite(str(src), cv2.cvtColor(group_photo(astronaut()), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        ann = Path(td) / "annotated"
+        js = Path(td) / "faces.json"
+        subprocess.run([sys.executable, "-m", "fairexpr.cli", "predict", "--checkpoint", str(a.checkpoint), str(src),
+                        "--annotate", str(ann), "--out-json", str(js), "--min-face", str(a.min_face), "--no-progress"],
+                       check=True, cwd=ROOT)
+        annotated = sorted(ann.rglob("*.jpg")) + sorted(ann.rglob("*.png"))
+        if not annotated:
+            raise SystemExit(f"fairexpr predict wrote no annotated image under {ann}")
+        shutil.copyfile(annotated[0], a.out / "predict_photo.jpg")
+        rows = json.loads(js.read_text())
+        (a.out / "predict_photo.json").write_text(json.dumps(rows, indent=1))
+        screenshot_service(a.checkpoint, src, a.out / "service.png", a.min_face)
+    print(f"wrote {a.out / 'predict_photo.jpg'}, {a.out / 'predict_photo.json'}, {a.out / 'service.png'}")
+
+
+if __name__ == "__main__":
+    main()
