@@ -71,14 +71,14 @@ def screenshot_service(checkpoint: Path, photo: Path, out_png: Path, min_face: i
     threading.Thread(target=server.run, daemon=True).start()
     wait_until(lambda: server.started, "the service to start")
     try:
-        with headless_chromium(window=(1280, 1400)) as cdp:
-            cdp("Emulation.setDeviceMetricsOverride", width=1280, height=1400, deviceScaleFactor=1, mobile=False)
+        with headless_chromium(window=(1280, 600)) as cdp:
+            cdp("Emulation.setDeviceMetricsOverride", width=1280, height=600, deviceScaleFactor=1, mobile=False)
             state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(photo))
             if state != "done":
                 status = cdp.eval("document.getElementById('status').textContent")
                 raise SystemExit(f"the page reported: {status}")
             time.sleep(0.3)
-            h = int(cdp.eval("Math.ceil(document.documentElement.scrollHeight)"))
+            h = int(cdp.eval("Math.ceil(document.body.getBoundingClientRect().bottom) + 24"))
             cdp("Emulation.setDeviceMetricsOverride", width=1280, height=min(h, 2400), deviceScaleFactor=1, mobile=False)
             time.sleep(0.3)
             png = base64.b64decode(cdp("Page.captureScreenshot", format="png")["data"])
