@@ -137,6 +137,19 @@ def test_batching_across_images_matches_single(ckpt, haar_faces):
         assert x.label == y.label and max(abs(x.probs[c] - y.probs[c]) for c in x.probs) < 1e-5
 
 
+def test_channels_last_matches_contiguous_model(ckpt, haar_faces):
+    """The NHWC fast path (default) gives the plain NCHW model's probabilities, for batch 1 and batch > 1."""
+    import torch
+
+    fast, plain = TorchPredictor(ckpt), TorchPredictor(ckpt, channels_last=False)
+    assert fast.channels_last and not plain.channels_last
+    w = next(p for p in fast.model.parameters() if p.ndim == 4)
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    for faces in (haar_faces[:1], haar_faces[:4]):
+        a, b = fast.predict_faces(faces), plain.predict_faces(faces)
+        assert np.abs(a.probs - b.probs).max() < 1e-5 and (a.labels == b.labels).all()
+
+
 def test_onnx_metadata_and_parity(ckpt, onnx_file, haar_faces):
     tp, op = TorchPredictor(ckpt), OnnxPredictor(onnx_file)
     assert op.classes == tp.classes and op.preprocess == tp.preprocess and op.temperature == 1.0
