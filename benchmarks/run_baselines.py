@@ -3,7 +3,7 @@
 FER2013 (train minus a 10 % stratified validation holdout -> PrivateTest, and PrivateTest without the
 images that also occur in train), ResNet-18 with the small-input stem from scratch, 48x48 grayscale:
 CE, class-weighted CE, LDAM-DRW, class-balanced sampler + CE. FER+ (majority protocol, train -> test):
-CE on majority labels vs soft-label CE on the vote distributions.
+CE on majority labels vs soft-label CE on the vote distributions, and LDAM-DRW on the majority labels.
 
 Each run is a separate `fairexpr train` process (a crash loses one run, not all; finished runs are
 skipped when the script is re-run). Results: benchmarks/results/baselines.json and baselines.md.
@@ -67,6 +67,8 @@ def main() -> None:
                                "data.train_options={protocol: probability, num_classes: 7}", "data.label_mode=soft", "loss.name=soft_ce",
                                f"data.val={ferplus}", "data.val_split=val", "data.val_options={protocol: majority, num_classes: 7}",
                                f"data.test={ferplus}", "data.test_split=test", "data.test_options={protocol: majority, num_classes: 7}"]
+    # imbalance-aware loss on FER+ too (majority labels): the same LDAM-DRW recipe as the FER2013 row
+    runs["ferplus_ldam_drw"] = ["--config", "configs/ldam_drw_cpu.yaml", "loss.kwargs.drw_epoch=6", *runs["ferplus_ce"][2:]]
     results = {}
     res_file = ROOT / "benchmarks" / "results" / "baselines.json"
     if res_file.exists():
