@@ -8,14 +8,12 @@ scales, one copy rotated by 20 degrees (alignment) and one too small to classify
     .venv/bin/pip install scikit-image            # only for the picture; not a fairexpr dependency
     python benchmarks/readme_figures.py --checkpoint benchmarks/runs/ferplus_ce_s0 --out docs/img
 
-Writes ``<out>/predict_photo.jpg`` (``fairexpr predict --annotate`` output), ``<out>/predict_photo.json``
-(its per-face rows) and ``<out>/service.png`` (headless-Chromium screenshot of ``fairexpr serve``'s page
-after uploading the photo). Needs Debian's ``chromium`` (``make browser``).
+Writes ``<out>/predict_photo.jpg`` (``fairexpr predict --annotate`` output) and ``<out>/service.png``
+(headless-Chromium screenshot of ``fairexpr serve``'s page after uploading the photo). Needs Debian's ``chromium`` (``make browser``).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -100,18 +98,16 @@ def main() -> None:
         src = Path(td) / "group_photo.jpg"
         cv2.imwrite(str(src), cv2.cvtColor(group_photo(astronaut()), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         ann = Path(td) / "annotated"
-        js = Path(td) / "faces.json"
-        subprocess.run([sys.executable, "-m", "fairexpr.cli", "predict", "--checkpoint", str(a.checkpoint), str(src),
-                        "--annotate", str(ann), "--out-json", str(js), "--min-face", str(a.min_face), "--no-progress"],
-                       check=True, cwd=ROOT)
+        rc = subprocess.run([sys.executable, "-m", "fairexpr.cli", "predict", "--checkpoint", str(a.checkpoint), str(src),
+                             "--annotate", str(ann), "--min-face", str(a.min_face), "--no-progress"], cwd=ROOT).returncode
+        if rc:
+            raise SystemExit(f"fairexpr predict failed (exit {rc}) on {a.checkpoint}; see its message above")
         annotated = sorted(ann.rglob("*.jpg")) + sorted(ann.rglob("*.png"))
         if not annotated:
             raise SystemExit(f"fairexpr predict wrote no annotated image under {ann}")
         shutil.copyfile(annotated[0], a.out / "predict_photo.jpg")
-        rows = json.loads(js.read_text())
-        (a.out / "predict_photo.json").write_text(json.dumps(rows, indent=1))
         screenshot_service(a.checkpoint, src, a.out / "service.png", a.min_face)
-    print(f"wrote {a.out / 'predict_photo.jpg'}, {a.out / 'predict_photo.json'}, {a.out / 'service.png'}")
+    print(f"wrote {a.out / 'predict_photo.jpg'} and {a.out / 'service.png'}")
 
 
 if __name__ == "__main__":

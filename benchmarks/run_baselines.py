@@ -1,7 +1,7 @@
 """Issue-3 benchmark: imbalance-aware baselines on real FER data, same CPU budget per run.
 
 FER2013 (train minus a 10 % stratified validation holdout -> PrivateTest, and PrivateTest without the
-images that also occur in train), ResNet-18 with the small-input stem from scratch, 48x48 grayscale:
+images that also occur in train), ResNet-18 from scratch (standard stem by default, `--model-kwargs`), 48x48 grayscale:
 CE, class-weighted CE, LDAM-DRW, class-balanced sampler + CE. FER+ (majority protocol, train -> test):
 CE on majority labels vs soft-label CE on the vote distributions, and LDAM-DRW on the majority labels.
 

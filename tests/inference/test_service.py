@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -81,7 +80,7 @@ def test_too_many_pixels_and_too_many_bytes(client):
 def test_upload_page_in_headless_chromium(app, group_photo_file):
     import uvicorn
 
-    from fairexpr.inference.devtools import find_chromium, free_port, headless_chromium, upload_on_service_page
+    from fairexpr.inference.devtools import find_chromium, free_port, headless_chromium, upload_on_service_page, wait_until
 
     assert find_chromium(), "Debian's chromium must be installed for this test (apt-get install -y chromium)"
     port = free_port()
@@ -89,11 +88,7 @@ def test_upload_page_in_headless_chromium(app, group_photo_file):
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-        assert server.started
+        wait_until(lambda: server.started, "the service to start", timeout=5)
         with headless_chromium() as cdp:
             state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(group_photo_file), timeout=10)
             assert state == "done", cdp.eval("document.getElementById('status').textContent")

@@ -22,8 +22,11 @@ class CDP:
     """Minimal CDP client over one page target's websocket (``websocket-client``)."""
 
     def __init__(self, ws_url: str, timeout: float = 30.0) -> None:
-        import websocket
-
+        try:
+            import websocket
+        except ImportError:
+            raise ImportError("fairexpr.inference.devtools needs websocket-client: pip install 'fairexpr[test]' "
+                              "(or pip install websocket-client)") from None
         self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
         self.i = 0
 
