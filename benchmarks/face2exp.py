@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
 
-RECIPE = ROOT / "configs" / "face2exp_cpu.yaml"
+RECIPE = ROOT / "configs" / "face2exp_mobilenet_cpu.yaml"
 
 
 def datasets(data: Path, smoke: bool) -> dict[str, dict[str, object]]:
@@ -65,14 +65,14 @@ def datasets(data: Path, smoke: bool) -> dict[str, dict[str, object]]:
     }
 
 
-def sl_recipe(out: Path) -> Path:
-    """The SL baseline: the Face2Exp CPU recipe with the supervised method and no unlabelled data."""
-    cfg = yaml.safe_load(RECIPE.read_text())
+def sl_recipe(out: Path, recipe: Path) -> Path:
+    """The SL baseline: the Face2Exp recipe with the supervised method and no unlabelled data."""
+    cfg = yaml.safe_load(recipe.read_text())
     cfg["method"] = {"name": "supervised"}
     cfg["data"]["unlabelled"] = None
     path = out / "sl_recipe.yaml"
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text("# derived from configs/face2exp_cpu.yaml by benchmarks/face2exp.py: SL with the same labels\n"
+    path.write_text(f"# derived from {recipe.name} by benchmarks/face2exp.py: SL with the same labels\n"
                     + yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -103,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", nargs="+", default=["fer2013", "ferplus"], choices=["fer2013", "ferplus"])
     p.add_argument("--fractions", nargs="+", type=float, help="label fractions (default: 0.1 0.05 FER2013, 0.1 FER+)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--minutes", type=float, default=15.0, help="budget per run (the same for SL and Meta-Face2Exp)")
+    p.add_argument("--recipe", default=str(RECIPE), help="Meta-Face2Exp recipe (SL is derived from it)")
+    p.add_argument("--methods", nargs="+", default=["sl", "face2exp"], choices=["sl", "face2exp"],
+                   help="run only these (the tables use whatever finished runs exist)")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--minutes", type=float, default=12.0, help="budget per run (the same for SL and Meta-Face2Exp)")
     p.add_argument("--clock", choices=["wall", "process"], default="process",
                    help="budget clock: process CPU time is fair on a shared machine")
     p.add_argument("--out", default=str(ROOT / "runs" / "face2exp_benchmark"))
@@ -116,16 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--smoke numbers are meaningless: pass --results to a scratch folder")
     out = Path(args.out)
-    sl = sl_recipe(out)
+    recipe = Path(args.recipe).resolve()
+    sl = sl_recipe(out, recipe)
     grid = datasets(Path(args.data), args.smoke)
     t_start = time.time()
     cells: list[tuple[str, float, str, int, Path]] = []
     for ds in args.datasets:
         for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
             for seed in args.seeds:
-                for method, recipe in (("sl", sl), ("face2exp", RECIPE)):
-                    run = run_cell(out, recipe, method, ds, frac, seed, list(grid[ds]["overrides"]), args)  # type: ignore[arg-type]
-                    cells.append((ds, frac, method, seed, run))
+                for method, cfg in (("sl", sl), ("face2exp", recipe)):
+                    if method in args.methods:
+                        run_cell(out, cfg, method, ds, frac, seed, list(grid[ds]["overrides"]), args)  # type: ignore[arg-type]
+                    cells.append((ds, frac, method, seed, out / f"{ds}_{int(round(frac * 100))}pct_{method}_s{seed}"))
     records = []
     for ds, frac, method, seed, run in cells:
         try:
@@ -135,13 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r["dataset"] = ds
         r["train"] = f"{ds} ({r['train']})"  # one table row group per benchmark dataset
-        r["train_seconds"] = json.loads((run / "result.json").read_text()).get("train_seconds")
-        r["steps"] = json.loads((run / "result.json").read_text()).get("steps")
+        result = json.loads((run / "result.json").read_text())
+        r["train_seconds"], r["steps"], r["epochs_run"] = result.get("train_seconds"), result.get("steps"), result.get("epochs_run")
         records.append(r)
+        for name in result.get("eval_companions", {}):  # Meta-Face2Exp's other network (B by default)
+            comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
+            pca = [float(v) for v in comp["per_class_accuracy"].values()]
+            mean = sum(pca) / len(pca)
+            r.setdefault("companions", {})[name] = {
+                "accuracy": comp["accuracy"], "balanced_accuracy": comp["balanced_accuracy"],
+                "per_class_accuracy_std": (sum((a - mean) ** 2 for a in pca) / len(pca)) ** 0.5}
     res.mkdir(parents=True, exist_ok=True)
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes, "clock": args.clock},
-            "recipe": str(RECIPE.relative_to(ROOT)), "seeds": args.seeds, "datasets": args.datasets,
+            "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe), "seeds": args.seeds, "datasets": args.datasets,
             "smoke": args.smoke, "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
     (res / "face2exp_runs.json").write_text(json.dumps(
         {"meta": meta, "runs": [{k: v for k, v in r.items() if k != "metrics"}

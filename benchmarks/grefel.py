@@ -57,11 +57,16 @@ VARIANTS = {"norb": (False, False), "anchors": (True, False), "mhsa": (False, Tr
 LOSSES = {"cls": (False, False), "cls_a": (True, False), "cls_a_c": (True, True)}
 NOISE_RATES = (0.0, 0.1, 0.2, 0.3)
 
-#: model presets: name -> (registered model, backbone kwargs for reliability_balanced, image size, channels)
-MODELS: dict[str, tuple[str, dict[str, Any], int, int]] = {
-    "reliability_balanced": ("reliability_balanced", {"backbone": "resnet18", "backbone_kwargs": {"small_input": False}}, 48, 1),
-    "grefel_small": ("grefel_small", {}, 112, 1),
-    "grefel": ("grefel", {}, 112, 3),
+#: the one offline pretrained backbone (ImageNet MobileNetV2); FAIREXPR_WEIGHTS overrides its folder
+MOBILENET_WEIGHTS = "${FAIREXPR_WEIGHTS:-../shared/weights}/mobilenet_v2-b0353104.pth"
+
+#: model presets: name -> (registered model, model kwargs, image size, channels, pretrained weight file or None)
+MODELS: dict[str, tuple[str, dict[str, Any], int, int, str | None]] = {
+    "reliability_balanced": ("reliability_balanced", {"backbone": "resnet18", "backbone_kwargs": {"small_input": False}}, 48, 1, None),
+    "rb_mobilenet": ("reliability_balanced", {"backbone": "mobilenet_v2", "backbone_kwargs": {"small_input": False}}, 48, 1,
+                     MOBILENET_WEIGHTS),
+    "grefel_small": ("grefel_small", {}, 112, 1, None),
+    "grefel": ("grefel", {}, 112, 3, None),
 }
 
 
@@ -71,10 +76,10 @@ def model_recipe(recipe: Path, model: str, out: Path, extra_kwargs: dict[str, An
     from fairexpr.models.reliability import HEAD_OPTIONS
 
     cfg = yaml.safe_load(recipe.read_text())
-    name, kwargs, size, chans = MODELS[model]
+    name, kwargs, size, chans, weights = MODELS[model]
     head = {k: v for k, v in (cfg.get("model", {}).get("kwargs") or {}).items() if k in HEAD_OPTIONS}
     kw = {**kwargs, **({"in_chans": chans} if name == "reliability_balanced" else {}), **head, **(extra_kwargs or {})}
-    cfg["model"] = {"name": name, "pretrained": None, "kwargs": kw}
+    cfg["model"] = {"name": name, "pretrained": weights, "kwargs": kw}
     cfg["data"]["image_size"], cfg["data"]["channels"] = size, chans
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"recipe_{model}{'_' + '_'.join(map(str, extra_kwargs)) if extra_kwargs else ''}.yaml"
@@ -101,15 +106,16 @@ def dataset_overrides(name: str, data: Path, synthetic_total: int) -> list[str]:
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def cells(tables: list[str]) -> list[tuple[str, str, float]]:
-    """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order."""
+def cells(tables: list[str], noise_rates: tuple[float, ...] = NOISE_RATES) -> list[tuple[str, str, float]]:
+    """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order
+    (``noise_rates``: the Table-7 rates to include)."""
     want: list[tuple[str, str, float]] = []
     if "a" in tables:
         want += [(v, "cls_a_c", 0.0) for v in VARIANTS]
     if "b" in tables:
         want += [("rb", loss, 0.0) for loss in LOSSES]
     if "c" in tables:
-        want += [(v, "cls_a_c", rate) for rate in NOISE_RATES for v in ("norb", "rb")]
+        want += [(v, "cls_a_c", rate) for rate in noise_rates for v in ("norb", "rb")]
     return list(dict.fromkeys(want))
 
 
@@ -211,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
     p.add_argument("--out", default=str(ROOT / "runs" / "grefel_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--noise", nargs="+", type=float, default=list(NOISE_RATES),
+                   help="label-noise rates of table c (split the grid over processes without overlapping cells)")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
                    help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
     p.add_argument("--speed-images", type=int, default=256)
@@ -232,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         base = dataset_overrides(ds, Path(args.data), args.synthetic_total)
         for seed in args.seeds:
-            for variant, loss, noise in cells(args.tables):
+            for variant, loss, noise in cells(args.tables, tuple(args.noise)):
                 run_dir = out / f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}"
                 ov = [*base, f"seed={seed}", *cell_overrides(variant, loss, noise, recipe)]
-                log.append({**run_cell(run_dir, run_recipe, ov, args), "dataset": ds, "seed": seed, "variant": variant,
-                            "loss": loss, "label_noise": noise})
+                status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
+                          if args.collect else run_cell(run_dir, run_recipe, ov, args))
+                log.append({**status, "dataset": ds, "seed": seed, "variant": variant, "loss": loss, "label_noise": noise})
                 dirs.append(run_dir)
     records = []
     for d in dirs:

@@ -43,6 +43,34 @@ def test_engine_trains_both_networks_and_saves_both(tmp_path):
     assert torch.allclose(p.sum(1), torch.ones(2), atol=1e-5)
 
 
+@pytest.mark.parametrize("deploy, other", [("adaptation", "base"), ("base", "adaptation")])
+def test_the_network_not_deployed_is_saved_and_evaluated_too(tmp_path, deploy, other):
+    res = fit(cfg(1, ["data.val=holdout:0.15", "data.test=synthetic:fer2013", "data.test_split=test",
+                      "data.test_options={total: 140, seed: 3, size: 32}"], deploy=deploy), tmp_path / "run")
+    run = tmp_path / "run"
+    deployed, _ = ck.load_model(run)
+    comp, side = ck.load_model(run / f"{other}.json")
+    assert side["network"] == other and side["epoch"] == json.loads((run / "model.json").read_text())["epoch"]
+    state = ck.load_tensors(run / "last.safetensors")  # the last epoch is the best one here (1 epoch)
+    for k, v in comp.state_dict().items():
+        assert torch.equal(v, state[f"method/{other}.{k}"]), k
+    for k, v in deployed.state_dict().items():
+        assert torch.equal(v, state[f"method/{deploy}.{k}"]), k
+    assert set(res["eval_companions"]) == {other}
+    for role in ("val", "test"):
+        ev = res["eval_companions"][other][role]
+        assert (run / "eval" / other / role / "metrics.json").is_file() and ev["n"] == res["eval"][role]["n"]
+    # B and A learn from different losses: the companion is not a copy of the deployed network
+    assert any(not torch.equal(x, y) for x, y in zip(deployed.state_dict().values(), comp.state_dict().values()))
+
+
+def test_methods_without_companions_write_no_extra_checkpoint(tmp_path):
+    c = load_config(None, ["method.name=supervised", *[o for o in H.engine_overrides(1) if not o.startswith("method.")]])
+    res = fit(c, tmp_path / "run")
+    assert "eval_companions" not in res
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.safetensors")) == ["last.safetensors", "model.safetensors"]
+
+
 def test_resume_is_bit_exact_for_both_networks_and_optimizers(tmp_path):
     c = cfg(2, ["schedule.name=constant"])  # a 1-epoch cosine would differ from the first half of a 2-epoch one
     fit(c, tmp_path / "straight")
@@ -68,7 +96,7 @@ def test_missing_unlabelled_data_is_a_config_error(tmp_path):
 
 def test_recipes_load_and_name_only_known_options(monkeypatch):
     monkeypatch.setenv("FAIREXPR_DATA", "/data")
-    for name in ("face2exp.yaml", "face2exp_cpu.yaml"):
+    for name in ("face2exp.yaml", "face2exp_cpu.yaml", "face2exp_mobilenet_cpu.yaml"):
         c = load_config(ROOT / "configs" / name)
         assert c["method"]["name"] == "face2exp" and c["sampler"]["name"] == "class_balanced"
         assert set(c["method"]) - {"name"} <= set(Face2Exp.option_defaults)

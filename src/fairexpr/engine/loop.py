@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import ConfigError, dump_config
 from ..data.augment import AugmentConfig, apply_params, normalize, sample_params, slice_params, to_float
@@ -376,7 +377,7 @@ class Engine:
             self.state["history"] = log_rows
             if fabric.is_global_zero:
                 if improved:
-                    ck.save_model(self.out, self.method.model, self._sidecar({k: v for k, v in row.items()}))
+                    self._save_best({k: v for k, v in row.items()})
                 self._save_last()
                 self._write_log(log_rows)
                 if self.progress:
@@ -391,15 +392,58 @@ class Engine:
             if budget_s is not None and self.state["elapsed"] >= budget_s:
                 stopped = "time budget"
         if fabric.is_global_zero and not (self.out / "model.safetensors").exists():
-            ck.save_model(self.out, self.method.model, self._sidecar(log_rows[-1] if log_rows else {}))
+            self._save_best(log_rows[-1] if log_rows else {})
         fabric.barrier()
         result: dict[str, Any] = {"out": str(self.out), "epochs_run": int(self.state["epoch"]), "steps": int(self.state["step"]),
                                   "stopped_by": stopped, "best_epoch": self.state["best_epoch"], "best": self.state["best"],
                                   "train_seconds": float(self.state["elapsed"]), "history": log_rows}
         if fabric.is_global_zero:
             result["eval"] = self.final_evaluation()
+            companions = self.companion_evaluation()
+            if companions:
+                result["eval_companions"] = companions
             ck.atomic_write_json(self.out / "result.json", result)
         return result
+
+    def _companions(self) -> dict[str, nn.Module]:
+        nets = self.method.companion_networks()
+        for name in nets:
+            if name in ("model", "last") or not name.isidentifier():
+                raise ConfigError(f"method {self.cfg['method']['name']!r}: companion network name {name!r} is reserved or "
+                                  "not an identifier (expected e.g. 'base')")
+        return nets
+
+    def _save_best(self, metrics: dict[str, Any]) -> None:
+        """``model.*`` (the deployable network) and one ``<name>.*`` per companion network, same epoch."""
+        ck.save_model(self.out, self.method.model, self._sidecar(metrics))
+        for name, net in self._companions().items():
+            ck.save_model(self.out, net, {**self._sidecar(metrics), "network": name}, stem=name)
+
+    def companion_evaluation(self) -> dict[str, Any]:
+        """Evaluate each companion network's best-epoch checkpoint like the deployable one (``eval/<name>/<role>/``)."""
+        from .evaluate import evaluate_and_write
+
+        nets = self._companions()
+        if not nets:
+            return {}
+        out: dict[str, Any] = {}
+        deployed = {k: v.detach().clone() for k, v in self.method.model.state_dict().items()}
+        try:
+            for name in nets:
+                if not (self.out / f"{name}.safetensors").exists():
+                    continue
+                comp, _ = ck.load_model(self.out, stem=name)
+                self.method.model.load_state_dict(comp.state_dict())
+                out[name] = {}
+                for role in ("val", "test", "target_eval"):
+                    if role in self.splits:
+                        sp = self.splits[role]
+                        out[name][role] = evaluate_and_write(
+                            self.out / "eval" / name / role, self.predict_split(sp), self.classes, dataset=sp.spec,
+                            split=sp.split, label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out / f"{name}.json"))
+        finally:
+            self.method.model.load_state_dict(deployed)
+        return out
 
     def _step_optimizer(self, opt: torch.optim.Optimizer) -> None:
         clip = self.cfg["train"].get("grad_clip")

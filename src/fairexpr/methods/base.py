@@ -100,6 +100,13 @@ class Method(nn.Module):
         logits = self.model.forward_head(feats)
         return {"logits": logits, "probs": logits.softmax(-1), "embedding": feats}
 
+    def companion_networks(self) -> dict[str, nn.Module]:
+        """Networks kept next to ``self.model`` (same architecture): the engine saves each as
+        ``<name>.safetensors`` + ``<name>.json`` at the best epoch (loadable with ``fairexpr eval DIR/<name>.json``)
+        and evaluates it at the end (``result.json["eval_companions"][name]``, ``eval/<name>/<role>/``).
+        Default: none. Meta-Face2Exp returns the network that is not deployed."""
+        return {}
+
     def on_train_epoch_start(self, epoch: int, engine: Any) -> dict[str, Any] | None:
         """Hook before each epoch (DRW switch, DIFC margin recomputation...). May return values to log."""
         return None

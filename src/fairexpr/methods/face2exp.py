@@ -190,6 +190,10 @@ class Face2Exp(Method):
         """The deployable network: A (``deploy=adaptation``, default) or B (``deploy=base``)."""
         return self.adaptation if self.opts["deploy"] == "adaptation" else self.base
 
+    def companion_networks(self) -> dict[str, nn.Module]:
+        """The network that is not deployed (``base`` by default), saved and evaluated next to ``self.model``."""
+        return {"base": self.base} if self.opts["deploy"] == "adaptation" else {"adaptation": self.adaptation}
+
     def configure_optimizers(self, build_optimizer: Callable[..., torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
         lr = float(build_optimizer.base_lr)  # type: ignore[attr-defined]
         lr_a = float(self.opts["adaptation_lr"] or lr)
