@@ -82,3 +82,65 @@ def test_bad_inputs():
     s = ShuffleSampler(5)
     with pytest.raises(DataError):
         s.load_state_dict({"epoch": 0})
+
+
+# six subjects; class 0 has images of subjects 0-3, class 1 of subjects 4-5 (subject 5: one image only)
+YG = np.array([0] * 12 + [1] * 5 + [-1] * 2)
+GG = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 4, 5, 9, 9])
+
+
+def test_images_per_group_fills_class_slots_with_whole_groups():
+    s = ClassBalancedSampler(YG, seed=0, images_per_class=4, groups=GG, images_per_group=2, num_samples=80)
+    assert s.batch_size == 8 and len(s) == 80
+    batches = np.array(list(s)).reshape(-1, 8)
+    seen0 = set()
+    for b in batches:
+        assert np.bincount(YG[b], minlength=2).tolist() == [4, 4]
+        for k in (0, 1):
+            g = GG[b[YG[b] == k]]
+            counts = np.bincount(g)
+            assert np.all(counts % 2 == 0), (k, g)  # every group contributes N_pg = 2 images (or 4 when drawn twice)
+        g0 = GG[b[YG[b] == 0]]
+        assert len(set(g0.tolist())) == 2  # class 0 has 4 groups: two distinct ones per batch
+        seen0 |= set(g0.tolist())
+    assert seen0 == {0, 1, 2, 3}  # the group cycle visits every subject of the class
+    # subject 5 has one image: its pair repeats it; subject 4 pairs are two different images until exhausted
+    flat = np.array(list(ClassBalancedSampler(YG, seed=0, images_per_class=4, groups=GG, images_per_group=2, num_samples=80)))
+    assert np.array_equal(flat, batches.reshape(-1))  # reproducible from the seed
+    assert not np.array_equal(flat, np.array(list(ClassBalancedSampler(YG, seed=1, images_per_class=4, groups=GG,
+                                                                       images_per_group=2, num_samples=80))))
+
+
+def test_images_per_group_hand_checked_pairs():
+    # one class, two subjects of two images each, B = N_pg = 2: every batch is one subject's two images
+    y, g = np.array([0, 0, 0, 0]), np.array([7, 7, 8, 8])
+    s = ClassBalancedSampler(y, seed=3, images_per_class=2, groups=g, images_per_group=2, num_samples=8)
+    for b in np.array(list(s)).reshape(-1, 2):
+        assert sorted(b.tolist()) in ([0, 1], [2, 3])
+
+
+def test_images_per_group_errors():
+    with pytest.raises(DataError, match="multiple"):
+        ClassBalancedSampler(YG, images_per_class=3, groups=GG, images_per_group=2)
+    with pytest.raises(DataError, match="needs images_per_class"):
+        ClassBalancedSampler(YG, groups=GG, images_per_group=2)
+    with pytest.raises(DataError, match="group id per sample"):
+        ClassBalancedSampler(YG, images_per_class=2, images_per_group=2)
+    bad = GG.copy()
+    bad[0] = -1
+    with pytest.raises(DataError, match="no group id"):
+        ClassBalancedSampler(YG, images_per_class=2, groups=bad, images_per_group=2)
+    with pytest.raises(DataError, match="ids for"):
+        ClassBalancedSampler(YG, images_per_class=2, groups=GG[:-1], images_per_group=2)
+
+
+def test_images_per_group_resume_is_exact():
+    def make():
+        return ClassBalancedSampler(YG, seed=5, images_per_class=4, groups=GG, images_per_group=2, num_samples=40)
+    ref = make()
+    full = list(ref) + list(ref)
+    a = make()
+    first = list(itertools.islice(iter(a), 11))
+    b = make()
+    b.load_state_dict(a.state_dict())
+    assert first + (list(b) + list(b))[: len(full) - 11] == full

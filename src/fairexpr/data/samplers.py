@@ -94,10 +94,17 @@ class ClassPowerSampler(_Resumable):
     yields whole batches holding exactly B images of every present class (GReFEL's class-balanced
     batches); use ``batch_size = self.batch_size`` and the epoch length is rounded down to a multiple
     of it (at least one batch).
+
+    ``groups`` (one integer id per sample: subject, video, face group) with ``images_per_group=N_pg``
+    (needs ``images_per_class``, a multiple of N_pg) fills each class's B slots of a batch with B/N_pg
+    groups of that class, N_pg images from each (GReFEL's "N_pg images per face group"): the groups of a
+    class are visited in a reshuffled cycle, and within a group its images of that class in a reshuffled
+    cycle (a group with fewer than N_pg images of the class repeats some of them).
     """
 
     def __init__(self, labels: Sequence[int] | np.ndarray, q: float, seed: int = 0, num_samples: int | None = None,
-                 images_per_class: int | None = None) -> None:
+                 images_per_class: int | None = None, groups: Sequence[int] | np.ndarray | None = None,
+                 images_per_group: int | None = None) -> None:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         present = np.unique(y[y >= 0])
         if present.size == 0:
@@ -119,11 +126,48 @@ class ClassPowerSampler(_Resumable):
             n = max(self.batch_size, n - n % self.batch_size)
         else:
             self.batch_size = None
+        self.images_per_group = None
+        if images_per_group is not None:
+            if images_per_class is None:
+                raise DataError("images_per_group needs images_per_class (groups fill each class's slots of a batch)")
+            g, ipg = int(images_per_group), int(images_per_class)
+            if g < 1 or ipg % g:
+                raise DataError(f"images_per_class ({ipg}) must be a positive multiple of images_per_group ({images_per_group})")
+            if groups is None:
+                raise DataError("images_per_group needs one group id per sample (groups=...)")
+            gr = np.asarray(groups, dtype=np.int64).reshape(-1)
+            if gr.shape != y.shape:
+                raise DataError(f"groups has {gr.size} ids for {y.size} samples")
+            if (gr[y >= 0] < 0).any():
+                raise DataError(f"{int((gr[y >= 0] < 0).sum())} labelled samples have no group id (-1); "
+                                "images_per_group needs every labelled sample in a group")
+            self.images_per_group = g
+            # per present class: list of member arrays, one per group holding images of that class
+            self.group_members = [[m[gr[m] == gid] for gid in np.unique(gr[m])] for m in self.members]
         super().__init__(n, seed)
 
     def _cycle(self, rng: np.random.Generator, members: np.ndarray, count: int) -> np.ndarray:
         reps = -(-count // members.size)
         return np.concatenate([rng.permutation(members) for _ in range(reps)])[:count]
+
+    def _grouped(self, rng: np.random.Generator, group_members: list[np.ndarray], n_batches: int, B: int) -> np.ndarray:
+        """``[n_batches, B]`` indices of one class: B / N_pg groups per batch, N_pg images from each."""
+        g = int(self.images_per_group)  # type: ignore[arg-type]
+        per_batch = B // g
+        order = self._cycle(rng, np.arange(len(group_members)), per_batch * n_batches)
+        pos = [0] * len(group_members)
+        cycles: list[np.ndarray] = [rng.permutation(m) for m in group_members]
+        out = np.empty(per_batch * n_batches * g, dtype=np.int64)
+        for j, gi in enumerate(order):
+            m = group_members[gi]
+            take = []
+            for _ in range(g):
+                if pos[gi] == m.size:
+                    cycles[gi], pos[gi] = rng.permutation(m), 0
+                take.append(cycles[gi][pos[gi]])
+                pos[gi] += 1
+            out[j * g:(j + 1) * g] = take
+        return out.reshape(n_batches, B)
 
     def _epoch_indices(self, epoch: int) -> np.ndarray:
         rng = self._rng(epoch)
@@ -131,7 +175,10 @@ class ClassPowerSampler(_Resumable):
         if self.images_per_class is not None:
             B = int(self.images_per_class)
             n_batches = self.num_samples // self.batch_size
-            per_class = [self._cycle(rng, m, B * n_batches).reshape(n_batches, B) for m in self.members]
+            if self.images_per_group is not None:
+                per_class = [self._grouped(rng, gm, n_batches, B) for gm in self.group_members]
+            else:
+                per_class = [self._cycle(rng, m, B * n_batches).reshape(n_batches, B) for m in self.members]
             batches = np.concatenate(per_class, axis=1)  # [n_batches, B*K]
             batches = rng.permuted(batches, axis=1)
             return batches.reshape(-1)
@@ -148,8 +195,9 @@ class ClassBalancedSampler(ClassPowerSampler):
     """Every present class equally likely (``q = 0``); optional ``images_per_class`` batches."""
 
     def __init__(self, labels: Sequence[int] | np.ndarray, seed: int = 0, num_samples: int | None = None,
-                 images_per_class: int | None = None) -> None:
-        super().__init__(labels, 0.0, seed, num_samples, images_per_class)
+                 images_per_class: int | None = None, groups: Sequence[int] | np.ndarray | None = None,
+                 images_per_group: int | None = None) -> None:
+        super().__init__(labels, 0.0, seed, num_samples, images_per_class, groups, images_per_group)
 
 
 class SqrtSampler(ClassPowerSampler):

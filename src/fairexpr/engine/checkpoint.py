@@ -8,6 +8,8 @@ A *run directory* (``fairexpr train --out DIR``) holds::
     last.safetensors    full training state for --resume (all method tensors + optimizer tensors)
     last.json           its sidecar (epoch, step, RNG states, scheduler state, method extra state)
     metrics.csv         per-epoch log
+    <name>.safetensors  + <name>.json: each companion network of the method (``Method.companion_networks``,
+                        e.g. Meta-Face2Exp's ``base``), saved at the same best epoch as ``model``
 
 :func:`load_model` rebuilds the deployable network from a run directory (or a sidecar path).
 """

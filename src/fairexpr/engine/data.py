@@ -15,7 +15,9 @@ from ..labels import label_space
 
 @dataclass
 class Split:
-    """A decoded split: uint8 images [N,C,H,W], labels [N] (-1 = unlabelled), optional soft labels."""
+    """A decoded split: uint8 images [N,C,H,W], labels [N] (-1 = unlabelled), optional soft labels, and
+    ``groups``: per-image integer ids for each grouping the adapter provides (``subject``, ``sequence``;
+    -1 = none), used by the class-balanced sampler's ``images_per_group``."""
 
     name: str
     spec: str
@@ -25,14 +27,17 @@ class Split:
     classes: tuple[str, ...]
     soft_labels: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, idx: np.ndarray | torch.Tensor, name: str | None = None) -> "Split":
         idx_t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        idx_np = idx_t.numpy()
         return Split(name or self.name, self.spec, self.split, self.images[idx_t], self.labels[idx_t], self.classes,
-                     None if self.soft_labels is None else self.soft_labels[idx_t], dict(self.info))
+                     None if self.soft_labels is None else self.soft_labels[idx_t], dict(self.info),
+                     {k: v[idx_np] for k, v in self.groups.items()})
 
     def class_counts(self) -> list[int]:
         lab = self.labels[self.labels >= 0]
@@ -76,7 +81,24 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
                       cache_dir=data_cfg.get("cache_dir"), progress=progress, on_bad_file=data_cfg["on_bad_file"])
     skipped = len(ds.skipped) + len(getattr(arr, "skipped", []) or [])
     return Split(name, spec, split, arr.images, arr.labels.long(), tuple(ds.classes), arr.soft_labels,
-                 {"skipped": skipped, "n": int(arr.images.shape[0])})
+                 {"skipped": skipped, "n": int(arr.images.shape[0])}, group_ids(arr.samples))
+
+
+#: sample attributes that define image groups (GReFEL's face groups: subject, video sequence)
+GROUP_KEYS = ("subject", "sequence")
+
+
+def group_ids(samples: Any) -> dict[str, np.ndarray]:
+    """Integer ids (first-seen order, -1 = missing) of each :data:`GROUP_KEYS` attribute that at least one
+    sample has; groupings no sample has are left out."""
+    out: dict[str, np.ndarray] = {}
+    for key in GROUP_KEYS:
+        vals = [getattr(s, key, None) for s in samples]
+        if all(v is None for v in vals):
+            continue
+        index: dict[Any, int] = {}
+        out[key] = np.array([-1 if v is None else index.setdefault(v, len(index)) for v in vals], dtype=np.int64)
+    return out
 
 
 def build_splits(cfg: dict[str, Any], progress: bool = True) -> dict[str, Split]:
@@ -132,9 +154,11 @@ def build_splits(cfg: dict[str, Any], progress: bool = True) -> dict[str, Split]
     return out
 
 
-def epoch_indices(n: int, sampler_cfg: dict[str, Any], labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+def epoch_indices(n: int, sampler_cfg: dict[str, Any], labels: np.ndarray, seed: int, epoch: int,
+                  groups: dict[str, np.ndarray] | None = None, spec: str = "data.train") -> np.ndarray:
     """Indices of one epoch (length n), deterministic in (seed, epoch) so resume at an epoch boundary
-    reproduces the uninterrupted run."""
+    reproduces the uninterrupted run. ``sampler.kwargs.images_per_group`` takes the ids of
+    ``sampler.kwargs.group_by`` (default ``subject``) from ``groups``."""
     from ..data import samplers
 
     name = sampler_cfg.get("name", "random")
@@ -142,8 +166,22 @@ def epoch_indices(n: int, sampler_cfg: dict[str, Any], labels: np.ndarray, seed:
     if name == "random":
         rng = np.random.default_rng([seed, epoch, 17])
         return rng.permutation(n)
+    if "images_per_group" in kw or "group_by" in kw:
+        key = kw.pop("group_by", "subject")
+        if name != "class_balanced":
+            raise ConfigError("sampler.kwargs.images_per_group: needs sampler.name=class_balanced")
+        if key not in (groups or {}):
+            have = ", ".join(sorted(groups or {})) or "none"
+            raise ConfigError(f"sampler.kwargs.group_by={key!r}: the training data {spec!r} has no per-image {key} "
+                              f"ids (groupings it has: {have}; e.g. ckplus has subject and sequence)")
+        kw["groups"] = groups[key]  # type: ignore[index]
     cls = {"class_balanced": samplers.ClassBalancedSampler, "sqrt": samplers.SqrtSampler}[name]
-    s = cls(labels, seed=seed, **kw)
+    try:
+        s = cls(labels, seed=seed, **kw)
+    except TypeError as e:
+        raise ConfigError(f"sampler.kwargs: {e}") from None
+    except DataError as e:
+        raise ConfigError(f"sampler.kwargs: {e}") from None
     s.set_epoch(epoch)
     return np.fromiter(iter(s), dtype=np.int64)
 

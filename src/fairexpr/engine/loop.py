@@ -75,6 +75,7 @@ class Engine:
             if cfg["loss"]["name"] in ("ldam", "weighted_ce", "logit_adjusted", "balanced_softmax") or cfg["sampler"]["name"] != "random":
                 raise ConfigError(f"training split has no images of class(es) {empty}; class-count based losses/samplers "
                                   f"need every class (use a 7-class protocol or another split)")
+        self._check_sampler(train)
         method_cls = get_method(cfg["method"]["name"])
         unknown = set(cfg["method"]) - {"name"} - set(method_cls.option_defaults)
         if unknown:
@@ -305,7 +306,8 @@ class Engine:
             torch.manual_seed(int(cfg["seed"]) * 100_003 + epoch)
             g = torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + epoch)
             hook_log = self.method.on_train_epoch_start(epoch, self) or {}
-            idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch)
+            idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch, train.groups,
+                                    cfg["data"]["train"])
             self.method.train()
             sums: dict[str, float] = {}
             sums_t: dict[str, torch.Tensor] = {}
@@ -404,6 +406,20 @@ class Engine:
                 result["eval_companions"] = companions
             ck.atomic_write_json(self.out / "result.json", result)
         return result
+
+    def _check_sampler(self, train: Split) -> None:
+        """Fail before building anything when the sampler options cannot work with this training split:
+        bad kwargs, missing group ids, or ``images_per_class`` batches that the batch size would cut."""
+        cfg = self.cfg
+        epoch_indices(len(train), cfg["sampler"], train.labels.cpu().numpy(), int(cfg["seed"]), 0, train.groups,
+                      cfg["data"]["train"])
+        ipc = (cfg["sampler"].get("kwargs") or {}).get("images_per_class")
+        if ipc is not None:
+            present = sum(1 for c in train.class_counts() if c > 0)
+            want = int(ipc) * present
+            if int(cfg["train"]["batch_size"]) != want:
+                raise ConfigError(f"sampler.kwargs.images_per_class={ipc} with {present} classes makes batches of {want} "
+                                  f"images; set train.batch_size={want} (got {cfg['train']['batch_size']})")
 
     def _companions(self) -> dict[str, nn.Module]:
         nets = self.method.companion_networks()
