@@ -32,18 +32,25 @@ def sgd_update(net, loss):
     return [p.detach() - LR * (0 if gr is None else gr) for p, gr in zip(net.parameters(), grads)]
 
 
-@pytest.mark.parametrize("feedback", ["exact", "mpl"])
-def test_each_network_moves_only_by_its_own_loss(feedback):
-    m, opt_b, opt_a, batch = make(threshold=0.0, lambda_c=0.7, unlabelled_ratio=2, feedback=feedback)
+@pytest.mark.parametrize("feedback, bn", [("exact", "running"), ("mpl", "running"), ("exact", "batch")])
+def test_each_network_moves_only_by_its_own_loss(feedback, bn):
+    m, opt_b, opt_a, batch = make(threshold=0.0, lambda_c=0.7, unlabelled_ratio=2, feedback=feedback, pseudo_label_bn=bn)
     B0, A0 = copy.deepcopy(m.base), copy.deepcopy(m.adaptation)
     out = m.training_step(batch, H.fake_ctx([opt_b, opt_a]))
     f = out["feedback"].item()
     x_l, y_l = batch["labelled"]["image"], batch["labelled"]["label"]
     x_w, x_s = batch["unlabelled"]["image"], batch["unlabelled"]["image_strong"]
+    # pseudo-labels: B as at test time (running statistics) by default, MPL's train-mode batch forward with "batch"
+    with torch.no_grad():
+        q_eval = B0.eval()(x_w).softmax(-1)
+    B0.train()
     # B's expected step: L_s + λ_c L_c + f CE(ŷ, B(x_w)) at θ_B, one joint forward
     z = B0(torch.cat([x_l, x_w, x_s]))
     z_l, z_w, z_s = z[:8], z[8:24], z[24:]
-    q = z_w.detach().softmax(-1)
+    q = q_eval if bn == "running" else z_w.detach().softmax(-1)
+    # B's running statistics: exactly the joint training forward (the eval-mode labelling forward updates nothing)
+    for (k, b), b0 in zip(m.base.named_buffers(), B0.buffers()):
+        assert torch.equal(b, b0), k
     y_hat = q.argmax(-1)
     l_s = F.cross_entropy(z_l, y_l)
     l_c = -(q * z_s.log_softmax(-1)).sum(-1).mean()  # τ = 0: every image kept
