@@ -50,6 +50,24 @@ def test_preprocess_from_sidecar_and_values():
         Preprocess.from_sidecar({**PRE, "mean": [0.1, 0.2]})
 
 
+@pytest.mark.parametrize("shape, in_chans, size", [((100, 80, 3), 1, 48), ((30, 30), 1, 64), ((48, 48, 3), 3, 64),
+                                                   ((120, 90), 3, 48), ((48, 48), 1, 48)])
+def test_preprocess_gives_the_training_decoder_pixels_bit_exactly(tmp_path, shape, in_chans, size):
+    """A face crop at inference and the same image as a training file reach the network as identical pixels
+    (channel conversion, then Pillow bilinear resize, as ``data.cache._decode``)."""
+    from PIL import Image
+
+    from fairexpr.data.base import Sample
+    from fairexpr.data.cache import _decode
+
+    img = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    path = tmp_path / "face.png"
+    Image.fromarray(img).save(path)
+    trained = _decode(Sample(path=str(path), label=0, split="train"), size, "L" if in_chans == 1 else "RGB")
+    pre = Preprocess.from_sidecar({"input_size": [size, size], "in_chans": in_chans, "mean": 0.0, "std": 1.0})
+    np.testing.assert_array_equal(np.round(pre(img) * 255).astype(np.uint8), trained)
+
+
 def test_similarity_transform_exact_for_two_points():
     m = similarity_transform(np.array([[10, 10], [20, 10]]), np.array([[0, 0], [0, 10]]))  # 90 deg rotation
     np.testing.assert_allclose(m, [[0, -1, 10], [1, 0, -10]], atol=1e-6)

@@ -3,14 +3,19 @@
 The sidecar's ``preprocess`` block ``{input_size: [H, W], in_chans, mean, std}`` fully determines how a
 face crop becomes the network input. This module deliberately imports neither torch nor torchvision so
 that the onnxruntime path stays torch-free.
+
+Channels and resizing follow the training decoder (:func:`fairexpr.data.cache._decode`) exactly: Pillow's
+``convert("L")`` / ``convert("RGB")`` first, then ``Image.resize(..., BILINEAR)`` (antialiased when shrinking),
+so a face crop gives the network the same pixels at inference as the same image file gave it in training
+(tested bit-exactly).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from ..data.base import DataError
 
@@ -57,13 +62,14 @@ class Preprocess:
         if face.ndim not in (2, 3) or (face.ndim == 3 and face.shape[2] != 3) or face.size == 0:
             raise DataError(f"face crop must be HxW or HxWx3 uint8, got shape {face.shape}")
         h, w = self.input_size
-        if face.shape[:2] != (h, w):
-            interp = cv2.INTER_AREA if face.shape[0] > h else cv2.INTER_LINEAR
-            face = cv2.resize(face, (w, h), interpolation=interp)
-        if self.in_chans == 1 and face.ndim == 3:
-            face = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)  # ITU-R 601 luma, as PIL's convert("L")
-        elif self.in_chans == 3 and face.ndim == 2:
-            face = np.repeat(face[:, :, None], 3, axis=2)
+        mode = "L" if self.in_chans == 1 else "RGB"
+        if face.shape[:2] != (h, w) or (face.ndim == 2) != (mode == "L"):
+            im = Image.fromarray(np.ascontiguousarray(face, dtype=np.uint8))
+            if im.mode != mode:
+                im = im.convert(mode)  # ITU-R 601 luma for grey models, as the training decoder
+            if im.size != (w, h):
+                im = im.resize((w, h), Image.Resampling.BILINEAR)
+            face = np.asarray(im)
         x = face.astype(np.float32) / 255.0
         x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
