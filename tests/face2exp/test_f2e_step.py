@@ -32,9 +32,11 @@ def sgd_update(net, loss):
     return [p.detach() - LR * (0 if gr is None else gr) for p, gr in zip(net.parameters(), grads)]
 
 
-@pytest.mark.parametrize("feedback, bn", [("exact", "running"), ("mpl", "running"), ("exact", "batch")])
-def test_each_network_moves_only_by_its_own_loss(feedback, bn):
-    m, opt_b, opt_a, batch = make(threshold=0.0, lambda_c=0.7, unlabelled_ratio=2, feedback=feedback, pseudo_label_bn=bn)
+@pytest.mark.parametrize("feedback, bn, view", [("exact", "running", "weak"), ("mpl", "running", "strong"),
+                                                ("exact", "batch", "strong")])
+def test_each_network_moves_only_by_its_own_loss(feedback, bn, view):
+    m, opt_b, opt_a, batch = make(threshold=0.0, lambda_c=0.7, unlabelled_ratio=2, feedback=feedback, pseudo_label_bn=bn,
+                                  adaptation_view=view)
     B0, A0 = copy.deepcopy(m.base), copy.deepcopy(m.adaptation)
     out = m.training_step(batch, H.fake_ctx([opt_b, opt_a]))
     f = out["feedback"].item()
@@ -62,10 +64,11 @@ def test_each_network_moves_only_by_its_own_loss(feedback, bn):
     assert out["mask"].item() == 1.0
     for p, e in zip(m.base.parameters(), sgd_update(B0, l_s + 0.7 * l_c + l_f)):
         assert torch.allclose(p, e, atol=1e-6)
-    # A's expected step: L_u = CE(ŷ, A(x_s)) only (strong view, hard labels)
-    for p, e in zip(m.adaptation.parameters(), sgd_update(A0, F.cross_entropy(A0(x_s), y_hat))):
+    # A's expected step: L_u = CE(ŷ, A(x_a)) only (x_a = x_w by default, as the paper; x_s = MPL's student), hard labels
+    x_a = x_w if view == "weak" else x_s
+    for p, e in zip(m.adaptation.parameters(), sgd_update(A0, F.cross_entropy(A0(x_a), y_hat))):
         assert torch.allclose(p, e, atol=1e-6)
-    # A's running BatchNorm statistics: exactly one training forward (on x_s, done by sgd_update above);
+    # A's running BatchNorm statistics: exactly one training forward (on x_a, done by sgd_update above);
     # the feedback measurement forwards on x_FER are undone
     for (k, b), b0 in zip(m.adaptation.named_buffers(), A0.buffers()):
         assert torch.equal(b, b0), k
@@ -108,3 +111,21 @@ def test_fp16_loss_scaling_is_refused():
     cfg["train"]["precision"] = "16-mixed"
     with pytest.raises(ConfigError, match="train.precision"):
         Face2Exp(cfg, H.data_info())
+
+
+def test_feedback_baseline_hand_computed():
+    m, *_ = make(feedback_baseline=0.5)
+    # b <- 0.5 b + 0.5 f first, then f - b:  f=1 -> b=0.5 -> 0.5 ;  f=3 -> b=1.75 -> 1.25 ;  f=-1 -> b=0.375 -> -1.375
+    assert [m.baselined(torch.tensor(v)).item() for v in (1.0, 3.0, -1.0)] == [0.5, 1.25, -1.375]
+    assert m.feedback_ema.item() == 0.375 and "feedback_ema" in dict(m.named_buffers())  # checkpointed with the method
+    off, *_ = make()
+    assert off.baselined(torch.tensor(2.5)).item() == 2.5 and off.feedback_ema.item() == 0.0
+    with pytest.raises(ConfigError, match="feedback_baseline"):
+        make(feedback_baseline=1.0)
+
+
+def test_step_reports_raw_and_baselined_feedback():
+    m, opt_b, opt_a, batch = make(unlabelled_ratio=2, feedback_baseline=0.9)
+    out = m.training_step(batch, H.fake_ctx([opt_b, opt_a]))
+    f = out["feedback"].item()
+    assert out["feedback_used"].item() == pytest.approx(f - 0.1 * f, rel=1e-6)  # b = 0.1 f after the first step

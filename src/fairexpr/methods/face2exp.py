@@ -13,8 +13,8 @@ default, ``pseudo_label_bn``):
 1. pseudo-labels ``ŷ = argmax_k q_k`` (``pseudo_label=hard``, as MPL) or the distribution ``q`` (``soft``);
 2. ``L_s = CE(y_FER, B(x_FER))``;
    ``L_c = mean_i 1[max_k q_ik >= τ] · CE(q_i, B(x_s,i))`` (UDA/MPL consistency with confidence mask);
-3. A's step: ``g_old = ∇_{θ_A} L_u(θ_A)`` with ``L_u = CE(ŷ, A(x_a))`` (``x_a`` = strong view by
-   default, as MPL's student); A's optimizer takes its step on ``L_u`` (θ_A → θ_A'); then
+3. A's step: ``g_old = ∇_{θ_A} L_u(θ_A)`` with ``L_u = CE(ŷ, A(x_a))`` (``x_a`` = the weak view by
+   default, as the paper's L_u; the strong view with ``adaptation_view=strong``, as MPL's student); A's optimizer takes its step on ``L_u`` (θ_A → θ_A'); then
    ``g_new = ∇_{θ_A'} CE(y_FER, A(x_FER; θ_A'))`` and the de-biasing factor
 
    ``f = η_A · g_newᵀ g_old``                                   (``feedback=exact``, default)
@@ -139,12 +139,13 @@ class Face2Exp(Method):
         "temperature": 1.0,               # T of q = softmax(B(x_w)/T)
         "pseudo_label": "hard",           # hard | soft: A's targets
         "pseudo_label_bn": "running",     # running | batch: B's BatchNorm statistics when it pseudo-labels x_w
-        "adaptation_view": "strong",      # strong | weak: the view of x_FR that A learns from
+        "adaptation_view": "weak",        # weak (paper: L_u = CE(ŷ, A(x_FR))) | strong (MPL's student): A's view of x_FR
         "feedback": "exact",              # exact | mpl
         "warmup_steps": 0,                # linear ramp of the feedback term L_f over the first steps
         "consistency_warmup_steps": 0,    # linear ramp of λ_c (MPL's --uda-steps)
         "adaptation_lr": None,            # A's base lr (null = optim.lr); scheduled like B's
         "deploy": "adaptation",           # adaptation | base: which network is self.model
+        "feedback_baseline": 0.0,         # decay of an EMA baseline subtracted from f (MPL-pytorch: 0.99; 0 = none)
     }
 
     def __init__(self, config: dict[str, Any], info: DataInfo) -> None:
@@ -158,6 +159,8 @@ class Face2Exp(Method):
         lc = config.get("loss") or {"name": "ce"}
         self.sup_loss = build_loss(lc["name"], class_counts=info.class_counts, **(lc.get("kwargs") or {}))
         self._opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer] | None = None
+        # EMA of f for feedback_baseline (a buffer: checkpointed, restored by --resume)
+        self.register_buffer("feedback_ema", torch.zeros((), dtype=torch.float64))
 
     @staticmethod
     def _validate(o: dict[str, Any], config: dict[str, Any]) -> None:
@@ -182,6 +185,8 @@ class Face2Exp(Method):
         need(o["adaptation_lr"] is None or (isinstance(o["adaptation_lr"], (int, float)) and o["adaptation_lr"] > 0),
              "adaptation_lr", "must be null or > 0")
         need(o["deploy"] in ("adaptation", "base"), "deploy", "must be adaptation|base")
+        need(isinstance(o["feedback_baseline"], (int, float)) and not isinstance(o["feedback_baseline"], bool)
+             and 0 <= o["feedback_baseline"] < 1, "feedback_baseline", "must be in [0, 1)")
         prec = str((config.get("train") or {}).get("precision", "32-true"))
         if prec.startswith("16"):
             raise ConfigError(f"train.precision={prec!r}: Meta-Face2Exp's feedback factor reads A's gradients, which "
@@ -244,6 +249,19 @@ class Face2Exp(Method):
         return loss_u.detach(), f.to(x_l.device)
 
     @torch.no_grad()
+    def baselined(self, f: torch.Tensor) -> torch.Tensor:
+        """``f − b`` with ``b ← β b + (1 − β) f`` updated first (MPL-pytorch's ``moving_dot_product``, β = 0.99
+        there); ``β = 0`` (``feedback_baseline``, default) returns ``f`` unchanged. The baseline is REINFORCE's
+        variance reduction: a factor that is persistently negative (A's labelled loss rising after every
+        pseudo-label step, as when A is still far from B) would otherwise push B against *all* its
+        pseudo-labels, i.e. maximise an unbounded cross-entropy, and wreck B (README, Meta-Face2Exp)."""
+        beta = float(self.opts["feedback_baseline"])
+        if beta == 0.0:
+            return f
+        self.feedback_ema.mul_(beta).add_((1.0 - beta) * f.detach().to(torch.float64))
+        return (f - self.feedback_ema.to(f.dtype)).detach()
+
+    @torch.no_grad()
     def teacher_logits(self, x_w: torch.Tensor) -> torch.Tensor:
         """B's logits on the weak view as the network it is at test time (``eval()``: BatchNorm running
         statistics, no dropout; nothing is updated), for ``pseudo_label_bn=running``.
@@ -281,10 +299,12 @@ class Face2Exp(Method):
         loss_u, f = self.adaptation_step(x_a, q, hard, x_l, y_l, opt_a, ctx)
         w_c = float(self.opts["lambda_c"]) * _ramp(ctx.step, int(self.opts["consistency_warmup_steps"]))
         w_f = _ramp(ctx.step, int(self.opts["warmup_steps"]))
+        f_raw = f
+        f = self.baselined(f)
         loss_f = feedback_loss(f, z_w, hard)
         loss_b = loss_s + w_c * loss_c + w_f * loss_f
         ctx.backward(loss_b)
         ctx.step_optimizer(opt_b)
         return {"loss": loss_b.detach(), "loss_s": loss_s.detach(), "loss_c": loss_c.detach(), "loss_u": loss_u,
-                "loss_f": loss_f.detach(), "feedback": f.detach(), "mask": mask.mean(),
+                "loss_f": loss_f.detach(), "feedback": f_raw.detach(), "feedback_used": f.detach(), "mask": mask.mean(),
                 "acc": (z_l.argmax(1) == y_l).float().mean()}
