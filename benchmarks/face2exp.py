@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,6 +43,9 @@ from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std
                                                  plot_confusion_pair, to_markdown)
 
 RECIPE = ROOT / "configs" / "face2exp_mobilenet_cpu.yaml"
+
+#: companion network name (``<run>/<name>.json``, evaluated by the engine) -> table label
+COMPANION_LABEL = {"base": "B", "adaptation": "A"}
 
 
 def datasets(data: Path, smoke: bool) -> dict[str, dict[str, object]]:
@@ -145,11 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         records.append(r)
         for name in result.get("eval_companions", {}):  # Meta-Face2Exp's other network (B by default)
             comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
-            pca = [float(v) for v in comp["per_class_accuracy"].values()]
-            mean = sum(pca) / len(pca)
-            r.setdefault("companions", {})[name] = {
-                "accuracy": comp["accuracy"], "balanced_accuracy": comp["balanced_accuracy"],
-                "per_class_accuracy_std": (sum((a - mean) ** 2 for a in pca) / len(pca)) ** 0.5}
+            records.append({**r, "run": f"{r['run']} ({name})", "method": f"{r['method']} ({COMPANION_LABEL.get(name, name)})",
+                            "metrics": comp})
     res.mkdir(parents=True, exist_ok=True)
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes, "clock": args.clock},
@@ -161,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "per_class_accuracy": r["metrics"]["per_class_accuracy"],
                                    "per_class_accuracy_std": r["metrics"].get("per_class_accuracy_std")}
                                 for r in records]}, indent=2, default=str))
-    tables = {"mean_std": mean_std_table(records), "delta_vs_sl": delta_table(records)} if records else {}
+    tables: dict[str, Any] = {}
+    if records:
+        import pandas as pd
+
+        deployed = {r["method"] for r in records if r["method"].startswith("Meta-Face2Exp")}
+        deltas = [delta_table(records, method=m).assign(network=m) for m in sorted(deployed)]
+        tables = {"mean_std": mean_std_table(records), "delta_vs_sl": pd.concat(deltas, ignore_index=True) if deltas else None}
+        tables = {k: v for k, v in tables.items() if v is not None}
     for ds in sorted({r["dataset"] for r in records}):
         tables[f"per_class_{ds}"] = per_class_table([r for r in records if r["dataset"] == ds])
     (res / "face2exp_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
@@ -169,17 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for ds in args.datasets:
         for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
-            pair = {m: next((r for r in records if r["dataset"] == ds and r["label_fraction"] == frac and r["seed"] == args.seeds[0]
-                             and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp")}
-            if all(pair.values()):
-                name = f"face2exp_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}.png"
-                plot_confusion_pair(pair["SL"], pair["Meta-Face2Exp"], res / name)
-                figures.append(name)
+            pick = {m: next((r for r in records if r["dataset"] == ds and r["label_fraction"] == frac and r["seed"] == args.seeds[0]
+                             and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp", "Meta-Face2Exp (B)")}
+            for m, suffix in (("Meta-Face2Exp", ""), ("Meta-Face2Exp (B)", "_B")):
+                if pick["SL"] and pick[m]:
+                    name = f"face2exp_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}{suffix}.png"
+                    plot_confusion_pair(pick["SL"], pick[m], res / name)
+                    figures.append(name)
     md = [f"# Meta-Face2Exp vs SL{' (SMOKE RUN: synthetic data, numbers are void)' if args.smoke else ''}\n",
           f"Recipe `{meta['recipe']}` (SL: same file, supervised method, no unlabelled data); seeds {args.seeds}; "
           f"budget {args.epochs} epochs, at most {args.minutes} min ({args.clock} clock) per run; {meta['hardware']}. "
           "Mean Acc / Std Acc = mean / population std of the per-class accuracies of a run (%), then mean ± std "
-          "over seeds.\n"]
+          "over seeds. `Meta-Face2Exp` = the network the run deploys (A unless the recipe says deploy: base); "
+          "`Meta-Face2Exp (B)` = the other network of the same run, saved at the same epoch.\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
