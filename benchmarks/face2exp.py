@@ -143,13 +143,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping unfinished run {run}: {e}", flush=True)
             continue
         r["dataset"] = ds
+        if r["method"] == "Meta-Face2Exp":  # name the deployed network: the other one is added below
+            deploy = (yaml.safe_load((run / "config.yaml").read_text())["method"].get("deploy") or "base")
+            r["method"] = f"Meta-Face2Exp ({COMPANION_LABEL[deploy]})"
         r["train"] = f"{ds} ({r['train']})"  # one table row group per benchmark dataset
         result = json.loads((run / "result.json").read_text())
         r["train_seconds"], r["steps"], r["epochs_run"] = result.get("train_seconds"), result.get("steps"), result.get("epochs_run")
         records.append(r)
         for name in result.get("eval_companions", {}):  # Meta-Face2Exp's other network (B by default)
             comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
-            records.append({**r, "run": f"{r['run']} ({name})", "method": f"{r['method']} ({COMPANION_LABEL.get(name, name)})",
+            records.append({**r, "run": f"{r['run']} ({name})", "method": f"Meta-Face2Exp ({COMPANION_LABEL.get(name, name)})",
                             "metrics": comp})
     res.mkdir(parents=True, exist_ok=True)
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
@@ -178,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
             pick = {m: next((r for r in records if r["dataset"] == ds and r["label_fraction"] == frac and r["seed"] == args.seeds[0]
-                             and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp", "Meta-Face2Exp (B)")}
-            for m, suffix in (("Meta-Face2Exp", ""), ("Meta-Face2Exp (B)", "_B")):
+                             and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp (A)", "Meta-Face2Exp (B)")}
+            for m, suffix in (("Meta-Face2Exp (B)", "_B"), ("Meta-Face2Exp (A)", "_A")):
                 if pick["SL"] and pick[m]:
                     name = f"face2exp_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}{suffix}.png"
                     plot_confusion_pair(pick["SL"], pick[m], res / name)
@@ -188,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
           f"Recipe `{meta['recipe']}` (SL: same file, supervised method, no unlabelled data); seeds {args.seeds}; "
           f"budget {args.epochs} epochs, at most {args.minutes} min ({args.clock} clock) per run; {meta['hardware']}. "
           "Mean Acc / Std Acc = mean / population std of the per-class accuracies of a run (%), then mean ± std "
-          "over seeds. `Meta-Face2Exp` = the network the run deploys (A unless the recipe says deploy: base); "
-          "`Meta-Face2Exp (B)` = the other network of the same run, saved at the same epoch.\n"]
+          "over seeds. `Meta-Face2Exp (B)` = the base network B, `(A)` = the adaptation network A of the same run "
+          "(both saved at the run's best epoch by the deployed network's validation score).\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]

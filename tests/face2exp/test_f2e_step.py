@@ -88,9 +88,10 @@ def test_without_feedback_b_would_move_differently():
 
 def test_deploy_selects_the_network_and_unlabelled_ratio():
     m, *_ = make(unlabelled_ratio=5)
-    assert m.model is m.adaptation and m.unlabelled_ratio == 5
-    mb, *_ = make(deploy="base")
-    assert mb.model is mb.base
+    assert m.model is m.base and m.unlabelled_ratio == 5  # B is deployed by default (docs/methods.md)
+    ma, *_ = make(deploy="adaptation")
+    assert ma.model is ma.adaptation and ma.companion_networks() == {"base": ma.base}
+    assert m.companion_networks() == {"adaptation": m.adaptation}
     assert m.predict(torch.randn(2, 1, 32, 32))["probs"].shape == (2, 7)
     keys = m.state_dict().keys()
     assert any(k.startswith("base.") for k in keys) and any(k.startswith("adaptation.") for k in keys)

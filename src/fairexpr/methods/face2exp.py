@@ -126,7 +126,8 @@ class Face2Exp(Method):
     """Meta-Face2Exp: base network B + adaptation network A with circuit feedback (see module docstring).
 
     ``self.base`` and ``self.adaptation`` are both submodules (both are checkpointed in the training state);
-    ``self.model`` (the deployable network, what eval/predict/export use) is A by default (``deploy``).
+    ``self.model`` (the deployable network, what eval/predict/export use) is B by default (``deploy``); the
+    other network is saved and evaluated next to it (:meth:`companion_networks`).
     Two optimizers, built from the config's ``optim`` section: ``[B's, A's]``.
     """
 
@@ -144,7 +145,7 @@ class Face2Exp(Method):
         "warmup_steps": 0,                # linear ramp of the feedback term L_f over the first steps
         "consistency_warmup_steps": 0,    # linear ramp of λ_c (MPL's --uda-steps)
         "adaptation_lr": None,            # A's base lr (null = optim.lr); scheduled like B's
-        "deploy": "adaptation",           # adaptation | base: which network is self.model
+        "deploy": "base",                 # base | adaptation: which network is self.model (docs/methods.md)
         "feedback_baseline": 0.0,         # decay of an EMA baseline subtracted from f (MPL-pytorch: 0.99; 0 = none)
     }
 
@@ -195,11 +196,11 @@ class Face2Exp(Method):
     # -------------------------------------------------------------------------------------- plumbing
     @property
     def model(self) -> nn.Module:  # type: ignore[override]
-        """The deployable network: A (``deploy=adaptation``, default) or B (``deploy=base``)."""
+        """The deployable network: B (``deploy=base``, default) or A (``deploy=adaptation``)."""
         return self.adaptation if self.opts["deploy"] == "adaptation" else self.base
 
     def companion_networks(self) -> dict[str, nn.Module]:
-        """The network that is not deployed (``base`` by default), saved and evaluated next to ``self.model``."""
+        """The network that is not deployed (``adaptation`` by default), saved and evaluated next to ``self.model``."""
         return {"base": self.base} if self.opts["deploy"] == "adaptation" else {"adaptation": self.adaptation}
 
     def configure_optimizers(self, build_optimizer: Callable[..., torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
