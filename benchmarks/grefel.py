@@ -106,12 +106,13 @@ def dataset_overrides(name: str, data: Path, synthetic_total: int) -> list[str]:
     raise ValueError(f"unknown dataset {name!r}")
 
 
-def cells(tables: list[str], noise_rates: tuple[float, ...] = NOISE_RATES) -> list[tuple[str, str, float]]:
+def cells(tables: list[str], noise_rates: tuple[float, ...] = NOISE_RATES,
+          variants: tuple[str, ...] = tuple(VARIANTS)) -> list[tuple[str, str, float]]:
     """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order
-    (``noise_rates``: the Table-7 rates to include)."""
+    (``noise_rates``: the Table-7 rates to include; ``variants``: the Table-2 rows to include)."""
     want: list[tuple[str, str, float]] = []
     if "a" in tables:
-        want += [(v, "cls_a_c", 0.0) for v in VARIANTS]
+        want += [(v, "cls_a_c", 0.0) for v in VARIANTS if v in variants]
     if "b" in tables:
         want += [("rb", loss, 0.0) for loss in LOSSES]
     if "c" in tables:
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--noise", nargs="+", type=float, default=list(NOISE_RATES),
                    help="label-noise rates of table c (split the grid over processes without overlapping cells)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="table-a rows to run (norb = without RB, rb = anchors + MHSA)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -242,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         base = dataset_overrides(ds, Path(args.data), args.synthetic_total)
         for seed in args.seeds:
-            for variant, loss, noise in cells(args.tables, tuple(args.noise)):
+            for variant, loss, noise in cells(args.tables, tuple(args.noise), tuple(args.variants)):
                 run_dir = out / f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}"
                 ov = [*base, f"seed={seed}", *cell_overrides(variant, loss, noise, recipe)]
                 status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
