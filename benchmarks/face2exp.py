@@ -101,6 +101,36 @@ def run_cell(out: Path, recipe: Path, method: str, dataset: str, frac: float, se
     return run_dir
 
 
+def last_epoch_network(run: Path, name: str = "base") -> Path | None:
+    """Evaluate Meta-Face2Exp's ``name`` network as it was at the *last* epoch (from the training state
+    ``last.safetensors``) on the run's test split; returns ``eval/<name>_last/test`` (cached) or None.
+
+    The run's ``model``/companion checkpoints are taken at the epoch the deployed network's validation score picked;
+    this gives the other network its own end-of-training weights, for a comparison that does not depend on A's
+    selection."""
+    from fairexpr.engine import checkpoint as ck
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    out = run / "eval" / f"{name}_last" / "test"
+    if (out / "metrics.json").is_file():
+        return out
+    if not (run / "last.safetensors").is_file() or not (run / "result.json").is_file():
+        return None
+    prefix = f"method/{name}."
+    state = {k[len(prefix):]: v for k, v in ck.load_tensors(run / "last.safetensors").items() if k.startswith(prefix)}
+    if not state:
+        return None
+    side = ck.read_json(run / "model.json")
+    side.update(network=f"{name} (last epoch)", epoch=json.loads((run / "result.json").read_text())["epochs_run"])
+    stem = f"{name}_last"
+    ck.atomic_save_tensors(run / f"{stem}.safetensors", state)
+    ck.atomic_write_json(run / f"{stem}.json", side)
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    evaluate_checkpoint(run / f"{stem}.json", data["test"], data.get("test_split"), options=data.get("test_options") or {},
+                        out_dir=out, progress=False)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
@@ -150,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads((run / "result.json").read_text())
         r["train_seconds"], r["steps"], r["epochs_run"] = result.get("train_seconds"), result.get("steps"), result.get("epochs_run")
         records.append(r)
+        last = last_epoch_network(run, "base") if r["method"].startswith("Meta-Face2Exp") else None
+        if last is not None:
+            records.append({**r, "run": f"{r['run']} (base, last epoch)", "method": "Meta-Face2Exp (B, last epoch)",
+                            "metrics": json.loads((last / "metrics.json").read_text())})
         for name in result.get("eval_companions", {}):  # Meta-Face2Exp's other network (B by default)
             comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
             records.append({**r, "run": f"{r['run']} ({name})", "method": f"Meta-Face2Exp ({COMPANION_LABEL.get(name, name)})",
@@ -192,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
           f"budget {args.epochs} epochs, at most {args.minutes} min ({args.clock} clock) per run; {meta['hardware']}. "
           "Mean Acc / Std Acc = mean / population std of the per-class accuracies of a run (%), then mean ± std "
           "over seeds. `Meta-Face2Exp (B)` = the base network B, `(A)` = the adaptation network A of the same run "
-          "(both saved at the run's best epoch by the deployed network's validation score).\n"]
+          "(both saved at the run's best epoch by the deployed network's validation score); `(B, last epoch)` = B's "
+          "weights at the end of training (from the training state), independent of that selection.\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
