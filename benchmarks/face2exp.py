@@ -203,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     if records:
         import pandas as pd
 
-        deployed = {r["method"] for r in records if r["method"].startswith("Meta-Face2Exp")}
-        deltas = [delta_table(records, method=m).assign(network=m) for m in sorted(deployed)]
-        tables = {"mean_std": mean_std_table(records), "delta_vs_sl": pd.concat(deltas, ignore_index=True) if deltas else None}
-        tables = {k: v for k, v in tables.items() if v is not None}
+        tables["mean_std"] = mean_std_table(records)
+        networks = sorted({r["method"] for r in records if r["method"].startswith("Meta-Face2Exp")})
+        if networks:  # one Δ-vs-SL block per Meta-Face2Exp network (A, B, B at its last epoch)
+            tables["delta_vs_sl"] = pd.concat([delta_table(records, method=m).assign(network=m) for m in networks],
+                                              ignore_index=True)
     for ds in sorted({r["dataset"] for r in records}):
         tables[f"per_class_{ds}"] = per_class_table([r for r in records if r["dataset"] == ds])
     (res / "face2exp_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},

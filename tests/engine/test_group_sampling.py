@@ -65,6 +65,13 @@ def test_missing_groups_and_cut_batches_are_config_errors(cfg_factory, tmp_path)
                       train={"epochs": 1, "batch_size": 21})
     with pytest.raises(ConfigError, match="multiple of images_per_group"):
         fit(cfg, tmp_path / "c", splits=_grouped_splits(cfg))
+    cfg = cfg_factory(sampler={"name": "class_balanced", "kwargs": {"images_per_class": 4, "group_by": "subject"}},
+                      train={"epochs": 1, "batch_size": 28})
+    with pytest.raises(ConfigError, match="no effect without sampler.kwargs.images_per_group"):
+        fit(cfg, tmp_path / "d", splits=_grouped_splits(cfg))
+    cfg = cfg_factory(sampler={"name": "class_balanced", "kwargs": {"images_per_klass": 4}})
+    with pytest.raises(ConfigError, match="sampler.kwargs: .*images_per_klass"):
+        fit(cfg, tmp_path / "e")
 
 
 def test_ckplus_splits_carry_subject_and_sequence_groups(real_data, cfg_factory):

@@ -170,6 +170,9 @@ def epoch_indices(n: int, sampler_cfg: dict[str, Any], labels: np.ndarray, seed:
         key = kw.pop("group_by", "subject")
         if name != "class_balanced":
             raise ConfigError("sampler.kwargs.images_per_group: needs sampler.name=class_balanced")
+        if "images_per_group" not in kw:
+            raise ConfigError(f"sampler.kwargs.group_by={key!r} has no effect without sampler.kwargs.images_per_group "
+                              "(and images_per_class)")
         if key not in (groups or {}):
             have = ", ".join(sorted(groups or {})) or "none"
             raise ConfigError(f"sampler.kwargs.group_by={key!r}: the training data {spec!r} has no per-image {key} "
@@ -178,9 +181,7 @@ def epoch_indices(n: int, sampler_cfg: dict[str, Any], labels: np.ndarray, seed:
     cls = {"class_balanced": samplers.ClassBalancedSampler, "sqrt": samplers.SqrtSampler}[name]
     try:
         s = cls(labels, seed=seed, **kw)
-    except TypeError as e:
-        raise ConfigError(f"sampler.kwargs: {e}") from None
-    except DataError as e:
+    except (TypeError, DataError) as e:  # unknown kwarg, or values the sampler rejects
         raise ConfigError(f"sampler.kwargs: {e}") from None
     s.set_epoch(epoch)
     return np.fromiter(iter(s), dtype=np.int64)
