@@ -9,7 +9,8 @@ is re-run). Target labels are used only for the final evaluation (`--target-eval
 Writes benchmarks/results/difc_runs.json (one record per run), difc_tables.json and difc_tables.md
 (Tables 2/3/4/5-shaped, mean ± std over seeds).
 
-    python benchmarks/difc.py --data $FAIREXPR_DATA --seeds 0 1 2 --epochs 6 --t1 3 --minutes 15
+    python benchmarks/difc.py --data $FAIREXPR_DATA --seeds 0 1 2          # recipe configs/difc_*_mobilenet_cpu.yaml
+    python benchmarks/difc.py --shard 0/2 & python benchmarks/difc.py --shard 1/2   # two processes
     # other targets: --target ckplus:$FAIREXPR_DATA/ckplus/CK+48 --target ferplus:$FAIREXPR_DATA/ferplus@test
 """
 from __future__ import annotations
@@ -36,17 +37,36 @@ def parse_target(t: str) -> tuple[str, str | None]:
     return spec, (split or None)
 
 
+RECIPES = {"cpu": "_cpu", "mobilenet": "_mobilenet_cpu"}
+
+
+def cell_dir(out: Path, method: str, loss: str, seed: int, target: str, target_split: str | None) -> Path:
+    return out / f"{method}_{loss}_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_s{seed}"
+
+
+def target_options(target: str) -> list[str]:
+    """FER+ as a target: the 7-class majority protocol (contempt/unknown/non-face dropped), the source's classes."""
+    if target.split(":", 1)[0] == "ferplus":
+        opts = "{protocol: majority, num_classes: 7}"
+        return [f"data.target_options={opts}", f"data.target_eval_options={opts}"]
+    return []
+
+
 def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_split: str, target: str,
              target_split: str | None, args: argparse.Namespace) -> Path:
-    run_dir = out / f"{method}_{loss}_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_s{seed}"
+    run_dir = cell_dir(out, method, loss, seed, target, target_split)
     if (run_dir / "result.json").exists():
         return run_dir
-    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", "adapt", "--config", str(ROOT / "configs" / f"difc_{method}_cpu.yaml"),
+    recipe = ROOT / "configs" / f"difc_{method}{RECIPES[args.recipe]}.yaml"
+    budget = [f"method.t1_epochs={args.t1}"] if args.t1 is not None else []
+    budget += [f"train.epochs={args.epochs}"] if args.epochs is not None else []
+    budget += [f"train.max_minutes={args.minutes}"] if args.minutes is not None else []
+    budget += [f"train.iters_per_epoch={args.iters}"] if args.iters is not None else []
+    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", "adapt", "--config", str(recipe),
            "--source", source, "--target", target, "--target-eval", target, "--out", str(run_dir), "--no-progress",
-           f"seed={seed}", f"method.cls_loss={loss}", f"method.t1_epochs={args.t1}", f"train.epochs={args.epochs}",
-           f"train.max_minutes={args.minutes}", f"data.train_split={source_split}",
+           f"seed={seed}", f"method.cls_loss={loss}", *budget, f"data.train_split={source_split}",
            f"data.target_split={target_split if target_split else 'null'}",
-           f"data.target_eval_split={target_split if target_split else 'null'}", *args.override]
+           f"data.target_eval_split={target_split if target_split else 'null'}", *target_options(target), *args.override]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     print("+", " ".join(cmd), flush=True)
@@ -57,6 +77,22 @@ def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_s
     return run_dir
 
 
+def budget_meta(records: list[dict]) -> dict:
+    """The budget the finished runs actually used (from their saved configs)."""
+    seen = {}
+    import yaml
+
+    for r in records:
+        cfg = yaml.safe_load((Path(r["run"]) / "config.yaml").read_text()) or {}
+        t, m = cfg.get("train", {}), cfg.get("method", {})
+        key = json.dumps({"model": cfg.get("model", {}).get("name"), "epochs": t.get("epochs"),
+                          "iters_per_epoch": t.get("iters_per_epoch"), "batch_size": t.get("batch_size"),
+                          "t1_epochs": m.get("t1_epochs"), "max_minutes": t.get("max_minutes"),
+                          "budget_clock": t.get("budget_clock")}, sort_keys=True)
+        seen[key] = seen.get(key, 0) + 1
+    return {"settings": [json.loads(k) | {"runs": n} for k, n in seen.items()]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
@@ -65,9 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["mcd", "dann"], choices=["mcd", "dann", "safn"])
     p.add_argument("--losses", nargs="+", default=["ce", "di", "difc"], choices=["ce", "di", "difc"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--t1", type=int, default=3, help="DI phase length in epochs (DIFC from this epoch on)")
-    p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget per run")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="mobilenet",
+                   help="configs/difc_{method}_cpu.yaml (small-stem ResNet-18 from scratch) or "
+                        "configs/difc_{method}_mobilenet_cpu.yaml (ImageNet MobileNetV2; the benchmark recipe)")
+    p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
+    p.add_argument("--iters", type=int, help="steps per epoch, train.iters_per_epoch (default: the recipe's)")
+    p.add_argument("--t1", type=int, help="DI phase length in epochs, DIFC from this epoch on (default: the recipe's)")
+    p.add_argument("--minutes", type=float, help="time budget per run, train.max_minutes (default: the recipe's)")
+    p.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes); "
+                                                 "tables are written from whatever runs have finished")
+    p.add_argument("--collect", action="store_true", help="only build the tables from finished runs")
     p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
@@ -77,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = [parse_target(t) for t in (args.target or [f"ckplus:{data}/ckplus/CK+48", f"ferplus:{data}/ferplus@test"])]
     out = Path(args.out)
     t_start = time.time()
+    shard_i, shard_n = (int(v) for v in args.shard.split("/"))
     runs = []
-    for target, tsplit in targets:
-        for method in args.methods:
-            for loss in args.losses:
-                for seed in args.seeds:
-                    runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
+    cells = [(seed, target, tsplit, method, loss) for seed in args.seeds for target, tsplit in targets
+             for method in args.methods for loss in args.losses]  # seeds outermost: seed 0 of every cell first
+    for k, (seed, target, tsplit, method, loss) in enumerate(cells):
+        if args.collect or k % shard_n != shard_i:
+            runs.append(cell_dir(out, method, loss, seed, target, tsplit))
+        else:
+            runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
     records = []
     for r in runs:
         try:
@@ -95,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     res = Path(args.results)
     res.mkdir(parents=True, exist_ok=True)
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
-            "budget": {"epochs": args.epochs, "t1_epochs": args.t1, "max_minutes_per_run": args.minutes},
+            "recipe": args.recipe, "budget": budget_meta(records),
             "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
             "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
     (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
@@ -110,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         tables[f"table5_plug_and_play_{Path(target.split(':', 1)[1]).name}"] = plug_and_play_table(records, target=target)
     (res / "difc_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))
     md = [f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
-          f"budget {args.epochs} epochs ({args.t1} DI + {args.epochs - args.t1} DIFC), at most {args.minutes} min per run; "
-          f"{meta['hardware']}.\n"]
+          f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df, index=name.startswith("table5")), ""]
     (res / "difc_tables.md").write_text("\n".join(md))

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
         "max_minutes": None,  # time budget: training stops at the first step past it
         "budget_clock": "wall",  # wall | process (CPU time of this process: fair budgets on a shared machine)
         "batch_size": 128,
+        # steps per epoch (Transfer-Learning-Library's --iters-per-epoch); null = one pass over the source split.
+        # Epoch-based schedules (DIFC's t1_epochs, DRW, step LR) then count these shorter epochs.
+        "iters_per_epoch": None,
         "eval_batch_size": 512,
         "grad_clip": None,
         "precision": "32-true",  # any Lightning precision: "bf16-mixed", "16-mixed" (GPU) ...
@@ -207,6 +210,9 @@ def validate(cfg: dict[str, Any]) -> None:
     need(isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size", f"must be a positive integer, got {t['batch_size']!r}")
     need(t["max_minutes"] is None or (isinstance(t["max_minutes"], (int, float)) and t["max_minutes"] > 0),
          "train.max_minutes", f"must be null or a positive number, got {t['max_minutes']!r}")
+    need(t["iters_per_epoch"] is None or (isinstance(t["iters_per_epoch"], int) and not isinstance(t["iters_per_epoch"], bool)
+                                          and t["iters_per_epoch"] > 0),
+         "train.iters_per_epoch", f"must be null or a positive integer, got {t['iters_per_epoch']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
     need(cfg["optim"]["name"] in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd|adam|adamw, got {cfg['optim']['name']!r}")

@@ -11,6 +11,8 @@ used for consistency losses (Meta-Face2Exp) — documented in ``docs/methods.md`
 """
 from __future__ import annotations
 
+from typing import Any
+
 import math
 from dataclasses import dataclass
 
@@ -84,23 +86,31 @@ def slice_params(p: dict[str, torch.Tensor], idx: slice | torch.Tensor) -> dict[
     return {k: v[idx] for k, v in p.items()}
 
 
-def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: AugmentConfig) -> torch.Tensor:
-    """Apply drawn parameters to a float batch ``x`` in [0, 1] of shape [B, C, H, W]."""
-    b, _, h, w = x.shape
-    dev, dt = x.device, x.dtype
-    sx, sy = p["sx"].to(dev, dt), p["sy"].to(dev, dt)
-    cos, sin = torch.cos(p["angle"]).to(dev, dt), torch.sin(p["angle"]).to(dev, dt)
-    flip = torch.where(p["flip"].to(dev), -1.0, 1.0).to(dt)
-    tx = p["tx"].to(dev, dt) + p["pad"][:, 0].to(dev, dt) * (2 * cfg.crop_padding / w)
-    ty = p["ty"].to(dev, dt) + p["pad"][:, 1].to(dev, dt) * (2 * cfg.crop_padding / h)
-    theta = torch.zeros(b, 2, 3, device=dev, dtype=dt)
-    # output coords -> input coords: scale (crop), rotate, flip horizontally, translate
+def affine_theta(p: dict[str, torch.Tensor], cfg: AugmentConfig, h: int, w: int, device: Any = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[B, 2, 3]`` affine of the drawn geometry: output -> input normalized coordinates (``affine_grid``,
+    ``align_corners=False``): scale (crop), rotate, flip horizontally, translate."""
+    sx, sy = p["sx"].to(device, dtype), p["sy"].to(device, dtype)
+    b = sx.shape[0]
+    cos, sin = torch.cos(p["angle"]).to(device, dtype), torch.sin(p["angle"]).to(device, dtype)
+    flip = torch.where(p["flip"].to(device), -1.0, 1.0).to(dtype)
+    tx = p["tx"].to(device, dtype) + p["pad"][:, 0].to(device, dtype) * (2 * cfg.crop_padding / w)
+    ty = p["ty"].to(device, dtype) + p["pad"][:, 1].to(device, dtype) * (2 * cfg.crop_padding / h)
+    theta = torch.zeros(b, 2, 3, device=device, dtype=dtype)
     theta[:, 0, 0] = cos * sx * flip
     theta[:, 0, 1] = -sin * sy
     theta[:, 1, 0] = sin * sx * flip
     theta[:, 1, 1] = cos * sy
     theta[:, 0, 2] = tx
     theta[:, 1, 2] = ty
+    return theta
+
+
+def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: AugmentConfig) -> torch.Tensor:
+    """Apply drawn parameters to a float batch ``x`` in [0, 1] of shape [B, C, H, W]."""
+    b, _, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    theta = affine_theta(p, cfg, h, w, dev, dt)
     needs_warp = cfg.crop_scale or cfg.rotation or cfg.hflip or cfg.crop_padding
     if needs_warp:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -122,6 +132,20 @@ def apply_params(x: torch.Tensor, p: dict[str, torch.Tensor], cfg: AugmentConfig
              (ys >= y0.view(b, 1, 1)) & (ys < (y0 + eh).view(b, 1, 1)) & p["erase"].to(dev).view(b, 1, 1))
         x = x.masked_fill(m.unsqueeze(1), 0.5)
     return x
+
+
+def apply_params_points(points: torch.Tensor, p: dict[str, torch.Tensor], cfg: AugmentConfig, h: int,
+                        w: int) -> torch.Tensor:
+    """Where points ``[B, K, 2]`` (x, y as fractions of width/height) land in the image ``apply_params``
+    makes from the same parameters: ``o = A⁻¹ (i − t)`` in normalized coordinates (``i = 2q − 1``).
+    Order is not changed here (a horizontal flip mirrors the points; ``fairexpr.data.landmarks`` re-orders)."""
+    if not (cfg.crop_scale or cfg.rotation or cfg.hflip or cfg.crop_padding):
+        return points
+    theta = affine_theta(p, cfg, h, w, points.device, torch.float32)
+    a, t = theta[:, :, :2], theta[:, :, 2]
+    i = points.float() * 2 - 1  # [B, K, 2]
+    o = torch.linalg.solve(a.unsqueeze(1), (i - t.unsqueeze(1)).unsqueeze(-1)).squeeze(-1)
+    return (o + 1) / 2
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:

@@ -2,6 +2,8 @@
 (train, val, test, target, target_eval, unlabelled) and iterates batches from them."""
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -28,6 +30,8 @@ class Split:
     soft_labels: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, np.ndarray] = field(default_factory=dict)
+    #: float32 [N, 5, 2] five-point landmarks (fractions of width/height; ``fairexpr.data.landmarks``) or None
+    landmarks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -37,7 +41,8 @@ class Split:
         idx_np = idx_t.numpy()
         return Split(name or self.name, self.spec, self.split, self.images[idx_t], self.labels[idx_t], self.classes,
                      None if self.soft_labels is None else self.soft_labels[idx_t], dict(self.info),
-                     {k: v[idx_np] for k, v in self.groups.items()})
+                     {k: v[idx_np] for k, v in self.groups.items()},
+                     None if self.landmarks is None else self.landmarks[idx_t])
 
     def class_counts(self) -> list[int]:
         lab = self.labels[self.labels >= 0]
@@ -70,7 +75,9 @@ def _remap(split: Split, classes: tuple[str, ...]) -> Split:
 def load_split(name: str, spec: str, split: str | None, options: dict[str, Any], data_cfg: dict[str, Any],
                progress: bool = True) -> Split:
     from ..data.cache import materialize
+    from ..data.landmarks import attach_options, landmarks_for, read_landmark_file, split_root
 
+    options, lm_file = attach_options(options)
     try:
         ds = FERDataset.from_spec(spec, split, on_bad_file=data_cfg["on_bad_file"], **(options or {}))
     except TypeError as e:
@@ -80,8 +87,16 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
     arr = materialize(ds, size=int(data_cfg["image_size"]), channels=int(data_cfg["channels"]),
                       cache_dir=data_cfg.get("cache_dir"), progress=progress, on_bad_file=data_cfg["on_bad_file"])
     skipped = len(ds.skipped) + len(getattr(arr, "skipped", []) or [])
+    lms = None
+    if lm_file is not None:
+        if not isinstance(lm_file, (str, os.PathLike)):
+            raise ConfigError(f"data.{name}_options.landmarks: must be the path of a landmark CSV, got {lm_file!r}")
+        table = read_landmark_file(os.path.expandvars(str(lm_file)))
+        lms = torch.from_numpy(landmarks_for([s.path for s in arr.samples], table, split_root(spec),
+                                             f"data.{name} ({spec})"))
     return Split(name, spec, split, arr.images, arr.labels.long(), tuple(ds.classes), arr.soft_labels,
-                 {"skipped": skipped, "n": int(arr.images.shape[0])}, group_ids(arr.samples))
+                 {"skipped": skipped, "n": int(arr.images.shape[0]), **({"landmarks": str(lm_file)} if lm_file else {})},
+                 group_ids(arr.samples), lms)
 
 
 #: sample attributes that define image groups (GReFEL's face groups: subject, video sequence)

@@ -115,8 +115,19 @@ class Engine:
         self.world = fabric.world_size
         if t["batch_size"] % self.world:
             raise ConfigError(f"train.batch_size={t['batch_size']} must be divisible by the number of processes ({self.world})")
+        self._uses_landmarks = bool(getattr(self.method.model, "uses_landmarks", False))
+        if self._uses_landmarks:
+            lacking = [r for r in ("train", "target") if r in self.splits and self.splits[r].landmarks is None]
+            if lacking:
+                raise ConfigError(
+                    f"model {cfg['model']['name']!r} crops around landmarks (landmarks=data) but data role(s) "
+                    f"{', '.join(lacking)} have none: give data.<role>_options.landmarks (a CSV, see "
+                    "fairexpr.data.landmarks) or set model.kwargs.landmarks=template (fixed aligned-face points) or none")
         n = len(train)
         self.steps_per_epoch = max(1, n // t["batch_size"])  # drop the last incomplete batch (BatchNorm-safe)
+        if t.get("iters_per_epoch"):
+            # a fixed number of steps per epoch; when it exceeds one pass, the sampler's indices are drawn again
+            self.steps_per_epoch = int(t["iters_per_epoch"])
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "elapsed": 0.0,
                                       "bad_epochs": 0, "history": []}
 
@@ -135,6 +146,14 @@ class Engine:
         batch["image"] = normalize(img, self.mean, self.std)
         if ps is not None:
             batch["image_strong"] = normalize(apply_params(x, slice_params(ps, share), self.aug_strong), self.mean, self.std)
+        if split.landmarks is not None:  # five-point landmarks follow the same geometry as the pixels
+            from ..data.landmarks import augment_landmarks
+
+            lm = split.landmarks[local.cpu()]
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            batch["landmarks"] = augment_landmarks(lm, slice_params(p, share), self.aug, h, w) if p is not None else lm
+            if ps is not None:
+                batch["landmarks_strong"] = augment_landmarks(lm, slice_params(ps, share), self.aug_strong, h, w)
         batch["label"] = split.labels[local]
         if split.soft_labels is not None:
             batch["soft_label"] = split.soft_labels[local]
@@ -158,8 +177,9 @@ class Engine:
                 if self.cfg["train"].get("channels_last"):
                     x = x.contiguous(memory_format=torch.channels_last)
                 x = self.fabric.to_device(x)
+                lm = None if split.landmarks is None else self.fabric.to_device(split.landmarks[s:s + bs])
                 with self.fabric.autocast():
-                    out = self.method.predict(x)
+                    out = self.method.predict(x, landmarks=lm) if lm is not None and self._uses_landmarks else self.method.predict(x)
                 probs.append(out["probs"].float().cpu())
                 logits.append(out["logits"].float().cpu())
                 if out.get("embedding") is not None:
@@ -308,6 +328,12 @@ class Engine:
             hook_log = self.method.on_train_epoch_start(epoch, self) or {}
             idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch, train.groups,
                                     cfg["data"]["train"])
+            rep = 1
+            while len(idx_all) < self.steps_per_epoch * bs:  # iters_per_epoch longer than one pass: draw again
+                more = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch + 1_000_003 * rep,
+                                     train.groups, cfg["data"]["train"])
+                idx_all = np.concatenate([idx_all, more])
+                rep += 1
             self.method.train()
             sums: dict[str, float] = {}
             sums_t: dict[str, torch.Tensor] = {}

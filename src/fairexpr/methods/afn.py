@@ -33,7 +33,7 @@ class SAFN(UDAMethod):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         xs, ys, xt = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]
         n_s = xs.shape[0]
-        f = self.model.forward_features(torch.cat([xs, xt]))
+        f = self.features(torch.cat([xs, xt]), self.pair_landmarks(batch))
         logits = self.model.forward_head(f)
         loss_cls = self.classification_loss(logits[:n_s], ys)
         f32 = f.float()

@@ -93,10 +93,17 @@ class Method(nn.Module):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def features(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """``self.model.forward_features``, handing on per-image landmarks to a network that crops around them
+        (``uses_landmarks``, e.g. ``agra_net``); other networks get the images alone."""
+        if landmarks is not None and getattr(self.model, "uses_landmarks", False):
+            return self.model.forward_features(images, landmarks=landmarks)
+        return self.model.forward_features(images)
+
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits, probabilities and embedding of the deployable network for evaluation/inference."""
-        feats = self.model.forward_features(images)
+        feats = self.features(images, landmarks)
         logits = self.model.forward_head(feats)
         return {"logits": logits, "probs": logits.softmax(-1), "embedding": feats}
 

@@ -39,7 +39,7 @@ class DANN(UDAMethod):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         xs, ys, xt = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]
         n_s = xs.shape[0]
-        f = self.model.forward_features(torch.cat([xs, xt]))
+        f = self.features(torch.cat([xs, xt]), self.pair_landmarks(batch))
         loss_cls = self.classification_loss(self.model.forward_head(f[:n_s]), ys)
         coeff = self.grl.coeff
         d = self.discriminator(self.grl(f).float())

@@ -56,40 +56,43 @@ class MCD(UDAMethod):
         p1_t, p2_t = z1[n_s:].float().softmax(-1), z2[n_s:].float().softmax(-1)
         return z1[:n_s], z2[:n_s], p1_t, p2_t
 
-    def _loss_ab(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, features_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _loss_ab(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, features_grad: bool,
+                 lm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Source classification loss of both classifiers, target entropy term and discrepancy."""
         if features_grad:
-            f = self.model.forward_features(x)
+            f = self.features(x, lm)
         else:
             with torch.no_grad():
-                f = self.model.forward_features(x)
+                f = self.features(x, lm)
         z1_s, z2_s, p1_t, p2_t = self._heads(f, n_s)
         loss_cls = self.classification_loss(z1_s, ys) + self.classification_loss(z2_s, ys)
         ent = float(self.opts["entropy_weight"]) * (entropy(p1_t) + entropy(p2_t))
         return loss_cls, ent, classifier_discrepancy(p1_t, p2_t)
 
-    def step_a(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_a(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, ctx: StepContext,
+               lm: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Step A: update F, C1, C2 on ``L_cls(S) + w_H H(T)``."""
         opt_g, opt_f = self._optimizers(ctx)
         opt_g.zero_grad(set_to_none=True)
         opt_f.zero_grad(set_to_none=True)
-        loss_cls, ent, _ = self._loss_ab(x, ys, n_s, features_grad=True)
+        loss_cls, ent, _ = self._loss_ab(x, ys, n_s, features_grad=True, lm=lm)
         loss = loss_cls + ent
         ctx.backward(loss)
         ctx.step_optimizer(opt_g)
         ctx.step_optimizer(opt_f)
         return loss.detach(), loss_cls.detach()
 
-    def step_b(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, ctx: StepContext) -> torch.Tensor:
+    def step_b(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, ctx: StepContext,
+               lm: torch.Tensor | None = None) -> torch.Tensor:
         """Step B: ``F`` fixed (no gradient reaches it), update C1, C2 on ``L_cls(S) + w_H H(T) − λ d(T)``."""
         _, opt_f = self._optimizers(ctx)
         opt_f.zero_grad(set_to_none=True)
-        loss_cls, ent, disc = self._loss_ab(x, ys, n_s, features_grad=False)
+        loss_cls, ent, disc = self._loss_ab(x, ys, n_s, features_grad=False, lm=lm)
         ctx.backward(loss_cls + ent - float(self.opts["trade_off"]) * disc)
         ctx.step_optimizer(opt_f)
         return disc.detach()
 
-    def step_c(self, xt: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    def step_c(self, xt: torch.Tensor, ctx: StepContext, lm_t: torch.Tensor | None = None) -> torch.Tensor:
         """Step C: C1, C2 fixed (their parameters get no gradient), update F on ``λ d(T)``, ``num_k`` times."""
         opt_g, _ = self._optimizers(ctx)
         lam = float(self.opts["trade_off"])
@@ -101,7 +104,7 @@ class MCD(UDAMethod):
         try:
             for _ in range(int(self.opts["num_k"])):
                 opt_g.zero_grad(set_to_none=True)
-                z1_t, z2_t = self.model.forward_heads(self.model.forward_features(xt))
+                z1_t, z2_t = self.model.forward_heads(self.features(xt, lm_t))
                 disc = classifier_discrepancy(z1_t.float().softmax(-1), z2_t.float().softmax(-1))
                 ctx.backward(lam * disc)
                 ctx.step_optimizer(opt_g)
@@ -113,15 +116,16 @@ class MCD(UDAMethod):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         xs, ys, xt = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]
         x = torch.cat([xs, xt])
-        loss_a, loss_cls = self.step_a(x, ys, xs.shape[0], ctx)
-        disc_b = self.step_b(x, ys, xs.shape[0], ctx)
-        disc_c = self.step_c(xt, ctx)
+        lm = self.pair_landmarks(batch)
+        loss_a, loss_cls = self.step_a(x, ys, xs.shape[0], ctx, lm)
+        disc_b = self.step_b(x, ys, xs.shape[0], ctx, lm)
+        disc_c = self.step_c(xt, ctx, None if lm is None else lm[xs.shape[0]:])
         return {"loss": loss_a, "loss_cls": loss_cls, "discrepancy_b": disc_b, "discrepancy_c": disc_c}
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def predict(self, images: torch.Tensor, landmarks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Eq. 8: ``p = ½ (softmax(C1 F x) + softmax(C2 F x))``; ``logits = log p``."""
-        f = self.model.forward_features(images)
+        f = self.features(images, landmarks)
         p = self.model.averaged_probs(f)
         return {"logits": p.clamp_min(1e-12).log(), "probs": p, "embedding": f}
 

@@ -156,6 +156,12 @@ class UDAMethod(Method):
             log["margins"] = json.dumps([round(float(m), 6) for m in self.cls_loss.margins.tolist()])
         return log
 
+    @staticmethod
+    def pair_landmarks(batch: dict[str, Any]) -> torch.Tensor | None:
+        """Source-then-target landmarks matching ``torch.cat([xs, xt])``, or None unless both have them."""
+        ls, lt = batch["source"].get("landmarks"), batch["target"].get("landmarks")
+        return torch.cat([ls, lt]) if ls is not None and lt is not None else None
+
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.cls_loss(logits.float(), labels)
 

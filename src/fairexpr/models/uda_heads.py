@@ -10,9 +10,9 @@ deployable networks built around any registered backbone:
 DANN needs no special network (its domain discriminator is training-only and lives in the method).
 
 Layers follow Transfer-Learning-Library (``tllib/modules/grl.py``, ``tllib/alignment/{dann,mcd}.py``,
-``tllib/normalization/afn.py``); equations are in the docstrings. Not implemented: the AGRA/DIFC
-landmark global+local head (64-d global + five 7x7 local crops, 384-d fused) — use any registered
-backbone (e.g. ``ir50``) with its global embedding instead.
+``tllib/normalization/afn.py``); equations are in the docstrings. The AGRA/DIFC landmark global+local
+head is ``agra_net`` (``models.agra``): ``model.name: agra_net`` works with every UDA method (MCD and SAFN
+wrap it as their backbone, DANN uses it directly) and the engine hands it the dataset's landmarks.
 """
 from __future__ import annotations
 
@@ -251,7 +251,13 @@ class MCDNet(FERModel):
         self.c1 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
         self.c2 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def uses_landmarks(self) -> bool:
+        return bool(getattr(self.backbone, "uses_landmarks", False))
+
+    def forward_features(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        if landmarks is not None and self.uses_landmarks:
+            return self.backbone.forward_features(x, landmarks=landmarks)
         return self.backbone.forward_features(x)
 
     def forward_heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,7 +345,13 @@ class AFNNet(FERModel):
         self.bottleneck = AFNBlock(backbone.num_features, bottleneck_dim, dropout)
         self.fc = nn.Linear(bottleneck_dim, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def uses_landmarks(self) -> bool:
+        return bool(getattr(self.backbone, "uses_landmarks", False))
+
+    def forward_features(self, x: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        if landmarks is not None and self.uses_landmarks:
+            return self.bottleneck(self.backbone.forward_features(x, landmarks=landmarks))
         return self.bottleneck(self.backbone.forward_features(x))
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:

@@ -4,3 +4,4 @@ from . import grefel, reliability  # noqa: F401  (GReFEL; after the backbones it
 from . import uda_heads  # noqa: F401  (MCD / AFN networks built on any backbone)
 
 __all__ = ["grefel", "ir50", "mobilefacenet", "mobilenet", "reliability", "resnet", "uda_heads"]
+from . import agra  # noqa: F401  (AGRA/DIFC landmark head on a four-stage backbone)
