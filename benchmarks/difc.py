@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     shard_i, shard_n = (int(v) for v in args.shard.split("/"))
     runs = []
-    cells = [(seed, target, tsplit, method, loss) for seed in args.seeds for target, tsplit in targets
+    cells = [(seed, ti, target, tsplit, method, loss) for seed in args.seeds for ti, (target, tsplit) in enumerate(targets)
              for method in args.methods for loss in args.losses]  # seeds outermost: seed 0 of every cell first
-    for k, (seed, target, tsplit, method, loss) in enumerate(cells):
-        if args.collect or k % shard_n != shard_i:
+    for k, (seed, ti, target, tsplit, method, loss) in enumerate(cells):
+        # (k + target index) mod n: each shard gets a mix of the (slower) MCD and the DANN cells
+        if args.collect or (k + ti) % shard_n != shard_i:
             runs.append(cell_dir(out, method, loss, seed, target, tsplit))
         else:
             runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
