@@ -239,3 +239,18 @@ def test_engine_batches_carry_augmented_landmarks(tmp_path):
     # row alignment survives the holdout subset: compare with a direct lookup by label/name
     assert set(map(tuple, np.round(tr.landmarks.reshape(len(tr), -1).numpy(), 5))) <= \
         set(tuple(np.round(v.ravel(), 5)) for v in table.values())
+
+
+def test_agra_net_exports_to_onnx_with_template_landmarks():
+    import io
+
+    ort = pytest.importorskip("onnxruntime")
+    net = create_model("agra_net", num_classes=7, backbone="resnet18", backbone_kwargs={"small_input": True},
+                       in_chans=1, crop_width=8).eval()
+    buf = io.BytesIO()
+    torch.onnx.export(net, torch.randn(1, 1, 48, 48), buf, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}}, opset_version=17, dynamo=False)
+    x = np.random.default_rng(0).standard_normal((3, 1, 48, 48)).astype("float32")
+    got = ort.InferenceSession(buf.getvalue()).run(None, {"input": x})[0]
+    with torch.no_grad():
+        assert np.abs(got - net(torch.from_numpy(x)).numpy()).max() < 1e-4

@@ -36,3 +36,16 @@ def test_iters_per_epoch_must_be_a_positive_integer(cfg_factory):
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ConfigError, match="train.iters_per_epoch"):
             cfg_factory(train={"iters_per_epoch": bad})
+
+
+def test_composed_split_strings_work_in_configs(cfg_factory):
+    """``data.*_split`` takes the composed split strings of fairexpr.data.splits (``train/frac0.5``, ``.../val0.2``)."""
+    from fairexpr.engine.data import build_splits
+
+    full = build_splits(cfg_factory(data={"val": None, "test": None}), progress=False)["train"]
+    half = build_splits(cfg_factory(data={"val": None, "test": None, "train_split": "train/frac0.5"}),
+                        progress=False)["train"]
+    counts_full, counts_half = full.class_counts(), half.class_counts()
+    assert all(abs(h - round(f * 0.5)) <= 1 for f, h in zip(counts_full, counts_half)), (counts_full, counts_half)
+    with pytest.raises(Exception, match="frac"):
+        build_splits(cfg_factory(data={"val": None, "test": None, "train_split": "train/frac1.5"}), progress=False)

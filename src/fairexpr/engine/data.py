@@ -77,9 +77,15 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
     from ..data.cache import materialize
     from ..data.landmarks import attach_options, landmarks_for, read_landmark_file, split_root
 
+    from ..data.splits import resolve_split, select
+
     options, lm_file = attach_options(options)
     try:
-        ds = FERDataset.from_spec(spec, split, on_bad_file=data_cfg["on_bad_file"], **(options or {}))
+        # split strings compose (``train/frac0.05``, ``fold3of10/rest``; fairexpr.data.splits), seed 0 for the modifiers
+        ss = resolve_split(split)
+        ds = FERDataset.from_spec(spec, ss.base, on_bad_file=data_cfg["on_bad_file"], **(options or {}))
+        if ss.modifiers:
+            ds = ds.subset(select(ds.samples, ss, 0).tolist())
     except TypeError as e:
         raise ConfigError(f"data.{name}_options: bad adapter option for {spec!r}: {e}") from None
     if len(ds) == 0:
