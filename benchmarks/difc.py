@@ -27,8 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fairexpr.evaluation.difc_tables import (accuracy_table, confusing_classes_table, confusion_order_table,  # noqa: E402
-                                             load_run, plug_and_play_table, to_markdown)
+from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
 
 
 def parse_target(t: str) -> tuple[str, str | None]:
@@ -148,19 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
         {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]]}
         for r in records]}, indent=2, default=str))
-    tables = {
-        "table2_accuracy": accuracy_table(records),
-        "table3_confusion_order": confusion_order_table(records, classes),
-        "table4_confusing_vs_rest": confusing_classes_table(records, classes, top=3),
-    }
-    for target, tsplit in targets:
-        tables[f"table5_plug_and_play_{Path(target.split(':', 1)[1]).name}"] = plug_and_play_table(records, target=target)
-    (res / "difc_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))
-    md = [f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
-          f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n"]
-    for name, df in tables.items():
-        md += [f"## {name}\n", to_markdown(df, index=name.startswith("table5")), ""]
-    (res / "difc_tables.md").write_text("\n".join(md))
+    header = (f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
+              f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n")
+    paths = write_tables(records, classes, res, prefix="difc", header=header)
+    md = [paths["markdown"].read_text()]
     print("\n".join(md))
     return 0
 

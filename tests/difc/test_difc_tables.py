@@ -84,3 +84,50 @@ def test_missing_eval_and_bad_run_dir(tmp_path):
         accuracy_table([r])
     with pytest.raises(FileNotFoundError, match="result.json"):
         load_run(tmp_path)
+
+
+def test_write_tables_files_and_figure(tmp_path):
+    from fairexpr.evaluation.difc_tables import write_tables
+
+    paths = write_tables(RECORDS, CLASSES, tmp_path, header="# t\n")
+    md = paths["markdown"].read_text()
+    for name in ("table2_accuracy", "table3_confusion_order", "table4_confusing_vs_rest", "table5_plug_and_play_ck"):
+        assert f"## {name}" in md
+    data = json.loads(paths["json"].read_text())
+    assert data["table2_accuracy"]["data"][0][:2] == ["MCD", "DI"]
+    assert paths["figure"].stat().st_size > 5000 and paths["figure"].read_bytes()[:4] == b"\x89PNG"
+
+
+def _write_run(d, method, loss, seed, acc, order=None):
+    import yaml
+
+    d.mkdir(parents=True)
+    hist = [{"epoch": 1, "difc_phase": 1}] + ([{"epoch": 2, "difc_phase": 2, "difc_updated": 1,
+                                               "difc_order": json.dumps(order)}] if order else [])
+    ev = {"accuracy": acc, "balanced_accuracy": acc - 0.1, "macro_f1": acc, "classes": list(CLASSES),
+          "per_class_accuracy": dict(zip(CLASSES, [acc] * 4)), "n": 10}
+    (d / "result.json").write_text(json.dumps({"history": hist, "eval": {"target_eval": ev}}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": {"name": method, "cls_loss": loss},
+                                                   "data": {"train": "fer2013:/f", "target": "ckplus:/c/CK+48"}}))
+
+
+def test_adapt_report_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from fairexpr.cli import cli
+
+    runs = []
+    for i, (loss, acc, order) in enumerate([("di", 0.5, None), ("difc", 0.6, [3, 2, 1, 0]), ("difc", 0.7, [3, 1, 2, 0])]):
+        _write_run(tmp_path / f"r{i}", "mcd", loss, i, acc, order)
+        runs.append(str(tmp_path / f"r{i}"))
+    r = CliRunner().invoke(cli, ["adapt-report", *runs, "--out", str(tmp_path / "rep"), "--top", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    md = (tmp_path / "rep" / "difc_tables.md").read_text()
+    assert "| MCD | DIFC | fer2013:/f | ckplus:/c/CK+48 | 2 | 65.00 ± 5.00 |" in md
+    assert "| ckplus:/c/CK+48 | MCD | 2 | d |" in md  # rank 1 by mean rank over the two DIFC runs
+    assert out["figure"].endswith("difc_per_class.png")
+    r = CliRunner().invoke(cli, ["adapt-report", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "not a finished `fairexpr adapt` run" in r.output
+    r = CliRunner().invoke(cli, ["adapt-report", runs[0], "--out", str(tmp_path / "x"), "--top", "4"])
+    assert r.exit_code != 0 and "--top 4" in r.output

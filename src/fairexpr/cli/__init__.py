@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "list-models": ".list_models",
     "list-datasets": ".list_datasets",
     "adapt": ".adapt",
+    "adapt-report": ".adapt_report",
     "calibrate": ".calibrate",
     "export": ".export",
     "serve": ".serve",

@@ -177,6 +177,81 @@ def plug_and_play_table(records: Sequence[dict[str, Any]], metric: str = "accura
     return table.fillna("–")
 
 
+def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: int = 3) -> dict[str, pd.DataFrame]:
+    """Tables 2, 3, 4 and one Table 5 per target (accuracy) for any list of run records."""
+    tables = {
+        "table2_accuracy": accuracy_table(records),
+        "table3_confusion_order": confusion_order_table(records, classes),
+        "table4_confusing_vs_rest": confusing_classes_table(records, classes, top=top),
+    }
+    for target in sorted({r["target"] for r in records}):
+        name = Path(str(target).split(":", 1)[-1]).name or str(target)
+        tables[f"table5_plug_and_play_{name}"] = plug_and_play_table(records, target=target)
+    return tables
+
+
+def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], path: str | Path) -> Path | None:
+    """PNG: per-class target accuracy (mean over seeds) of CE / DI / DIFC, one panel per (method, target),
+    classes ordered by the DI-phase confusion rank (most confusing first) where the runs have one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    for r in records:
+        if r.get("metrics"):
+            cells.setdefault((r["method"], r["target"]), {}).setdefault(r["cls_loss"], []).append(r)
+    if not cells:
+        return None
+    fig, axes = plt.subplots(len(cells), 1, figsize=(8, 2.8 * len(cells)), squeeze=False)
+    for ax, ((method, target), by_loss) in zip(axes[:, 0], sorted(cells.items())):
+        order_tab = confusion_order_table(by_loss.get("difc", []), classes)
+        ranked = ([classes.index(order_tab.iloc[0][str(j + 1)]) for j in range(len(classes))]
+                  if not order_tab.empty else list(range(len(classes))))
+        width = 0.8 / max(1, len(by_loss))
+        for i, loss in enumerate(k for k in LOSS_ROWS if k in by_loss):
+            vals = [_group_accuracy(_need_metrics(r), classes, [c]) for c in ranked for r in by_loss[loss]]
+            per = np.asarray(vals, dtype=float).reshape(len(ranked), -1)
+            ax.bar(np.arange(len(ranked)) + (i - (len(by_loss) - 1) / 2) * width, 100 * np.nanmean(per, axis=1), width,
+                   label=f"{LOSS_ROWS[loss]} ({per.shape[1]} runs)")
+        ax.set_xticks(np.arange(len(ranked)), [classes[c] for c in ranked], fontsize=8)
+        ax.set_ylabel("target acc. (%)")
+        ax.set_title(f"{METHOD_COLUMNS.get(method, method)} → {Path(str(target).split(':', 1)[-1]).name}"
+                     + ("  (classes by confusion rank)" if not order_tab.empty else ""), fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def write_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], out_dir: str | Path,
+                 prefix: str = "difc", header: str = "", top: int = 3) -> dict[str, Path]:
+    """``<prefix>_tables.md`` / ``.json`` and ``<prefix>_per_class.png`` in ``out_dir`` (written atomically)."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = all_tables(records, classes, top)
+    md = [header] if header else []
+    for name, df in tables.items():
+        md += [f"## {name}\n", to_markdown(df, index=name.startswith("table5")), ""]
+    paths = {"markdown": out / f"{prefix}_tables.md", "json": out / f"{prefix}_tables.json"}
+    for key, text in (("markdown", "\n".join(md)),
+                      ("json", json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))):
+        tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(paths[key])
+    fig = per_class_figure(records, classes, out / f"{prefix}_per_class.png")
+    if fig is not None:
+        paths["figure"] = fig
+    return paths
+
+
 def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
     """GitHub Markdown table (no extra dependency)."""
     frame = df.reset_index() if index else df
@@ -187,5 +262,5 @@ def to_markdown(df: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["accuracy_table", "confusing_classes_table", "confusion_order_table", "first_confusion_order",
+__all__ = ["all_tables", "per_class_figure", "write_tables", "accuracy_table", "confusing_classes_table", "confusion_order_table", "first_confusion_order",
            "load_run", "load_runs", "make_record", "plug_and_play_table", "to_markdown"]
