@@ -123,6 +123,13 @@ class Engine:
                     f"model {cfg['model']['name']!r} crops around landmarks (landmarks=data) but data role(s) "
                     f"{', '.join(lacking)} have none: give data.<role>_options.landmarks (a CSV, see "
                     "fairexpr.data.landmarks) or set model.kwargs.landmarks=template (fixed aligned-face points) or none")
+            eval_lacking = [r for r in ("val", "test", "target_eval") if r in self.splits and self.splits[r].landmarks is None]
+            if eval_lacking and fabric.is_global_zero:
+                print(f"note: data role(s) {', '.join(eval_lacking)} have no landmarks; the model crops at its "
+                      "template points there (give data.<role>_options.landmarks to use per-image ones)")
+        elif fabric.is_global_zero and any(sp.landmarks is not None for sp in self.splits.values()):
+            print(f"note: the data carries landmarks but model {cfg['model']['name']!r} does not use them "
+                  "(agra_net with model.kwargs.landmarks=data does)")
         n = len(train)
         self.steps_per_epoch = max(1, n // t["batch_size"])  # drop the last incomplete batch (BatchNorm-safe)
         if t.get("iters_per_epoch"):
