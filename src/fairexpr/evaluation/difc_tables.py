@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -213,7 +214,10 @@ def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], 
         for i, loss in enumerate(k for k in LOSS_ROWS if k in by_loss):
             vals = [_group_accuracy(_need_metrics(r), classes, [c]) for c in ranked for r in by_loss[loss]]
             per = np.asarray(vals, dtype=float).reshape(len(ranked), -1)
-            ax.bar(np.arange(len(ranked)) + (i - (len(by_loss) - 1) / 2) * width, 100 * np.nanmean(per, axis=1), width,
+            with warnings.catch_warnings():  # a class absent from the target set has no accuracy: no bar
+                warnings.simplefilter("ignore", RuntimeWarning)
+                means = np.nanmean(per, axis=1)
+            ax.bar(np.arange(len(ranked)) + (i - (len(by_loss) - 1) / 2) * width, 100 * means, width,
                    label=f"{LOSS_ROWS[loss]} ({per.shape[1]} runs)")
         ax.set_xticks(np.arange(len(ranked)), [classes[c] for c in ranked], fontsize=8)
         ax.set_ylabel("target acc. (%)")
