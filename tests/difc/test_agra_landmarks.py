@@ -180,8 +180,9 @@ def _domain_with_landmarks(root: Path, domain: str, seed: int, with_csv: bool = 
         d = root / CANONICAL7[int(y)]
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(im).save(d / f"{i:04d}.png")
-        jitter = rng.uniform(-0.03, 0.03, size=(5, 2))
-        rows.append([f"{CANONICAL7[int(y)]}/{i:04d}.png", *np.clip(np.array(ARCFACE_TEMPLATE) + jitter, 0, 1).ravel()])
+        pts = np.clip(np.array(ARCFACE_TEMPLATE) + rng.uniform(-0.03, 0.03, size=(5, 2)), 0, 1)
+        pts[2, 1] = 0.6 + 0.01 * int(y)  # the nose's y encodes the label: lets tests check row alignment
+        rows.append([f"{CANONICAL7[int(y)]}/{i:04d}.png", *pts.ravel()])
     if with_csv:
         write_csv(root / "landmarks.csv", rows)
     return f"folder:{root}"
@@ -191,6 +192,17 @@ def _domain_with_landmarks(root: Path, domain: str, seed: int, with_csv: bool = 
 def test_adapt_with_landmark_head_end_to_end(tmp_path, method, monkeypatch, capsys):
     from fairexpr.cli import main
     from fairexpr.engine import checkpoint as ck
+    from fairexpr.models.agra import AGRANet
+
+    seen: list = []  # landmarks the network got in training mode (None = template fallback)
+    real_ff = AGRANet.forward_features
+
+    def spy(self, x, landmarks=None):
+        if self.training:
+            seen.append(None if landmarks is None else tuple(landmarks.shape))
+        return real_ff(self, x, landmarks)
+
+    monkeypatch.setattr(AGRANet, "forward_features", spy)
 
     src = _domain_with_landmarks(tmp_path / "lab", "lab", 0)
     tgt = _domain_with_landmarks(tmp_path / "wild", "wild", 1)
@@ -211,6 +223,8 @@ def test_adapt_with_landmark_head_end_to_end(tmp_path, method, monkeypatch, caps
     result = json.loads((out / "result.json").read_text())
     assert [h["difc_phase"] for h in result["history"]] == [1, 2]
     assert result["eval"]["target_eval"]["n"] == 28
+    # every training forward got the batch's landmarks (source + target for the joint passes)
+    assert seen and None not in seen and all(sh[1:] == (5, 2) for sh in seen), seen[:5]
     model, side = ck.load_model(out)  # the saved network rebuilds; without landmarks it uses the template
     assert side["model"]["kwargs"].get("backbone") == "agra_net" or side["model"]["name"] == "agra_net"
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
@@ -223,7 +237,7 @@ def test_adapt_with_landmark_head_end_to_end(tmp_path, method, monkeypatch, caps
     assert "landmarks=data" in err and "data.<role>_options.landmarks" in err, err
 
 
-def test_engine_batches_carry_augmented_landmarks(tmp_path):
+def test_splits_carry_row_aligned_landmarks(tmp_path):
     from fairexpr.config import load_config
     from fairexpr.engine.data import build_splits
 
@@ -235,10 +249,31 @@ def test_engine_batches_carry_augmented_landmarks(tmp_path):
     tr, va = splits["train"], splits["val"]
     assert tr.landmarks is not None and tr.landmarks.shape == (len(tr), 5, 2)
     assert va.landmarks is not None and len(va.landmarks) == len(va)
-    table = read_landmark_file(tmp_path / "lab" / "landmarks.csv")
-    # row alignment survives the holdout subset: compare with a direct lookup by label/name
-    assert set(map(tuple, np.round(tr.landmarks.reshape(len(tr), -1).numpy(), 5))) <= \
-        set(tuple(np.round(v.ravel(), 5)) for v in table.values())
+    # each image keeps its own row through the holdout: the nose's y encodes the image's label
+    for sp in (tr, va):
+        assert torch.allclose(sp.landmarks[:, 2, 1], 0.6 + 0.01 * sp.labels.float(), atol=1e-6)
+
+
+def test_supervised_passes_landmarks_and_other_methods_are_refused(tmp_path, monkeypatch):
+    from fairexpr.config import ConfigError, load_config
+    from fairexpr.engine import fit
+    from fairexpr.methods.supervised import Supervised
+    from fairexpr.models.agra import AGRANet
+
+    src = _domain_with_landmarks(tmp_path / "lab", "lab", 0)
+    over = [f"data.train={src}", "data.train_split=null", "data.val=null", "data.test=null", "data.image_size=32",
+            "data.channels=1", "data.train_options={landmarks: " + str(tmp_path / "lab" / "landmarks.csv") + "}",
+            "model.name=agra_net", "model.kwargs={backbone: resnet18, small_input: true, crop_width: 8}",
+            "train.epochs=1", "train.batch_size=8", "train.iters_per_epoch=2", "train.progress=false"]
+    seen: list = []
+    real_ff = AGRANet.forward_features
+    monkeypatch.setattr(AGRANet, "forward_features",
+                        lambda self, x, landmarks=None: (seen.append(landmarks is not None), real_ff(self, x, landmarks))[1])
+    fit(load_config(None, over), tmp_path / "sup")
+    assert seen and all(seen)
+    monkeypatch.setattr(Supervised, "accepts_landmarks", False)
+    with pytest.raises(ConfigError, match="does not pass them"):
+        fit(load_config(None, over), tmp_path / "refused")
 
 
 def test_agra_net_exports_to_onnx_with_template_landmarks():

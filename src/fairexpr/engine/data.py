@@ -76,7 +76,6 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
                progress: bool = True) -> Split:
     from ..data.cache import materialize
     from ..data.landmarks import attach_options, landmarks_for, read_landmark_file, split_root
-
     from ..data.splits import resolve_split, select
 
     options, lm_file = attach_options(options)

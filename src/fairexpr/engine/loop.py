@@ -117,6 +117,10 @@ class Engine:
             raise ConfigError(f"train.batch_size={t['batch_size']} must be divisible by the number of processes ({self.world})")
         self._uses_landmarks = bool(getattr(self.method.model, "uses_landmarks", False))
         if self._uses_landmarks:
+            if not getattr(self.method, "accepts_landmarks", False):
+                raise ConfigError(f"model {cfg['model']['name']!r} crops around per-image landmarks (landmarks=data) but "
+                                  f"method {cfg['method']['name']!r} does not pass them to it; set "
+                                  "model.kwargs.landmarks=template or none, or use supervised/mcd/dann/safn")
             lacking = [r for r in ("train", "target") if r in self.splits and self.splits[r].landmarks is None]
             if lacking:
                 raise ConfigError(
@@ -153,10 +157,10 @@ class Engine:
         batch["image"] = normalize(img, self.mean, self.std)
         if ps is not None:
             batch["image_strong"] = normalize(apply_params(x, slice_params(ps, share), self.aug_strong), self.mean, self.std)
-        if split.landmarks is not None:  # five-point landmarks follow the same geometry as the pixels
+        if split.landmarks is not None and self._uses_landmarks:  # they follow the same geometry as the pixels
             from ..data.landmarks import augment_landmarks
 
-            lm = split.landmarks[local.cpu()]
+            lm = split.landmarks[torch.as_tensor(idx[share], dtype=torch.long)]  # CPU index: no device sync
             h, w = int(x.shape[-2]), int(x.shape[-1])
             batch["landmarks"] = augment_landmarks(lm, slice_params(p, share), self.aug, h, w) if p is not None else lm
             if ps is not None:
@@ -184,9 +188,9 @@ class Engine:
                 if self.cfg["train"].get("channels_last"):
                     x = x.contiguous(memory_format=torch.channels_last)
                 x = self.fabric.to_device(x)
-                lm = None if split.landmarks is None else self.fabric.to_device(split.landmarks[s:s + bs])
+                lm = self.fabric.to_device(split.landmarks[s:s + bs]) if self._uses_landmarks and split.landmarks is not None else None
                 with self.fabric.autocast():
-                    out = self.method.predict(x, landmarks=lm) if lm is not None and self._uses_landmarks else self.method.predict(x)
+                    out = self.method.predict(x) if lm is None else self.method.predict(x, landmarks=lm)
                 probs.append(out["probs"].float().cpu())
                 logits.append(out["logits"].float().cpu())
                 if out.get("embedding") is not None:

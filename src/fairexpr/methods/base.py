@@ -76,6 +76,9 @@ class Method(nn.Module):
     option_defaults: dict[str, Any] = {}
     automatic_optimization: bool = True
     needs_target: bool = False
+    #: the method hands ``batch["landmarks"]`` to its network (``Method.features``); the engine refuses a
+    #: landmark-cropping network (``uses_landmarks``) under a method that would silently ignore them
+    accepts_landmarks: bool = False
     needs_unlabelled: bool = False
 
     #: the deployable network (what eval/predict/export use); sub-classes set it in __init__

@@ -28,6 +28,7 @@ class Supervised(Method):
     """``loss(model(x), y)``; with ``data.label_mode=soft`` the target is the vote distribution."""
 
     option_defaults: dict[str, Any] = {}
+    accepts_landmarks = True
 
     def __init__(self, config: dict[str, Any], info: DataInfo) -> None:
         super().__init__()
@@ -49,7 +50,8 @@ class Supervised(Method):
         return self.model(images)
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
-        logits = self.model(batch["image"])
+        lm = batch.get("landmarks")
+        logits = self.model(batch["image"]) if lm is None else self.model.forward_head(self.features(batch["image"], lm))
         target = batch["soft_label"] if self.soft else batch["label"]
         loss = self.loss(logits.float(), target)
         acc = (logits.argmax(1) == batch["label"]).float().mean()

@@ -105,6 +105,7 @@ class UDAMethod(Method):
     """Shared part of MCD/DANN/SAFN: the CE | DI | DIFC classification loss, its phases and DRW."""
 
     needs_target = True
+    accepts_landmarks = True
     option_defaults: dict[str, Any] = dict(COMMON_DEFAULTS)
 
     def __init__(self, config: dict[str, Any], data_info: DataInfo) -> None:
