@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -81,12 +83,15 @@ def headless_chromium(window: tuple[int, int] = (1280, 900)) -> Iterator[CDP]:
     if not chromium:
         raise FileNotFoundError("Debian's chromium is not installed (apt-get install -y chromium, or `make browser`)")
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="fairexpr-chromium-") as profile:
+    profile = tempfile.mkdtemp(prefix="fairexpr-chromium-")
+    try:
+        # A session of its own, so the browser's helper processes (zygote, renderer, crashpad) can be stopped as a
+        # group: they keep writing into the profile for a moment after the main process exits.
         proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                                  "--hide-scrollbars", f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}",
                                  f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         cdp = None
         try:
             def pages():
@@ -102,12 +107,37 @@ def headless_chromium(window: tuple[int, int] = (1280, 900)) -> Iterator[CDP]:
         finally:
             if cdp is not None:
                 cdp.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_process_group(proc)
+    finally:
+        _remove_tree(profile)
+
+
+def _stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the browser's process group, SIGKILL what is left after ``timeout`` s, reap the main process."""
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    signal_group(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        signal_group(signal.SIGKILL)
+        proc.wait()
+    signal_group(signal.SIGKILL)  # helpers that outlived the main process
+
+
+def _remove_tree(path: str, attempts: int = 20, interval: float = 0.1) -> None:
+    """Remove the throw-away profile; retry while exiting helper processes still create files in it."""
+    for _ in range(attempts - 1):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(interval)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def upload_on_service_page(cdp: CDP, url: str, image_path: str, timeout: float = 60.0) -> str:
