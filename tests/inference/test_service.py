@@ -88,9 +88,9 @@ def test_upload_page_in_headless_chromium(app, group_photo_file):
     th = threading.Thread(target=server.run, daemon=True)
     th.start()
     try:
-        wait_until(lambda: server.started, "the service to start", timeout=5)
+        wait_until(lambda: server.started, "the service to start", timeout=30)
         with headless_chromium() as cdp:
-            state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(group_photo_file), timeout=10)
+            state = upload_on_service_page(cdp, f"http://127.0.0.1:{port}/", str(group_photo_file), timeout=60)
             assert state == "done", cdp.eval("document.getElementById('status').textContent")
             labels = cdp.eval("[...document.querySelectorAll('#probs tr.face td.label')].map(e => e.textContent)")
             summary = cdp.eval("document.getElementById('summary').textContent")
