@@ -302,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     ours = f"fairexpr {side['model']['name']} ({ckpt.name})"
     model_names = {"torch": f"{ours}, PyTorch fp32", "onnx_fp32": f"{ours}, ONNX fp32",
                    "onnx_int8": f"{ours}, ONNX int8 (static QDQ)",
+                   "torch_tta": f"{ours}, PyTorch fp32 + flip TTA",
+                   "onnx_int8_tta": f"{ours}, ONNX int8 + flip TTA",
                    "fer": f"fer {fer_info['fer_version']} mini-Xception (.tflite, LiteRT)"}
-    sessions = {"onnx_fp32": OnnxPredictor(onnx_fp32, threads=1), "onnx_int8": OnnxPredictor(onnx_int8, threads=1)}
+    sessions = {"onnx_fp32": OnnxPredictor(onnx_fp32, threads=1), "onnx_int8": OnnxPredictor(onnx_int8, threads=1),
+                "onnx_int8_tta": OnnxPredictor(onnx_int8, threads=1, tta="hflip")}
     acc_rows, per_set = [], {}
     for ts in sets:
         faces, y, info = decoded[ts["key"]]
@@ -312,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         y_t = np.load(work / "eval" / ts["key"] / "predictions.npz")["y_true"]
         if not np.array_equal(y_t, y):
             raise SystemExit(f"{ts['name']}: evaluate_checkpoint saw different labels/order than the crops given to fer")
-        res = {"torch": m_t}
+        res = {"torch": m_t, "torch_tta": evaluate_checkpoint(ckpt, ts["spec"], ts["split"], options=ts["options"],
+                                                             out_dir=work / "eval_tta" / ts["key"], progress=False,
+                                                             tta="hflip")}
         for k, sess in sessions.items():
             probs = np.concatenate([sess.predict_faces(list(faces[i:i + 256])).probs for i in range(0, len(faces), 256)])
             res[k] = evaluate(y, probs, classes)
@@ -340,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = wait_for_load(args.max_load, args.max_wait)
         print(f"timing at load {load_before['load_avg_1_5_15']}", flush=True)
         tp = TorchPredictor(ckpt)
-        preds = {"torch": tp, **sessions}
+        preds = {"torch": tp, "torch_tta": TorchPredictor(ckpt, tta="hflip"), **sessions}
         for k, p in preds.items():
             lat = median_ms(lambda p=p: p.predict_faces(faces64[:1]), args.runs, 30)
             bat = median_ms(lambda p=p: p.predict_faces(faces64), args.batch_runs, 3)
@@ -447,6 +452,8 @@ def markdown(r: dict[str, Any]) -> str:
               f"- Same crops for every model: each set is decoded once at its native 48x48 grayscale; our models apply the "
               f"checkpoint's preprocessing {r['checkpoint_preprocess']}, fer applies its own: {r['fer']['preprocessing']}. "
               f"fer's class order {r['fer']['class_order']} is mapped to the canonical order.",
+              "- Flip TTA rows: the mean of the probabilities of each crop and its mirror (two forward passes; "
+              "`fairexpr eval --tta hflip`, `fairexpr.evaluation.tta`); same checkpoint as the rows without it.",
               "- CK+ has no neutral class: its balanced accuracy averages the 6 present classes, and a neutral prediction "
               "counts as an error. Contempt (not in the 7-class space) is dropped.",
               f"- ONNX: `{ex['export_api']}`, fp32 parity vs PyTorch {ex['parity_max_abs_prob_diff']:.1e} (tolerance "

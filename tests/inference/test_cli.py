@@ -148,3 +148,33 @@ def test_calibrate_stores_temperature(ckpt, ck_subset, tmp_path, capsys):
     from fairexpr.inference import TorchPredictor
 
     assert TorchPredictor(run_dir).temperature == pytest.approx(rep["temperature"])
+
+
+def test_predict_tta_hflip_torch_onnx_and_mirrored_inputs(ckpt, onnx_file, ck_subset, tmp_path, capsys):
+    """--tta hflip = mean of the plain prediction and the prediction on the mirrored crop; ONNX agrees."""
+    classes = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+    mirror = tmp_path / "mirror"
+    files = sorted(ck_subset.rglob("*.png"))[:6]
+    mirror.mkdir()
+    for i, f in enumerate(files):
+        Image.fromarray(np.asarray(Image.open(f))[:, ::-1]).save(mirror / f"{i:02d}.png")
+    plain_dir = tmp_path / "plain"
+    plain_dir.mkdir()
+    for i, f in enumerate(files):
+        (plain_dir / f"{i:02d}.png").symlink_to(f)
+
+    def probs(model_flag, model, folder, tta):
+        rc, out, _ = run(["predict", model_flag, model, "--crops", folder, "--json", "--no-progress", "--tta", tta], capsys)
+        assert rc == 0, out
+        data = json.loads(out)
+        assert data["model"]["tta"] == tta
+        faces = sorted(data["faces"], key=lambda f: f["source"])
+        return np.array([[f["probabilities"][c] for c in classes] for f in faces])
+
+    p_plain, p_mirror = probs("--checkpoint", ckpt, plain_dir, "none"), probs("--checkpoint", ckpt, mirror, "none")
+    p_tta = probs("--checkpoint", ckpt, plain_dir, "hflip")
+    np.testing.assert_allclose(p_tta, (p_plain + p_mirror) / 2, atol=1e-5)
+    assert np.abs(p_tta - p_plain).max() > 1e-4
+    np.testing.assert_allclose(probs("--onnx", onnx_file, plain_dir, "hflip"), p_tta, atol=1e-4)
+    rc, out, err = run(["predict", "--checkpoint", ckpt, "--crops", plain_dir, "--tta", "vflip"], capsys)
+    assert rc != 0 and "vflip" in out + err

@@ -104,3 +104,26 @@ def test_upload_page_in_headless_chromium(app, group_photo_file):
     finally:
         server.should_exit = True
         th.join(timeout=5)
+
+
+def test_serve_cli_builds_the_app_with_its_options(ckpt, group_photo_file, monkeypatch):
+    """`fairexpr serve` end to end up to the socket: the app it would serve answers /health and /predict with the
+    options given on the command line (--tta hflip, --min-face); binding is replaced by a capture."""
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    import fairexpr.inference.service as service
+    from fairexpr.cli import cli
+
+    served = {}
+    monkeypatch.setattr(service, "serve", lambda app, host, port: served.update(app=app, host=host, port=port))
+    r = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--port", "8123", "--min-face", "100", "--tta", "hflip"])
+    assert r.exit_code == 0, r.output
+    assert served["host"] == "127.0.0.1" and served["port"] == 8123 and "serving torch model" in r.output
+    c = TestClient(served["app"])
+    h = c.get("/health").json()
+    assert h["status"] == "ok" and h["tta"] == "hflip"
+    d = c.post("/predict", files={"file": ("g.jpg", group_photo_file.read_bytes(), "image/jpeg")}).json()
+    assert [f["status"] for f in d["faces"]] == ["ok"] * 3 + ["too_small"]
+    bad = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--tta", "vflip"])
+    assert bad.exit_code != 0 and "vflip" in bad.output

@@ -15,8 +15,10 @@ from .common import emit, json_option
 @click.option("--name", help="Name of this evaluation (folder under RUN/eval).")
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @click.option("--no-temperature", is_flag=True, help="Ignore a calibrated temperature stored in the checkpoint.")
+@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
+              help="Test-time augmentation: hflip averages the probabilities of each face and its mirror (2 passes).")
 @json_option
-def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_temperature, as_json):
+def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_temperature, tta, as_json):
     """Evaluate a trained model: accuracy, balanced accuracy, per-class accuracy, F1, calibration, confusion."""
     import yaml
 
@@ -30,8 +32,8 @@ def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_tem
         k, _, v = o.partition("=")
         opts[k] = yaml.safe_load(v)
     m = evaluate_checkpoint(checkpoint, spec, split, options=opts, out_dir=out_dir, name=name, on_bad_file=on_bad_file,
-                            use_temperature=not no_temperature)
-    human = [f"{spec} [{split or 'all'}]  n={m['n']}", f"  accuracy          {m['accuracy']:.4f}",
+                            use_temperature=not no_temperature, tta=tta)
+    human = [f"{spec} [{split or 'all'}]  n={m['n']}" + ("  (flip TTA)" if tta == "hflip" else ""), f"  accuracy          {m['accuracy']:.4f}",
              f"  balanced accuracy {m['balanced_accuracy']:.4f}", f"  macro-F1          {m['macro_f1']:.4f}",
              f"  ECE / NLL         {m['ece']:.4f} / {m['nll']:.4f}", "  per-class accuracy:"]
     for c, a in m["per_class_accuracy"].items():

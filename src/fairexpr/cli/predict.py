@@ -55,10 +55,12 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list
 @click.option("--strict", is_flag=True, help="Exit non-zero (1) when any input could not be read.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Faces per forward pass (across images).")
 @click.option("--threads", type=int, default=None, help="onnxruntime/torch CPU threads.")
+@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
+              help="Test-time augmentation: hflip averages each face's and its mirror's probabilities (2x the compute).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @json_option
 def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_dir, every_n, fps, min_face, margin,
-            detector, yunet_model, threshold, strict, batch_size, threads, no_progress, as_json):
+            detector, yunet_model, threshold, strict, batch_size, threads, tta, no_progress, as_json):
     """Predict expressions (label, probabilities, normalized-entropy confidence) for INPUTS: images,
     folders (recursive) and videos. Faces too small and images without faces are reported with a status."""
     from ..inference.detect import create_detector
@@ -71,7 +73,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
     if onnx_file:
         from ..inference.predictor import OnnxPredictor
 
-        predictor = OnnxPredictor(onnx_file, threads=threads)
+        predictor = OnnxPredictor(onnx_file, threads=threads, tta=tta)
     else:
         if threads:
             import torch
@@ -79,7 +81,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
             torch.set_num_threads(threads)
         from ..inference.predictor import TorchPredictor
 
-        predictor = TorchPredictor(checkpoint)
+        predictor = TorchPredictor(checkpoint, tta=tta)
     det = None
     if not crops:
         det = create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar")

@@ -18,7 +18,9 @@ from .common import UserError
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="reliable = confidence >= threshold.")
 @click.option("--max-bytes", type=int, default=8 * 1024 * 1024, show_default=True, help="Largest upload accepted.")
 @click.option("--max-pixels", type=int, default=16_000_000, show_default=True, help="Largest image (width x height).")
-def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min_face, threshold, max_bytes, max_pixels):
+@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
+              help="Test-time augmentation: hflip averages each face's and its mirror's probabilities.")
+def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min_face, threshold, max_bytes, max_pixels, tta):
     """Serve a model over HTTP with an upload page at /."""
     from ..inference.detect import create_detector
     from ..inference.predictor import load_predictor
@@ -26,7 +28,7 @@ def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min
 
     if (checkpoint is None) == (onnx_file is None):
         raise UserError("give exactly one of --checkpoint DIR or --onnx FILE")
-    pred = load_predictor(checkpoint=checkpoint, onnx=onnx_file)
+    pred = load_predictor(checkpoint=checkpoint, onnx=onnx_file, tta=tta)
     det = None if crops else (create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar"))
     app = create_app(pred, det, crops=crops, min_face=min_face, threshold=threshold, max_bytes=max_bytes,
                      max_pixels=max_pixels)

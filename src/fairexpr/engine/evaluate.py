@@ -16,7 +16,7 @@ from . import checkpoint as ck
 
 def evaluate_and_write(out_dir: str | Path, preds: dict[str, np.ndarray], classes: tuple[str, ...] | list[str], *,
                        dataset: str, split: str | None, label_protocol: str = "hard", checkpoint: str = "",
-                       temperature: float = 1.0, plots: bool = True) -> dict[str, Any]:
+                       temperature: float = 1.0, plots: bool = True, tta: str = "none") -> dict[str, Any]:
     from ..evaluation.metrics import evaluate
 
     out = Path(out_dir)
@@ -30,7 +30,7 @@ def evaluate_and_write(out_dir: str | Path, preds: dict[str, np.ndarray], classe
     emb = None if emb is None else np.asarray(emb)[keep]
     m = evaluate(y[keep], probs, list(classes), embeddings=emb if emb is not None and len(emb) <= 20000 else None)
     m.update({"dataset": dataset, "split": split, "label_protocol": label_protocol, "checkpoint": checkpoint,
-              "temperature": temperature})
+              "temperature": temperature, "tta": tta})
     ck.atomic_write_json(out / "metrics.json", m)
     buf = {"y_true": y[keep], "probs": probs.astype(np.float32), "logits": np.asarray(preds["logits"])[keep].astype(np.float32)}
     if emb is not None:
@@ -52,10 +52,21 @@ def evaluate_and_write(out_dir: str | Path, preds: dict[str, np.ndarray], classe
 
 def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = None, *, options: dict[str, Any] | None = None,
                         out_dir: str | Path | None = None, name: str | None = None, batch_size: int = 512,
-                        on_bad_file: str = "error", progress: bool = True, use_temperature: bool = True) -> dict[str, Any]:
-    """Evaluate a saved model on ``FORMAT:PATH`` (split) with the checkpoint's own preprocessing."""
+                        on_bad_file: str = "error", progress: bool = True, use_temperature: bool = True,
+                        tta: str = "none") -> dict[str, Any]:
+    """Evaluate a saved model on ``FORMAT:PATH`` (split) with the checkpoint's own preprocessing.
+
+    ``tta="hflip"`` averages the probabilities of each face and its mirror (:mod:`fairexpr.evaluation.tta`).
+    """
+    from ..config import ConfigError
     from ..data.augment import normalize, to_float
+    from ..evaluation.tta import check_tta, mean_views, tta_views
     from .data import _remap, load_split
+
+    try:
+        tta = check_tta(tta, "tta")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     model, side = ck.load_model(checkpoint)
     pre = side["preprocess"]
@@ -69,11 +80,11 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
     with torch.inference_mode():
         for s in range(0, len(sp), batch_size):
             x = normalize(to_float(sp.images[s:s + batch_size]), pre["mean"], pre["std"])
-            f = model.forward_features(x)
-            z = model.forward_head(f)
-            logits.append(z)
-            probs.append((z / temp).softmax(-1))
-            embs.append(f)
+            fs = [model.forward_features(v) for v, _ in tta_views(x, tta)]
+            zs = [model.forward_head(f) for f in fs]
+            logits.append(mean_views(zs))
+            probs.append(mean_views([(z / temp).softmax(-1) for z in zs]))
+            embs.append(mean_views(fs))
     preds = {"labels": sp.labels.numpy(), "probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(),
              "embedding": torch.cat(embs).numpy()}
     run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
@@ -81,7 +92,7 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
     out = Path(out_dir) if out_dir else run / "eval" / tag
     m = evaluate_and_write(out, preds, classes, dataset=spec, split=split,
                            label_protocol=str((options or {}).get("protocol", "hard")), checkpoint=str(checkpoint),
-                           temperature=temp)
+                           temperature=temp, tta=tta)
     m["out_dir"] = str(out)
     m["dropped_absent_classes"] = sp.info.get("dropped_absent_classes", {})
     return m

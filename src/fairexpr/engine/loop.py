@@ -177,8 +177,14 @@ class Engine:
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
     def predict_split(self, split: Split, batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Probabilities, logits and embeddings of the deployable network on a whole split."""
+        """Probabilities, logits and embeddings of the deployable network on a whole split.
+
+        With ``train.eval_tta: hflip`` each face and its mirror are predicted and averaged
+        (:mod:`fairexpr.evaluation.tta`; landmarks mirrored with them)."""
+        from ..evaluation.tta import mean_views, tta_views
+
         bs = batch_size or int(self.cfg["train"]["eval_batch_size"])
+        tta = self.cfg["train"].get("eval_tta", "none")
         was = self.method.training
         self.method.eval()
         probs, logits, embs = [], [], []
@@ -189,12 +195,14 @@ class Engine:
                     x = x.contiguous(memory_format=torch.channels_last)
                 x = self.fabric.to_device(x)
                 lm = self.fabric.to_device(split.landmarks[s:s + bs]) if self._uses_landmarks and split.landmarks is not None else None
-                with self.fabric.autocast():
-                    out = self.method.predict(x) if lm is None else self.method.predict(x, landmarks=lm)
-                probs.append(out["probs"].float().cpu())
-                logits.append(out["logits"].float().cpu())
-                if out.get("embedding") is not None:
-                    embs.append(out["embedding"].float().cpu())
+                outs = []
+                for xv, lmv in tta_views(x, tta, lm):
+                    with self.fabric.autocast():
+                        outs.append(self.method.predict(xv) if lmv is None else self.method.predict(xv, landmarks=lmv))
+                probs.append(mean_views([o["probs"].float().cpu() for o in outs]))
+                logits.append(mean_views([o["logits"].float().cpu() for o in outs]))
+                if outs[0].get("embedding") is not None:
+                    embs.append(mean_views([o["embedding"].float().cpu() for o in outs]))
         finally:
             self.method.train(was)
         res = {"probs": torch.cat(probs).numpy(), "logits": torch.cat(logits).numpy(), "labels": split.labels.cpu().numpy()}
@@ -493,7 +501,8 @@ class Engine:
                         sp = self.splits[role]
                         out[name][role] = evaluate_and_write(
                             self.out / "eval" / name / role, self.predict_split(sp), self.classes, dataset=sp.spec,
-                            split=sp.split, label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out / f"{name}.json"))
+                            split=sp.split, label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out / f"{name}.json"),
+                            tta=self.cfg["train"]["eval_tta"])
         finally:
             self.method.model.load_state_dict(deployed)
         return out
@@ -551,7 +560,8 @@ class Engine:
                 sp = self.splits[role]
                 pr = self.predict_split(sp)
                 out[role] = evaluate_and_write(self.out / "eval" / role, pr, self.classes, dataset=sp.spec, split=sp.split,
-                                               label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out))
+                                               label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out),
+                                               tta=self.cfg["train"]["eval_tta"])
         return out
 
 

@@ -66,6 +66,8 @@ class Predictor(ABC):
     preprocess: Preprocess
     temperature: float
     backend: str = "base"
+    #: test-time augmentation (:mod:`fairexpr.evaluation.tta`): "none" or "hflip" (face + mirror, probabilities averaged)
+    tta: str = "none"
 
     @abstractmethod
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -79,8 +81,11 @@ class Predictor(ABC):
         exp = (self.preprocess.in_chans, *self.preprocess.input_size)
         if batch.ndim != 4 or tuple(batch.shape[1:]) != exp:
             raise DataError(f"model input must be [B, {exp[0]}, {exp[1]}, {exp[2]}], got {list(batch.shape)}")
-        z = np.asarray(self.logits(batch), np.float64)
-        p = softmax(z, self.temperature)
+        from ..evaluation.tta import mean_views, tta_views
+
+        zs = [np.asarray(self.logits(v), np.float64) for v, _ in tta_views(batch, self.tta)]
+        z = mean_views(zs)
+        p = mean_views([softmax(zv, self.temperature) for zv in zs])
         return Prediction(z, p, p.argmax(axis=1), normalized_entropy_confidence(p))
 
     def predict_faces(self, faces: Sequence[np.ndarray]) -> Prediction:
@@ -89,7 +94,15 @@ class Predictor(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "classes": list(self.classes), "preprocess": self.preprocess.to_dict(),
-                "temperature": self.temperature}
+                "temperature": self.temperature, "tta": self.tta}
+
+    def _set_tta(self, tta: str | None, where: str) -> None:
+        from ..evaluation.tta import check_tta
+
+        try:
+            self.tta = check_tta(tta, f"{where}: tta")
+        except ValueError as e:
+            raise DataError(str(e)) from None
 
 
 def _temperature(v: Any, where: str) -> float:
@@ -111,7 +124,7 @@ class TorchPredictor(Predictor):
     backend = "torch"
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", temperature: float | None = None,
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, tta: str = "none") -> None:
         import torch
 
         from ..engine.checkpoint import load_model
@@ -122,6 +135,7 @@ class TorchPredictor(Predictor):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.device = torch.device(device)
         where = f"checkpoint {checkpoint}"
+        self._set_tta(tta, where)
         self.preprocess = Preprocess.from_sidecar(self.sidecar.get("preprocess"), where)
         self.classes = tuple(self.sidecar["classes"])
         self.temperature = _temperature(temperature if temperature is not None else self.sidecar.get("temperature"), where)
@@ -146,10 +160,11 @@ class OnnxPredictor(Predictor):
     backend = "onnx"
 
     def __init__(self, onnx_file: str | Path, threads: int | None = None, providers: Sequence[str] | None = None,
-                 temperature: float | None = None) -> None:
+                 temperature: float | None = None, tta: str = "none") -> None:
         import onnxruntime as ort
 
         path = Path(onnx_file)
+        self._set_tta(tta, str(path))
         if not path.is_file():
             raise DataError(f"ONNX file {str(path)!r} not found")
         opts = ort.SessionOptions()
