@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .common import emit, json_option
+from .common import emit, json_option, train_overrides
 
 
 def build_adapt_config(config_path: str | None, source: str, target: str, target_eval: str | None = None,
@@ -24,13 +24,7 @@ def build_adapt_config(config_path: str | None, source: str, target: str, target
     # the evaluation set always comes from --target-eval (null without it), never from a config default
     # that may name another dataset than --target
     extra: dict[str, Any] = {"data": {"train": source, "target": target, "target_eval": target_eval or None}}
-    tr: dict[str, Any] = {}
-    if epochs:
-        tr["epochs"] = epochs
-    if minutes:
-        tr["max_minutes"] = minutes
-    if no_progress:
-        tr["progress"] = False
+    tr = train_overrides(epochs, minutes, no_progress)
     if tr:
         extra["train"] = tr
     cfg = load_config(config_path, list(overrides), extra=extra)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -74,3 +73,16 @@ def _default(o: Any) -> Any:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def train_overrides(epochs: int | None = None, minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:
+    """The ``train`` section set by the shared ``--epochs / --minutes / --no-progress`` options (empty if none)."""
+    tr: dict[str, Any] = {}
+    if epochs:
+        tr["epochs"] = epochs
+    if minutes:
+        tr["max_minutes"] = minutes
+    if no_progress:
+        tr["progress"] = False
+    return tr
+

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import emit, json_option
+from .common import emit, json_option, train_overrides
 
 
 def summarize(result: dict) -> str:
@@ -49,13 +49,7 @@ def run_training(config_path, out, train_spec, val_spec, test_spec, epochs, minu
         data["val"] = val_spec
     if test_spec:
         data["test"] = test_spec
-    tr: dict = extra.setdefault("train", {})
-    if epochs:
-        tr["epochs"] = epochs
-    if minutes:
-        tr["max_minutes"] = minutes
-    if no_progress:
-        tr["progress"] = False
+    extra.setdefault("train", {}).update(train_overrides(epochs, minutes, no_progress))
     cfg = load_config(config_path, overrides, extra=extra)
     return fit(cfg, Path(out), resume=resume)
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 import time
 from pathlib import Path
 from typing import Any
