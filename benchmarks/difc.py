@@ -76,6 +76,15 @@ def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_s
     return run_dir
 
 
+def shard_of(k: int, target_index: int, per_target: int, n: int) -> int:
+    """Shard of the k-th cell (seeds outermost, then targets, then methods x losses, ``per_target`` cells each).
+
+    Plain ``k mod n`` would give one shard every MCD ``ce``/``difc`` cell and the other every ``di`` cell of a
+    target when ``per_target`` is even, so the target index shifts the pattern there (each shard gets a mix of the
+    slower MCD and the DANN cells); with an odd ``per_target`` consecutive targets already alternate."""
+    return (k + (target_index if per_target % 2 == 0 else 0)) % n
+
+
 def budget_meta(records: list[dict]) -> dict:
     """The budget the finished runs actually used (from their saved configs)."""
     seen = {}
@@ -123,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     cells = [(seed, ti, target, tsplit, method, loss) for seed in args.seeds for ti, (target, tsplit) in enumerate(targets)
              for method in args.methods for loss in args.losses]  # seeds outermost: seed 0 of every cell first
+    per_target = len(args.methods) * len(args.losses)
     for k, (seed, ti, target, tsplit, method, loss) in enumerate(cells):
-        # (k + target index) mod n: each shard gets a mix of the (slower) MCD and the DANN cells
-        if args.collect or (k + ti) % shard_n != shard_i:
+        if args.collect or shard_of(k, ti, per_target, shard_n) != shard_i:
             runs.append(cell_dir(out, method, loss, seed, target, tsplit))
         else:
             runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
