@@ -70,3 +70,15 @@ def test_plot_errors(tmp_path):
     with pytest.raises(ValueError, match="positive total"):
         plots.plot_imbalance([0, 0, 0], CL, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_curve_columns_of_an_engine_log():
+    """The engine's metrics.csv: train_acc is an accuracy, loss_reweighted (0/1 DRW flag) is not a loss."""
+    df = pd.DataFrame({"epoch": [1, 2, 3], "lr": [0.1, 0.05, 0.0], "train_loss": [2.0, 1.5, 1.2],
+                       "train_acc": [0.4, 0.5, 0.6], "loss_reweighted": [0, 0, 1], "val_accuracy": [0.4, 0.45, 0.5],
+                       "val_balanced_accuracy": [0.3, 0.35, 0.4], "val_loss": [1.9, 1.7, 1.6]})
+    loss, acc = plots.curve_columns(df)
+    assert loss == ["train_loss", "val_loss"]
+    assert acc == ["train_acc", "val_accuracy", "val_balanced_accuracy"]
+    # a loss that happens to be integer but not 0/1 stays a loss
+    assert plots.curve_columns(pd.DataFrame({"epoch": [1, 2], "loss": [3, 2]}))[0] == ["loss"]

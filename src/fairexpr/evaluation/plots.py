@@ -242,6 +242,27 @@ def plot_tsne(embeddings: Any, labels: Any, classes: Sequence[str], path: str | 
     return save_figure(fig, path)
 
 
+def curve_columns(df: Any) -> tuple[list[str], list[str]]:
+    """``(loss columns, accuracy columns)`` of a metrics table.
+
+    Losses: numeric columns with ``loss`` in the name, except 0/1 flags such as the engine's ``loss_reweighted``
+    (whether DRW was on). Accuracies: numeric columns with ``accuracy`` in the name or ending in ``_acc``
+    (the engine's ``train_acc``)."""
+    import pandas as pd
+
+    def numeric(c: str) -> bool:
+        return pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+
+    def flag(c: str) -> bool:
+        v = df[c].dropna()
+        return pd.api.types.is_bool_dtype(df[c]) or (len(v) > 0 and set(v.unique().tolist()) <= {0, 1}
+                                                     and pd.api.types.is_integer_dtype(df[c]))
+
+    loss = [c for c in df.columns if "loss" in c.lower() and numeric(c) and not flag(c)]
+    acc = [c for c in df.columns if ("accuracy" in c.lower() or c.lower().endswith("_acc")) and numeric(c)]
+    return loss, acc
+
+
 def plot_training_curves(metrics: Any, path: str | os.PathLike, title: str | None = None) -> Path:
     """Training curves from a ``metrics.csv`` (path or DataFrame) with an ``epoch`` column: every
     ``*loss*`` column on the left panel, every ``*accuracy*`` column (accuracy, balanced accuracy,
@@ -263,8 +284,7 @@ def plot_training_curves(metrics: Any, path: str | os.PathLike, title: str | Non
         raise ValueError(f"{src}: expected an 'epoch' column, found {list(df.columns)}")
     if df.empty:
         raise ValueError(f"{src}: has no rows")
-    loss_cols = [c for c in df.columns if "loss" in c.lower() and pd.api.types.is_numeric_dtype(df[c])]
-    acc_cols = [c for c in df.columns if "accuracy" in c.lower() and pd.api.types.is_numeric_dtype(df[c])]
+    loss_cols, acc_cols = curve_columns(df)
     if not loss_cols and not acc_cols:
         raise ValueError(f"{src}: no '*loss*' or '*accuracy*' columns to plot (columns: {list(df.columns)})")
     # one row per epoch (a log may hold several rows per epoch after resume; keep the last)
