@@ -77,7 +77,8 @@ DEFAULTS: dict[str, Any] = {
         # Epoch-based schedules (DIFC's t1_epochs, DRW, step LR) then count these shorter epochs.
         "iters_per_epoch": None,
         "eval_batch_size": 512,
-        "eval_tta": "none",  # none | hflip: validation/test predictions average each face and its mirror
+        "eval_tta": "none",  # none | hflip: every split prediction of the engine (val, test, the DIFC target
+                             # confusion scores) averages each face and its mirror
         "grad_clip": None,
         "precision": "32-true",  # any Lightning precision: "bf16-mixed", "16-mixed" (GPU) ...
         "accelerator": "auto",
@@ -214,7 +215,9 @@ def validate(cfg: dict[str, Any]) -> None:
     need(t["iters_per_epoch"] is None or (isinstance(t["iters_per_epoch"], int) and not isinstance(t["iters_per_epoch"], bool)
                                           and t["iters_per_epoch"] > 0),
          "train.iters_per_epoch", f"must be null or a positive integer, got {t['iters_per_epoch']!r}")
-    need(t["eval_tta"] in ("none", "hflip"), "train.eval_tta", f"must be none|hflip, got {t['eval_tta']!r}")
+    from .evaluation.tta import TTA_MODES
+
+    need(t["eval_tta"] in TTA_MODES, "train.eval_tta", f"must be {'|'.join(TTA_MODES)}, got {t['eval_tta']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
     need(cfg["optim"]["name"] in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd|adam|adamw, got {cfg['optim']['name']!r}")

@@ -71,3 +71,11 @@ def test_unknown_modes_are_clear_errors():
         HalvesPredictor("five_crop")
     with pytest.raises(ValueError, match="at least one view"):
         mean_views([])
+
+
+def test_cli_choices_are_the_tta_modes():
+    from fairexpr.cli.common import TTA_CHOICES
+    from fairexpr.evaluation.tta import TTA_MODES
+
+    assert TTA_CHOICES == TTA_MODES
+

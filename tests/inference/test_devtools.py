@@ -3,6 +3,7 @@ even while exiting helper processes are still writing into it (CI once failed on
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -107,3 +108,16 @@ def _processes_using(profile: str) -> list[int]:
             except OSError:
                 continue
     return out
+
+
+def test_remove_tree_warns_when_the_profile_cannot_go(tmp_path, monkeypatch):
+    d = tmp_path / "profile"
+    d.mkdir()
+
+    def stuck(path, ignore_errors=False):
+        if not ignore_errors:
+            raise OSError("Directory not empty")
+
+    monkeypatch.setattr(shutil, "rmtree", stuck)
+    with pytest.warns(RuntimeWarning, match="could not remove chromium's temporary profile"):
+        _remove_tree(str(d), attempts=2, interval=0.0)

@@ -74,6 +74,13 @@ def _default(o: Any) -> Any:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
+#: ``--tta`` of predict / eval / serve; the choices are ``fairexpr.evaluation.tta.TTA_MODES`` (kept literal here so the
+#: CLI does not import the evaluation package at start-up; a test checks they agree)
+TTA_CHOICES = ("none", "hflip")
+tta_option = click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+                          help="Test-time augmentation: hflip averages the probabilities of each face and its mirror "
+                               "(two forward passes).")
+
 
 def train_overrides(epochs: int | None = None, minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:
     """The ``train`` section set by the shared ``--epochs / --minutes / --no-progress`` options (empty if none)."""

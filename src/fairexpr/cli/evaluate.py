@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, json_option
+from .common import emit, json_option, tta_option
 
 
 @click.command("eval")
@@ -15,8 +15,7 @@ from .common import emit, json_option
 @click.option("--name", help="Name of this evaluation (folder under RUN/eval).")
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @click.option("--no-temperature", is_flag=True, help="Ignore a calibrated temperature stored in the checkpoint.")
-@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
-              help="Test-time augmentation: hflip averages the probabilities of each face and its mirror (2 passes).")
+@tta_option
 @json_option
 def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_temperature, tta, as_json):
     """Evaluate a trained model: accuracy, balanced accuracy, per-class accuracy, F1, calibration, confusion."""

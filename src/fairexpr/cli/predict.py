@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import click
 
-from .common import UserError, emit, json_option
+from .common import UserError, emit, json_option, tta_option
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -55,8 +55,7 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list
 @click.option("--strict", is_flag=True, help="Exit non-zero (1) when any input could not be read.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Faces per forward pass (across images).")
 @click.option("--threads", type=int, default=None, help="onnxruntime/torch CPU threads.")
-@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
-              help="Test-time augmentation: hflip averages each face's and its mirror's probabilities (2x the compute).")
+@tta_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @json_option
 def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_dir, every_n, fps, min_face, margin,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import UserError
+from .common import UserError, tta_option
 
 
 @click.command("serve")
@@ -18,8 +18,7 @@ from .common import UserError
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="reliable = confidence >= threshold.")
 @click.option("--max-bytes", type=int, default=8 * 1024 * 1024, show_default=True, help="Largest upload accepted.")
 @click.option("--max-pixels", type=int, default=16_000_000, show_default=True, help="Largest image (width x height).")
-@click.option("--tta", type=click.Choice(["none", "hflip"]), default="none", show_default=True,
-              help="Test-time augmentation: hflip averages each face's and its mirror's probabilities.")
+@tta_option
 def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min_face, threshold, max_bytes, max_pixels, tta):
     """Serve a model over HTTP with an upload page at /."""
     from ..inference.detect import create_detector

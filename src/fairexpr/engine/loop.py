@@ -178,7 +178,8 @@ class Engine:
         """Probabilities, logits and embeddings of the deployable network on a whole split.
 
         With ``train.eval_tta: hflip`` each face and its mirror are predicted and averaged
-        (:mod:`fairexpr.evaluation.tta`; landmarks mirrored with them)."""
+        (:mod:`fairexpr.evaluation.tta`; landmarks mirrored with them) — for every role, so model selection,
+        the final evaluation and DIFC's target confusion scores all see the same predictor."""
         from ..evaluation.tta import mean_views, tta_views
 
         bs = batch_size or int(self.cfg["train"]["eval_batch_size"])

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import warnings
 from typing import Any, Callable, Iterator
 
 
@@ -138,6 +139,8 @@ def _remove_tree(path: str, attempts: int = 20, interval: float = 0.1) -> None:
         except OSError:
             time.sleep(interval)
     shutil.rmtree(path, ignore_errors=True)
+    if os.path.exists(path):
+        warnings.warn(f"could not remove chromium's temporary profile {path}", RuntimeWarning, stacklevel=2)
 
 
 def upload_on_service_page(cdp: CDP, url: str, image_path: str, timeout: float = 60.0) -> str:
