@@ -1,16 +1,22 @@
-"""Training throughput of the fairexpr engine vs a plain PyTorch loop (torchvision-reference style) on the
-same model, data and batch size, measured in one run on this machine.
+"""Training throughput: the fairexpr engine vs the compute-only ceiling vs a plain PyTorch loop, measured in
+one run on this machine, for each recipe's model, on 1 and on 2 threads.
 
-The plain loop is what torchvision's ``references/classification/train.py`` does: an image-folder
-dataset decoding JPEGs with PIL, per-image ``transforms.v2`` augmentation in DataLoader workers with
-prefetch, SGD. The engine decodes the dataset once (cached), augments whole batches with one
-vectorised affine warp, and never syncs the host per step.
+Three figures per recipe and thread count:
 
-    python benchmarks/engine_speed.py --data $FAIREXPR_DATA --images 6400 --batch 128
+* **ceiling** — forward + backward + optimizer step on ready tensors (one fixed batch, no data pipeline),
+  in each of fp32/bf16-autocast x contiguous/channels_last: the most this CPU can do with this model;
+* **engine** — ``fairexpr.engine.fit`` on a FER2013 subset with the recipe's own ``train.memory_format`` and
+  ``train.precision`` (decode/cache excluded: the second epoch's images/s);
+* **plain** — what torchvision's ``references/classification/train.py`` does: an image-folder dataset decoding
+  JPEGs with PIL, per-image ``transforms.v2`` augmentation in DataLoader workers with prefetch, SGD, NCHW fp32.
+
+    python benchmarks/engine_speed.py --data $FAIREXPR_DATA \
+        --recipes configs/mobilenet_ldam_cpu.yaml configs/baseline_ce_cpu.yaml@model.kwargs.small_input=false --threads 1 2
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,10 +28,42 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+VARIANTS = [("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "contiguous"), ("bf16", "channels_last")]
 
-def plain_loop(files, labels, model, batch, steps, workers):
+
+def ceiling(build, in_chans: int, size: int, batch: int, steps: int, precision: str, fmt: str) -> float:
+    """Images/s of forward + backward + SGD step on one ready batch (the compute-only limit)."""
+    torch.manual_seed(0)
+    model = build()
+    model.train()
+    x = torch.randn(batch, in_chans, size, size)
+    y = torch.randint(0, 7, (batch,))
+    if fmt == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    crit = torch.nn.CrossEntropyLoss()
+
+    def step():
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        with ctx:
+            out = model(x)
+        loss = crit(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up: oneDNN primitive creation
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def plain_loop(files, labels, model, size: int, batch: int, steps: int, workers: int) -> float:
     class DS(torch.utils.data.Dataset):
-        tf = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.RandomResizedCrop(48, scale=(0.8, 1.0), antialias=True),
+        tf = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True),
                         T.RandomHorizontalFlip(), T.RandomRotation(10), T.ColorJitter(0.2, 0.2), T.Normalize([0.5], [0.5])])
 
         def __len__(self):
@@ -44,7 +82,7 @@ def plain_loop(files, labels, model, batch, steps, workers):
     x, y = next(it)  # warm-up step (worker start-up excluded, as for the engine)
     crit(model(x), y).backward(); opt.step(); opt.zero_grad()
     t0 = time.perf_counter()
-    for s in range(steps):
+    for _ in range(steps):
         try:
             x, y = next(it)
         except StopIteration:
@@ -58,48 +96,96 @@ def plain_loop(files, labels, model, batch, steps, workers):
     return n / (time.perf_counter() - t0)
 
 
+def split_recipe(spec: str) -> tuple[str, list[str]]:
+    """``configs/x.yaml@model.kwargs.small_input=false,train.batch_size=64`` -> (path, overrides)."""
+    path, _, over = spec.partition("@")
+    return path, [o for o in over.split(",") if o]
+
+
+def engine_speed(recipe: str, manifest: Path, tmp: Path, images: int, epochs: int = 2) -> dict:
+    from fairexpr.config import load_config
+    from fairexpr.engine import fit
+
+    path, overrides = split_recipe(recipe)
+    cfg = load_config(path, overrides=overrides, extra={"data": {"train": f"csv:{manifest}", "train_split": None, "val": None, "test": None,
+                                              "test_split": None, "val_split": None, "cache_dir": str(tmp / "cache")},
+                                     "train": {"epochs": epochs, "max_minutes": None, "progress": False, "eval_tta": "none"}})
+    run = tmp / f"run_{len(list(tmp.glob('run_*')))}"
+    res = fit(cfg, run)
+    return {"images_per_s": res["history"][-1]["train_images_per_s"],  # last epoch: decode/cache excluded
+            "memory_format": cfg["train"]["memory_format"], "precision": cfg["train"]["precision"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", "../shared/data"))
-    ap.add_argument("--images", type=int, default=6400)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--model", default="resnet18")
-    ap.add_argument("--model-kwargs", default='{"small_input": true}')
+    ap.add_argument("--recipes", nargs="+", default=["configs/mobilenet_ldam_cpu.yaml",
+                                                     "configs/baseline_ce_cpu.yaml@model.kwargs.small_input=false"],
+                    help="recipe files, each optionally with @key=value,key=value overrides")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--images", type=int, default=2880, help="FER2013 training images the engine/plain loop iterate over")
+    ap.add_argument("--ceiling-steps", type=int, default=15)
+    ap.add_argument("--plain-steps", type=int, default=15)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain-loop figure")
     ap.add_argument("--out", default="benchmarks/results/engine_speed.json")
     a = ap.parse_args()
     from fairexpr.config import load_config
     from fairexpr.data import FERDataset
-    from fairexpr.engine import fit
     from fairexpr.models import create_model
 
-    mk = json.loads(a.model_kwargs)
-    ds = FERDataset.from_spec(f"fer2013:{a.data}/fer2013", "train")
+    ds = FERDataset.from_spec(f"fer2013:{Path(a.data).resolve()}/fer2013", "train")
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(len(ds), generator=g)[: a.images].tolist()
     files = [ds.samples[i].path for i in pick]
     labels = [ds.samples[i].label for i in pick]
-    steps = a.images // a.batch
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = Path(tmp) / "subset.csv"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        manifest = tmp / "subset.csv"
         manifest.write_text("path,label\n" + "\n".join(f"{f},{ds.classes[l]}" for f, l in zip(files, labels)) + "\n")
-        torch.manual_seed(0)
-        plain = plain_loop(files, labels, create_model(a.model, 7, in_chans=1, **mk), a.batch, steps, a.workers)
-        cfg = load_config(None, extra={"data": {"train": f"csv:{manifest}", "train_split": None, "val": None, "image_size": 48, "channels": 1,
-                                                "cache_dir": str(Path(tmp) / "cache")},
-                                       "model": {"name": a.model, "kwargs": mk},
-                                       "augment": {"crop_scale": [0.8, 1.0], "rotation": 10, "color_jitter": 0.2},
-                                       "train": {"epochs": 2, "batch_size": a.batch, "progress": False}})
-        res = fit(cfg, Path(tmp) / "run")
-        engine = res["history"][-1]["train_images_per_s"]  # second epoch: decode/cache excluded
-    out = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
-           "model": a.model, "model_kwargs": mk, "images": a.images, "batch": a.batch, "input": "48x48 grayscale",
-           "plain_pytorch_images_per_s": plain, "engine_images_per_s": engine, "ratio_engine_over_plain": engine / plain,
-           "plain_loop": f"torchvision-reference style: PIL decode + transforms.v2 per image, DataLoader workers={a.workers}, prefetch 4",
-           "date": time.strftime("%Y-%m-%d")}
+        for recipe in a.recipes:
+            path, overrides = split_recipe(recipe)
+            cfg = load_config(path, overrides=overrides)
+            m, d, t = cfg["model"], cfg["data"], cfg["train"]
+            size, ch, batch = int(d["image_size"]), int(d["channels"]), int(t["batch_size"])
+            pretrained = m["pretrained"] if m["pretrained"] and Path(m["pretrained"]).is_file() else None
+
+            def build(m=m, ch=ch, pretrained=pretrained):
+                return create_model(m["name"], 7, pretrained=pretrained, in_chans=ch, **m["kwargs"])
+
+            for n in a.threads:
+                torch.set_num_threads(n)
+                row = {"recipe": recipe, "model": m["name"], "model_kwargs": m["kwargs"], "input": f"{size}x{size}x{ch}",
+                       "batch": batch, "threads": torch.get_num_threads(), "ceiling": {}}
+                for prec, fmt in VARIANTS:
+                    row["ceiling"][f"{prec}_{fmt}"] = ceiling(build, ch, size, batch, a.ceiling_steps, prec, fmt)
+                    print(f"{recipe} threads={n} ceiling {prec} {fmt}: {row['ceiling'][f'{prec}_{fmt}']:.1f} img/s", flush=True)
+                eng = engine_speed(recipe, manifest, tmp, a.images)
+                row["engine"] = eng
+                best_key = max(row["ceiling"], key=row["ceiling"].get)
+                row["best_ceiling"] = {"variant": best_key, "images_per_s": row["ceiling"][best_key]}
+                row["engine_over_best_ceiling"] = eng["images_per_s"] / row["ceiling"][best_key]
+                print(f"{recipe} threads={n} engine ({eng['precision']}, {eng['memory_format']}): {eng['images_per_s']:.1f} img/s "
+                      f"= {row['engine_over_best_ceiling']:.2f} of the best ceiling ({best_key})", flush=True)
+                if not a.no_plain:
+                    torch.manual_seed(0)
+                    row["plain_images_per_s"] = plain_loop(files, labels, build(), size, batch, a.plain_steps, a.workers)
+                    row["engine_over_plain"] = eng["images_per_s"] / row["plain_images_per_s"]
+                    print(f"{recipe} threads={n} plain loop: {row['plain_images_per_s']:.1f} img/s "
+                          f"(engine {row['engine_over_plain']:.2f}x)", flush=True)
+                rows.append(row)
+    out = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+           "images": a.images, "ceiling_steps": a.ceiling_steps,
+           "plain_loop": f"torchvision-reference style: PIL decode + transforms.v2 per image, DataLoader workers={a.workers}, "
+                         "prefetch 4, NCHW fp32",
+           "command": "python benchmarks/engine_speed.py " + " ".join(
+               ["--recipes", *a.recipes, "--threads", *map(str, a.threads), "--images", str(a.images)]),
+           "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
+    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ DEFAULTS: dict[str, Any] = {
         "eval_tta": "none",  # none | hflip: every split prediction of the engine (val, test, the DIFC target
                              # confusion scores) averages each face and its mirror
         "grad_clip": None,
-        "precision": "32-true",  # any Lightning precision: "bf16-mixed", "16-mixed" (GPU) ...
+        # 32-true | bf16-mixed (CPU or GPU: networks' forward in bf16 under autocast, losses in fp32) |
+        # 16-mixed (GPU) | bf16-true | 16-true | 64-true
+        "precision": "32-true",
         "accelerator": "auto",
         "devices": 1,
         "strategy": "auto",
@@ -89,11 +91,16 @@ DEFAULTS: dict[str, Any] = {
         "early_stop_patience": None,
         "tensorboard": False,
         "progress": True,
-        "channels_last": False,
+        # auto: channels_last (NHWC) for a network with 2-D convolutions, else contiguous | channels_last | contiguous
+        "memory_format": "auto",
         "val_every": 1,
         "checkpoint_every": 1,
     },
 }
+
+#: ``train.memory_format`` values and the precisions the engine accepts (Lightning's names; 16-* need a GPU)
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 _FREEFORM = {("model", "kwargs"), ("loss", "kwargs"), ("sampler", "kwargs")}
 _FREE_SECTIONS = {"method"}
@@ -114,6 +121,9 @@ def _merge(base: dict, override: dict, path: tuple[str, ...] = ()) -> dict:
             else:
                 out[k] = copy.deepcopy(v)
             continue
+        if kp == ("train", "channels_last"):
+            raise ConfigError("config key 'train.channels_last' was replaced by train.memory_format "
+                              "(auto | channels_last | contiguous; auto = channels_last for convolutional networks)")
         if k not in out:
             raise ConfigError(f"unknown config key {'.'.join(kp)!r}{_suggest(k, list(out))}; "
                               f"known keys here: {', '.join(sorted(out))}")
@@ -218,6 +228,8 @@ def validate(cfg: dict[str, Any]) -> None:
     from .evaluation.tta import TTA_MODES
 
     need(t["eval_tta"] in TTA_MODES, "train.eval_tta", f"must be {'|'.join(TTA_MODES)}, got {t['eval_tta']!r}")
+    need(t["memory_format"] in MEMORY_FORMATS, "train.memory_format", f"must be {'|'.join(MEMORY_FORMATS)}, got {t['memory_format']!r}")
+    need(str(t["precision"]) in PRECISIONS, "train.precision", f"must be {'|'.join(PRECISIONS)}, got {t['precision']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
     need(cfg["optim"]["name"] in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd|adam|adamw, got {cfg['optim']['name']!r}")

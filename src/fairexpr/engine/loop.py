@@ -88,8 +88,15 @@ class Engine:
         self.method = method_cls(cfg, self.info)
         self.model_cfg = self.method.model.pretrained_cfg
         self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
-        if cfg["train"].get("channels_last"):
+        from .precision import keep_losses_fp32, resolve_memory_format
+
+        self.memory_format = resolve_memory_format(cfg["train"]["memory_format"], self.method)
+        self.channels_last = self.memory_format is torch.channels_last
+        if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
+        if str(cfg["train"]["precision"]).endswith("-mixed"):
+            # network outputs in fp32 and loss modules outside autocast: the loss equations in full precision
+            self._fp32_losses = keep_losses_fp32(self.method, fabric.device.type)
         o = cfg["optim"]
 
         def build_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -166,7 +173,7 @@ class Engine:
         batch["label"] = split.labels[local]
         if split.soft_labels is not None:
             batch["soft_label"] = split.soft_labels[local]
-        if self.cfg["train"].get("channels_last"):
+        if self.channels_last:
             for k in ("image", "image_strong"):
                 if k in batch:
                     batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
@@ -190,7 +197,7 @@ class Engine:
         try:
             for s in range(0, len(split), bs):
                 x = normalize(to_float(split.images[s:s + bs]), self.mean, self.std)
-                if self.cfg["train"].get("channels_last"):
+                if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 x = self.fabric.to_device(x)
                 lm = self.fabric.to_device(split.landmarks[s:s + bs]) if self._uses_landmarks and split.landmarks is not None else None
@@ -391,6 +398,8 @@ class Engine:
                 ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
                                   max_steps=epochs * self.steps_per_epoch, backward=fabric.backward,
                                   step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
+                if getattr(self, "_fp32_losses", None) is not None:
+                    self._fp32_losses.reset()
                 with fabric.autocast():
                     out = self.fmethod.training_step(batch, ctx) if self.method.automatic_optimization else self.method.training_step(batch, ctx)
                 if self.method.automatic_optimization:
