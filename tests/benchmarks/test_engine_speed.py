@@ -1,0 +1,44 @@
+"""Helpers of benchmarks/engine_speed.py: recipe specs with overrides, and the compute-only ceiling in every
+precision/format variant on a tiny model (that it trains: the weights move)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("engine_speed", BENCH / "engine_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["engine_speed"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_split_recipe():
+    es = _load()
+    assert es.split_recipe("configs/a.yaml") == ("configs/a.yaml", [])
+    assert es.split_recipe("configs/a.yaml@model.kwargs.small_input=false,train.batch_size=64") == (
+        "configs/a.yaml", ["model.kwargs.small_input=false", "train.batch_size=64"])
+
+
+def test_ceiling_every_variant_runs_and_steps():
+    es = _load()
+    built: list[nn.Module] = []
+
+    def build():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 7))
+        built.append(m)
+        return m
+
+    for prec, fmt in es.VARIANTS:
+        rate = es.ceiling(build, 1, 16, 8, 2, prec, fmt)
+        assert rate > 0
+        m = built[-1]
+        assert not torch.equal(m[0].weight.detach().contiguous(), build()[0].weight.detach()), (prec, fmt)
