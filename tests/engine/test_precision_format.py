@@ -207,3 +207,35 @@ def test_default_is_channels_last_for_convnets(tmp_path):
 def test_format_and_precision_config_errors(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, overrides=[override])
+
+
+def test_fp32_cast_reaches_nested_outputs_and_reset_recovers():
+    from collections import namedtuple
+
+    from fairexpr.engine.precision import _to_fp32, keep_losses_fp32
+
+    Out = namedtuple("Out", "logits aux")
+    b = torch.ones(2, dtype=torch.bfloat16)
+    got = _to_fp32({"a": [b, (b, 3)], "n": Out(b, torch.ones(1, dtype=torch.long))})
+    assert got["a"][0].dtype == got["a"][1][0].dtype == torch.float32 and got["a"][1][1] == 3
+    assert isinstance(got["n"], Out) and got["n"].logits.dtype == torch.float32 and got["n"].aux.dtype == torch.long
+
+    class Boom(nn.modules.loss._Loss):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(2, 2)
+            self.loss = Boom()
+
+    m = M()
+    hooks = keep_losses_fp32(m, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError):
+            m.loss(torch.ones(1))
+        assert not torch.is_autocast_enabled("cpu")  # the failed loss left autocast switched off...
+        hooks.reset()
+        assert torch.is_autocast_enabled("cpu")  # ...until the engine's per-step reset
+        assert m.net(torch.ones(1, 2)).dtype == torch.float32

@@ -94,9 +94,10 @@ class Engine:
         self.channels_last = self.memory_format is torch.channels_last
         if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        if str(cfg["train"]["precision"]).endswith("-mixed"):
-            # network outputs in fp32 and loss modules outside autocast: the loss equations in full precision
-            self._fp32_losses = keep_losses_fp32(self.method, fabric.device.type)
+        # under mixed precision: network outputs in fp32 and loss modules outside autocast (the loss equations in
+        # full precision)
+        self._fp32_losses = (keep_losses_fp32(self.method, fabric.device.type)
+                             if str(cfg["train"]["precision"]).endswith("-mixed") else None)
         o = cfg["optim"]
 
         def build_optimizer(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -398,7 +399,7 @@ class Engine:
                 ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
                                   max_steps=epochs * self.steps_per_epoch, backward=fabric.backward,
                                   step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
-                if getattr(self, "_fp32_losses", None) is not None:
+                if self._fp32_losses is not None:
                     self._fp32_losses.reset()
                 with fabric.autocast():
                     out = self.fmethod.training_step(batch, ctx) if self.method.automatic_optimization else self.method.training_step(batch, ctx)

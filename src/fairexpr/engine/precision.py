@@ -1,13 +1,15 @@
 """Memory format and mixed precision for training: where they apply and how losses stay in fp32.
 
 ``train.memory_format``: ``auto`` (default) trains a network that has 2-D convolutions in ``channels_last``
-(NHWC), which lets PyTorch's oneDNN kernels run without layout conversions (1.47x for MobileNetV2 at 64 px
-on one core of an AVX-512 Xeon); ``channels_last`` forces it, ``contiguous`` keeps NCHW. The weights are
-only *stored* differently: state dicts, checkpoints (made contiguous when written), EMA, resume and ONNX
-export see the same values, and a checkpoint trained in one format loads in the other.
+(NHWC), which lets PyTorch's oneDNN kernels run without layout conversions (MobileNetV2 at 64 px: 1.43x its
+NCHW compute ceiling on one thread, 2.2x on two, ``benchmarks/results/engine_speed.json``); ``channels_last``
+forces it, ``contiguous`` keeps NCHW. The weights are only *stored* differently: state dicts, checkpoints (made
+contiguous when written), resume and ONNX export see the same values, and a checkpoint trained in one format
+loads in the other.
 
 ``train.precision: bf16-mixed`` runs the networks' forward passes under ``torch.autocast`` in bfloat16
-(convolutions and matrix products in bf16, on AMX where the CPU has it); :func:`keep_losses_fp32` makes every
+(convolutions and matrix products in bf16; it pays only on CPUs with AMX — on the AVX-512 machine of the
+benchmark it was slower); :func:`keep_losses_fp32` makes every
 network's output float32 before a method computes its losses and runs every loss module with autocast
 switched off on float32 inputs, so the loss equations are evaluated in full precision.
 """
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import MEMORY_FORMATS, PRECISIONS, ConfigError  # noqa: F401  (re-exported)
+from ..config import MEMORY_FORMATS, ConfigError
 
 
 def has_conv2d(module: nn.Module) -> bool:
@@ -44,7 +46,9 @@ def _to_fp32(x: Any) -> Any:
         return x.float() if x.is_floating_point() and x.dtype != torch.float32 else x
     if isinstance(x, dict):
         return {k: _to_fp32(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # a namedtuple
+        return type(x)(*(_to_fp32(v) for v in x))
+    if isinstance(x, (list, tuple)):
         return type(x)(_to_fp32(v) for v in x)
     return x
 
@@ -59,6 +63,7 @@ class FP32Losses:
         self.device_type = device_type
         self.depth = 0
         self.handles: list[Any] = []
+        self._loss_ctx: list[Any] = []  # autocast-off contexts of the loss calls in progress (a loss may call another)
         losses = [m for m in method.modules() if is_loss_module(m)]
         inside_loss = {id(x) for m in losses for x in m.modules()}
         for m in losses:
@@ -72,6 +77,8 @@ class FP32Losses:
     def reset(self) -> None:
         """Forget a call that raised half-way (the engine calls this before every step)."""
         self.depth = 0
+        while self._loss_ctx:
+            self._loss_ctx.pop().__exit__(None, None, None)
 
     def remove(self) -> None:
         for h in self.handles:
@@ -85,15 +92,14 @@ class FP32Losses:
         self.depth -= 1
         return _to_fp32(out) if self.depth <= 0 else None
 
-    def _loss_pre(self, m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _loss_pre(self, _m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         ctx = torch.autocast(self.device_type, enabled=False)
         ctx.__enter__()
-        m.__dict__.setdefault("_fairexpr_fp32_ctx", []).append(ctx)
+        self._loss_ctx.append(ctx)
         return _to_fp32(args), _to_fp32(kwargs)
 
-    def _loss_post(self, m: nn.Module, _inp: Any, out: Any) -> Any:
-        m.__dict__["_fairexpr_fp32_ctx"].pop().__exit__(None, None, None)
-        return out
+    def _loss_post(self, _m: nn.Module, _inp: Any, _out: Any) -> None:
+        self._loss_ctx.pop().__exit__(None, None, None)
 
 
 def keep_losses_fp32(method: nn.Module, device_type: str) -> FP32Losses:
