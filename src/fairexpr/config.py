@@ -80,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
         "eval_tta": "none",  # none | hflip: every split prediction of the engine (val, test, the DIFC target
                              # confusion scores) averages each face and its mirror
         "grad_clip": None,
+        # fit a temperature T on the validation split at the end of training (best checkpoint, no TTA) and store
+        # it in the sidecar: predict/eval/serve/export then report calibrated confidences (fairexpr calibrate)
+        "calibrate": True,
         # 32-true | bf16-mixed (CPU or GPU: networks' forward in bf16 under autocast, losses in fp32) |
         # 16-mixed (GPU) | bf16-true | 16-true | 64-true
         "precision": "32-true",
@@ -227,6 +230,7 @@ def validate(cfg: dict[str, Any]) -> None:
          "train.iters_per_epoch", f"must be null or a positive integer, got {t['iters_per_epoch']!r}")
     from .evaluation.tta import TTA_MODES
 
+    need(isinstance(t["calibrate"], bool), "train.calibrate", f"must be true or false, got {t['calibrate']!r}")
     need(t["eval_tta"] in TTA_MODES, "train.eval_tta", f"must be {'|'.join(TTA_MODES)}, got {t['eval_tta']!r}")
     need(t["memory_format"] in MEMORY_FORMATS, "train.memory_format", f"must be {'|'.join(MEMORY_FORMATS)}, got {t['memory_format']!r}")
     need(str(t["precision"]) in PRECISIONS, "train.precision", f"must be {'|'.join(PRECISIONS)}, got {t['precision']!r}")

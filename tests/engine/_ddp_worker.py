@@ -48,20 +48,39 @@ def config(devices: int):
     })
 
 
-def run(world: int, out: str, rank: int = 0) -> None:
-    """Train with the engine and save this process's final weights as rank<k>.safetensors."""
+def method_config(method: str, world: int, tiny: bool = False):
+    """``method``'s own CPU recipe shrunk to 2 steps of a global batch of 16 on synthetic faces
+    (tests/engine/test_precision_format.py), on ``world`` CPU processes; ``tiny``: on the BN-free test CNN."""
+    from fairexpr.config import _merge_free
+    from test_precision_format import method_config as shrunk
+
+    dist = {"accelerator": "cpu", "devices": world, "strategy": "ddp" if world > 1 else "auto"}
+    cfg = shrunk(method, sgd=True, **dist)
+    if method == "grefel":
+        cfg["train"]["batch_size"] = 28
+    if tiny:
+        cfg = _merge_free(cfg, {"model": {"name": "ddp_test_cnn", "pretrained": None, "kwargs": {}}})
+    return cfg
+
+
+def run(world: int, out: str, rank: int = 0, method: str | None = None, tiny: bool = False) -> None:
+    """Train with the engine and save this process's final weights as rank<k>.safetensors (the deployable network
+    for the default config; every parameter of the method — all its networks and heads — for ``method``)."""
     register_test_model()
     from fairexpr.engine.checkpoint import atomic_save_tensors
     from fairexpr.engine.loop import Engine
 
-    eng = Engine(config(world), out)
+    eng = Engine(config(world) if method is None else method_config(method, world, tiny), out)
     eng.run()
-    atomic_save_tensors(os.path.join(out, f"rank{rank}.safetensors"), eng.method.model.state_dict())
+    tensors = eng.method.model.state_dict() if method is None else dict(eng.method.named_parameters())
+    atomic_save_tensors(os.path.join(out, f"rank{rank}.safetensors"), tensors)
 
 
 if __name__ == "__main__":  # pragma: no cover - launched by test_distributed.py
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    method = sys.argv[5] if len(sys.argv) > 5 else None
+    tiny = len(sys.argv) > 6 and sys.argv[6] == "tiny"
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0")
     torch.set_num_threads(1)
-    run(world, out, rank)
+    run(world, out, rank, method, tiny)

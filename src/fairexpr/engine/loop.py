@@ -182,8 +182,10 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluation
     @torch.inference_mode()
-    def predict_split(self, split: Split, batch_size: int | None = None) -> dict[str, np.ndarray]:
-        """Probabilities, logits and embeddings of the deployable network on a whole split.
+    def predict_split(self, split: Split, batch_size: int | None = None, temperature: float = 1.0) -> dict[str, np.ndarray]:
+        """Probabilities, logits and embeddings of the deployable network on a whole split. With a
+        ``temperature`` other than 1 the probabilities are ``softmax(z / T)`` of each view's logits (as the
+        predictors compute them from a calibrated checkpoint); the logits are returned unscaled.
 
         With ``train.eval_tta: hflip`` each face and its mirror are predicted and averaged
         (:mod:`fairexpr.evaluation.tta`; landmarks mirrored with them) — for every role, so model selection,
@@ -206,7 +208,10 @@ class Engine:
                 for xv, lmv in tta_views(x, tta, lm):
                     with self.fabric.autocast():
                         outs.append(self.method.predict(xv) if lmv is None else self.method.predict(xv, landmarks=lmv))
-                probs.append(mean_views([o["probs"].float().cpu() for o in outs]))
+                if temperature == 1.0:
+                    probs.append(mean_views([o["probs"].float().cpu() for o in outs]))
+                else:
+                    probs.append(mean_views([(o["logits"].float().cpu() / temperature).softmax(-1) for o in outs]))
                 logits.append(mean_views([o["logits"].float().cpu() for o in outs]))
                 if outs[0].get("embedding") is not None:
                     embs.append(mean_views([o["embedding"].float().cpu() for o in outs]))
@@ -396,8 +401,12 @@ class Engine:
                         batch["unlabelled"] = ub
                 else:
                     batch = self._make_batch(train, idx, g)
+                manual_ddp = not self.method.automatic_optimization and self.world > 1
+                if manual_ddp:
+                    self._broadcast_buffers()
                 ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
-                                  max_steps=epochs * self.steps_per_epoch, backward=fabric.backward,
+                                  max_steps=epochs * self.steps_per_epoch,
+                                  backward=self._backward_all_reduced if manual_ddp else fabric.backward,
                                   step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
                 if self._fp32_losses is not None:
                     self._fp32_losses.reset()
@@ -516,6 +525,44 @@ class Engine:
             self.method.model.load_state_dict(deployed)
         return out
 
+    def _backward_all_reduced(self, loss: torch.Tensor) -> None:
+        """``ctx.backward`` of a manual-optimisation method (MCD, Meta-Face2Exp) under several processes.
+
+        Such a method calls ``training_step`` on the bare module and runs several backward passes per step, so
+        DDP's reducer (armed by the wrapped module's forward, one backward per forward) never averages its
+        gradients. This does what DDP would: after the backward, every parameter's gradient is replaced by its
+        mean over the processes (one coalesced all-reduce). Gradients accumulated by earlier backward passes of
+        the step are already equal on every process, so averaging them again leaves them unchanged; a
+        parameter without a gradient on every process stays without one."""
+        import torch.distributed as dist
+
+        self.fabric.backward(loss)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.fabric.device)
+        dist.all_reduce(has, op=dist.ReduceOp.MAX)
+        sel = [p for p, h in zip(params, has.tolist()) if h > 0]
+        if not sel:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in sel])
+        dist.all_reduce(flat)
+        flat.div_(self.world)
+        i = 0
+        for p in sel:
+            g = flat[i:i + p.numel()].view(p.shape)
+            i += p.numel()
+            if p.grad is None:
+                p.grad = g.clone().to(memory_format=torch.channels_last) if p.dim() == 4 and self.channels_last else g.clone()
+            else:
+                p.grad.copy_(g)
+
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm statistics, EMA state) to every process before a manual-optimisation step,
+        as DDP's ``broadcast_buffers`` does before each forward of the wrapped module."""
+        import torch.distributed as dist
+
+        for b in self.method.buffers():
+            dist.broadcast(b.data, src=0)
+
     def _step_optimizer(self, opt: torch.optim.Optimizer) -> None:
         clip = self.cfg["train"].get("grad_clip")
         if clip:
@@ -558,20 +605,61 @@ class Engine:
                         sw.add_scalar(k, v, r["epoch"])
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Evaluate the best checkpoint on every labelled held-out role; write eval/<role>/ outputs."""
+        """Evaluate the best checkpoint on every labelled held-out role; write eval/<role>/ outputs. With
+        ``train.calibrate`` (default) a temperature is first fitted on the validation split and stored in the
+        sidecar, and every role is then reported with it (the confidences a user of the checkpoint will see)."""
         from .evaluate import evaluate_and_write
 
         best, _ = ck.load_model(self.out)
         self.method.model.load_state_dict(best.state_dict())
+        temperature = self.calibrate_best() if self.cfg["train"]["calibrate"] else 1.0
         out: dict[str, Any] = {}
         for role in ("val", "test", "target_eval"):
             if role in self.splits:
                 sp = self.splits[role]
-                pr = self.predict_split(sp)
+                pr = self.predict_split(sp, temperature=temperature)
                 out[role] = evaluate_and_write(self.out / "eval" / role, pr, self.classes, dataset=sp.spec, split=sp.split,
                                                label_protocol=self.cfg["data"]["label_mode"], checkpoint=str(self.out),
-                                               tta=self.cfg["train"]["eval_tta"])
+                                               temperature=temperature, tta=self.cfg["train"]["eval_tta"])
         return out
+
+    def calibrate_best(self) -> float:
+        """Fit ``T* = argmin_T NLL(softmax(z / T), y)`` on the labelled validation split with the deployable
+        network as loaded (single view, like ``fairexpr calibrate``); write ``temperature`` and the before/after
+        ECE / NLL / Brier into ``model.json``. Returns ``T`` (1.0 when there is no labelled validation split).
+
+        A cosine (normed) head trained with LDAM outputs ``cos θ ∈ [−1, 1]`` and its loss multiplies by ``s``
+        (30) internally, so its raw softmax is near-uniform; the fitted ``T`` (≈ 1/s) is what turns those
+        logits into usable confidences."""
+        import warnings
+
+        from ..evaluation.calibration import calibration_summary, fit_temperature
+
+        sp = self.splits.get("val")
+        if sp is None or not bool((sp.labels >= 0).any()):
+            return 1.0
+        tta = self.cfg["train"]["eval_tta"]
+        self.cfg["train"]["eval_tta"] = "none"
+        try:
+            pr = self.predict_split(sp)
+        finally:
+            self.cfg["train"]["eval_tta"] = tta
+        keep = pr["labels"] >= 0
+        logits, y = pr["logits"][keep].astype(np.float64), pr["labels"][keep]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t = fit_temperature(logits, y)
+        summ = calibration_summary(logits, y, t)
+        side = ck.read_json(self.out / "model.json")
+        side["temperature"] = float(t)
+        side["calibration"] = {"dataset": sp.spec, "split": sp.split, "n": int(keep.sum()), "fitted_by": "train",
+                               "before": summ["before"], "after": summ["after"],
+                               "warnings": [str(w.message) for w in caught]}
+        ck.atomic_write_json(self.out / "model.json", side)
+        if self.progress:
+            print(f"calibration on {sp.spec} [{sp.split}]: T = {t:.4f}, ECE {summ['before']['ece']:.4f} -> "
+                  f"{summ['after']['ece']:.4f}" + "".join(f"; warning: {w.message}" for w in caught), flush=True)
+        return float(t)
 
 
 def fit(config: dict[str, Any], out_dir: str | Path, *, resume: bool = False, splits: dict[str, Split] | None = None) -> dict[str, Any]:
