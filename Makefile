@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.fairexpr-installed
 
-.PHONY: demo test install browser clean bench
+.PHONY: demo test install browser clean bench zoo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Rebuild the shipped default model (src/fairexpr/zoo/): ~80 min of training on 2 cores, then packing,
+# evaluation and the model card. Needs the datasets: FAIREXPR_DATA=../shared/data make zoo [ZOO_ARGS=--resume]
+zoo: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) benchmarks/build_zoo.py $(ZOO_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_baselines.py

@@ -115,8 +115,8 @@ def test_predict_video_timeline_and_summary(ckpt, haar_faces, tmp_path, capsys):
 
 
 def test_predict_argument_errors(ckpt, onnx_file, tmp_path, capsys):
-    rc, _, err = run(["predict", tmp_path], capsys)
-    assert rc == 2 and "exactly one of" in err
+    rc, _, err = run(["predict", "--checkpoint", ckpt, "--onnx", onnx_file, tmp_path], capsys)
+    assert rc == 2 and "not both" in err
     rc, _, err = run(["predict", "--checkpoint", ckpt, "--every-n", "2", "--fps", "3", tmp_path], capsys)
     assert rc == 2 and "not both" in err
     rc, _, err = run(["predict", "--checkpoint", ckpt, "--detector", "yunet", tmp_path], capsys)

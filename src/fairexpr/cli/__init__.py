@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": ".calibrate",
     "export": ".export",
     "serve": ".serve",
+    "zoo": ".zoo",
     "demo": "..demo",
 }
 

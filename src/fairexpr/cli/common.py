@@ -72,6 +72,31 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+CHECKPOINT_HELP = ("Run directory / model.json / .safetensors, or a packaged model's name (`fairexpr zoo`); "
+                   "default: the shipped default model.")
+
+
+def checkpoint_option(help: str = CHECKPOINT_HELP):
+    """``--checkpoint`` taking a path or a packaged model reference (``default``, a zoo name); optional."""
+    return click.option("--checkpoint", default=None, metavar="PATH|NAME", help=help)
+
+
+def resolve_checkpoint_arg(value: str | None) -> str:
+    """A ``--checkpoint`` value -> an existing checkpoint path (``None``/``default`` = the shipped default model).
+    One clear line when it is neither an existing path nor a packaged model's name."""
+    from pathlib import Path
+
+    from ..zoo import index, resolve
+
+    p = resolve(value)
+    if not p.exists():
+        hint = ""
+        if value is not None and "/" not in str(value):
+            hint = f" and not a packaged model name (known: {', '.join(['default', *index()['models']])})"
+        raise UserError(f"--checkpoint {value}: no such file or folder{hint}")
+    return str(Path(p))
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 #: ``--tta`` of predict / eval / serve; the choices are ``fairexpr.evaluation.tta.TTA_MODES`` (kept literal here so the

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .common import emit, json_option, tta_option
+from .common import checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Run directory or model.json.")
+@checkpoint_option()
 @click.option("--data", "spec", required=True, help="Dataset FORMAT:PATH.")
 @click.option("--split", default=None, help="Split name (e.g. private_test, test, val).")
 @click.option("--option", "options", multiple=True, help="Adapter option key=value (e.g. protocol=majority).")
@@ -30,6 +30,7 @@ def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_tem
             raise ConfigError(f"--option {o!r} must look like key=value")
         k, _, v = o.partition("=")
         opts[k] = yaml.safe_load(v)
+    checkpoint = resolve_checkpoint_arg(checkpoint)
     m = evaluate_checkpoint(checkpoint, spec, split, options=opts, out_dir=out_dir, name=name, on_bad_file=on_bad_file,
                             use_temperature=not no_temperature, tta=tta)
     human = [f"{spec} [{split or 'all'}]  n={m['n']}" + ("  (flip TTA)" if tta == "hflip" else ""), f"  accuracy          {m['accuracy']:.4f}",

@@ -6,7 +6,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .common import UserError, emit, json_option
+from .common import UserError, checkpoint_option, emit, json_option, resolve_checkpoint_arg
 
 
 def load_faces(spec: str, split: str | None, classes: tuple[str, ...], limit: int | None = None,
@@ -27,7 +27,7 @@ def load_faces(spec: str, split: str | None, classes: tuple[str, ...], limit: in
 
 
 @click.command("export")
-@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Run directory / model.json.")
+@checkpoint_option()
 @click.option("--onnx", "onnx_file", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--int8", is_flag=True, help="Also write an int8-quantized copy (<stem>.int8.onnx).")
@@ -49,6 +49,7 @@ def command(checkpoint, onnx_file, opset, int8, int8_out, calib_data, calib_spli
 
     if calib_data and not int8:
         raise UserError("--calib-data is only used with --int8")
+    checkpoint = resolve_checkpoint_arg(checkpoint)
     side = read_json(resolve_checkpoint(checkpoint)[1])
     classes = tuple(side["classes"])
     pre = Preprocess.from_sidecar(side["preprocess"], str(checkpoint))

@@ -43,9 +43,20 @@ def model_table(num_classes: int = 7, names: list[str] | None = None) -> list[di
 @click.command("list-models")
 @click.option("--num-classes", default=7, show_default=True, type=click.IntRange(min=1),
               help="Classes of the classifier head counted in the parameters.")
+@click.option("--pretrained", is_flag=True, help="List the trained models shipped in the package instead "
+                                                "(same as `fairexpr zoo`).")
 @json_option
-def command(num_classes: int, as_json: bool) -> None:
+def command(num_classes: int, pretrained: bool, as_json: bool) -> None:
     """List the registered models (name, description, parameters, default input size)."""
+    if pretrained:
+        from ..zoo import list_pretrained
+        from .zoo import format_pretrained
+
+        if click.get_current_context().get_parameter_source("num_classes") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--num-classes does not apply to --pretrained (packaged models have their own classes)")
+        rows_p = list_pretrained()
+        emit(rows_p, as_json, format_pretrained(rows_p))
+        return
     rows = model_table(num_classes)
     emit(rows, as_json, format_table(rows))
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import click
 
-from .common import UserError, emit, json_option, tta_option
+from .common import UserError, checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
 
 
 def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
@@ -38,7 +38,7 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list
 
 @click.command("predict")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--checkpoint", type=click.Path(exists=True), help="Run directory / model.json (PyTorch).")
+@checkpoint_option()
 @click.option("--onnx", "onnx_file", type=click.Path(exists=True, dir_okay=False), help="Exported .onnx (onnxruntime, no torch).")
 @click.option("--crops", is_flag=True, help="Inputs are face crops: the whole image is the face (no detection).")
 @click.option("--out-csv", type=click.Path(dir_okay=False), help="Write one row per face/status to this CSV.")
@@ -65,8 +65,8 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
     from ..inference.detect import create_detector
     from ..inference.pipeline import FacePipeline
 
-    if (checkpoint is None) == (onnx_file is None):
-        raise UserError("give exactly one of --checkpoint DIR or --onnx FILE")
+    if checkpoint is not None and onnx_file is not None:
+        raise UserError("give --checkpoint or --onnx, not both (neither = the shipped default model)")
     if every_n is not None and fps is not None:
         raise UserError("give either --every-n or --fps, not both")
     if onnx_file:
@@ -80,7 +80,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
             torch.set_num_threads(threads)
         from ..inference.predictor import TorchPredictor
 
-        predictor = TorchPredictor(checkpoint, tta=tta)
+        predictor = TorchPredictor(resolve_checkpoint_arg(checkpoint), tta=tta)
     det = None
     if not crops:
         det = create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from .common import UserError, tta_option
+from .common import UserError, checkpoint_option, resolve_checkpoint_arg, tta_option
 
 
 @click.command("serve")
-@click.option("--checkpoint", type=click.Path(exists=True), help="Run directory / model.json (PyTorch).")
+@checkpoint_option()
 @click.option("--onnx", "onnx_file", type=click.Path(exists=True, dir_okay=False), help="Exported .onnx (no torch).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (localhost by default).")
 @click.option("--port", type=int, default=8000, show_default=True)
@@ -25,13 +25,15 @@ def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min
     from ..inference.predictor import load_predictor
     from ..inference.service import create_app, serve
 
-    if (checkpoint is None) == (onnx_file is None):
-        raise UserError("give exactly one of --checkpoint DIR or --onnx FILE")
+    if checkpoint is not None and onnx_file is not None:
+        raise UserError("give --checkpoint or --onnx, not both (neither = the shipped default model)")
+    if onnx_file is None:
+        checkpoint = resolve_checkpoint_arg(checkpoint)
     pred = load_predictor(checkpoint=checkpoint, onnx=onnx_file, tta=tta)
     det = None if crops else (create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar"))
     app = create_app(pred, det, crops=crops, min_face=min_face, threshold=threshold, max_bytes=max_bytes,
                      max_pixels=max_pixels)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: binding {host} exposes the service beyond this machine", err=True)
-    click.echo(f"fairexpr serving {pred.backend} model on http://{host}:{port}/", err=True)
+    click.echo(f"fairexpr serving {pred.backend} model {pred.source} on http://{host}:{port}/", err=True)
     serve(app, host, port)

@@ -89,7 +89,13 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
              "embedding": torch.cat(embs).numpy()}
     run = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     tag = name or (f"{spec.split(':', 1)[0]}_{split}" if split else spec.split(":", 1)[0])
-    out = Path(out_dir) if out_dir else run / "eval" / tag
+    if out_dir:
+        out = Path(out_dir)
+    else:
+        from ..zoo import is_packaged
+
+        # a packaged model's folder is read-only package data: its evaluations go to ./fairexpr_eval/<model>/<tag>
+        out = Path("fairexpr_eval") / run.name / tag if is_packaged(run) else run / "eval" / tag
     m = evaluate_and_write(out, preds, classes, dataset=spec, split=split,
                            label_protocol=str((options or {}).get("protocol", "hard")), checkpoint=str(checkpoint),
                            temperature=temp, tta=tta)

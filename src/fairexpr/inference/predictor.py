@@ -93,8 +93,8 @@ class Predictor(ABC):
         return self.predict_batch(self.preprocess.batch(list(faces)))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "classes": list(self.classes), "preprocess": self.preprocess.to_dict(),
-                "temperature": self.temperature, "tta": self.tta}
+        return {"backend": self.backend, "source": getattr(self, "source", None), "classes": list(self.classes),
+                "preprocess": self.preprocess.to_dict(), "temperature": self.temperature, "tta": self.tta}
 
     def _set_tta(self, tta: str | None, where: str) -> None:
         from ..evaluation.tta import check_tta
@@ -130,6 +130,7 @@ class TorchPredictor(Predictor):
         from ..engine.checkpoint import load_model
 
         self.model, self.sidecar = load_model(checkpoint, map_location=device)
+        self.source = str(checkpoint)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -164,6 +165,7 @@ class OnnxPredictor(Predictor):
         import onnxruntime as ort
 
         path = Path(onnx_file)
+        self.source = str(path)
         self._set_tta(tta, str(path))
         if not path.is_file():
             raise DataError(f"ONNX file {str(path)!r} not found")

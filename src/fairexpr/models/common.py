@@ -16,6 +16,8 @@ Loading rules (same for every architecture):
    of classes, a 7x7 ImageNet stem against the 3x3 small-input stem) are skipped. Everything is
    recorded in the :class:`LoadReport`, logged, and kept on the model as ``model.load_report``.
 5. A file of which *no* tensor fits raises :class:`ModelError` (a wrong file is never "loaded").
+6. A *fairexpr checkpoint* (``pretrained: default``, a packaged model's name, a run directory) gives its
+   backbone only: the classifier head is left freshly initialised and the report says so.
 """
 from __future__ import annotations
 
@@ -136,8 +138,20 @@ def load_pretrained(
     ``fresh_markers``: substrings (e.g. ``".cbam."``) of keys that are new by design; they are listed
     in ``report.fresh`` so the user sees they were initialised, not loaded.
     """
+    from .registry import checkpoint_weight_file
+
     sd = load_state_file(path)
     report = LoadReport(source=str(path))
+    ck_file = checkpoint_weight_file(path)
+    head = getattr(model, "_head_name", None)
+    if ck_file is not None and head:
+        # a fairexpr checkpoint as the start of a new training: its backbone, never its classifier (the new
+        # run's classes come from its own data, and a head trained on other classes is not a fair start)
+        dropped = [k for k in sd if k.startswith(head + ".")]
+        for k in dropped:
+            del sd[k]
+        report.notes.append(f"fairexpr checkpoint {ck_file}: backbone loaded, classifier head {head!r} left freshly "
+                            f"initialised ({len(dropped)} tensors not loaded)")
     if remap is not None:
         sd, notes = remap(sd)
         report.notes += notes

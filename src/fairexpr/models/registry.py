@@ -75,11 +75,12 @@ def list_models() -> dict[str, ModelEntry]:
 
 
 def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None = None, **kwargs: Any) -> FERModel:
-    """Build a registered model by name; ``pretrained`` is always a *local* weight file."""
+    """Build a registered model by name; ``pretrained`` is always local: a weight file, or a fairexpr checkpoint
+    (a packaged model's name / ``default``, a run directory) whose backbone starts the model."""
     _ensure_loaded()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    if pretrained is not None and not Path(pretrained).is_file():
+    if pretrained is not None and checkpoint_weight_file(pretrained) is None and not Path(pretrained).is_file():
         raise ModelError(f"pretrained weight file {str(pretrained)!r} for model {name!r} does not exist")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -95,13 +96,42 @@ def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None 
     return model
 
 
+def checkpoint_weight_file(path: str | Path) -> Path | None:
+    """The ``model.safetensors`` of a *fairexpr checkpoint* named by ``path`` — a packaged model's name or
+    ``default`` (:mod:`fairexpr.zoo`), a run directory, or a ``.safetensors``/``.json`` of one with its
+    fairexpr sidecar — else ``None`` (an ordinary weight file)."""
+    import json
+
+    from .. import zoo
+
+    if isinstance(path, str) and (path == zoo.DEFAULT or zoo.is_reference(path)):
+        return zoo.pretrained_path(path) / "model.safetensors"
+    p = Path(path)
+    side = p / "model.json" if p.is_dir() else p.with_suffix(".json")
+    if p.is_dir() and not side.is_file():
+        raise ModelError(f"{p}: a folder given as pretrained weights must be a fairexpr run directory (model.json + "
+                         "model.safetensors)")
+    if side.is_file() and p.suffix in ("", ".json", ".safetensors"):
+        try:
+            if json.loads(side.read_text()).get("format") != "fairexpr-checkpoint":
+                return None
+        except (OSError, json.JSONDecodeError):
+            return None
+        w = side.with_suffix(".safetensors")
+        if not w.is_file():
+            raise ModelError(f"{side}: fairexpr sidecar without its weights {w.name}")
+        return w
+    return None
+
+
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a weight file safely: safetensors, or ``torch.load(weights_only=True)``.
+    """Load a weight file safely: safetensors, or ``torch.load(weights_only=True)``. ``path`` may also name a
+    fairexpr checkpoint (packaged model name / ``default``, run directory; :func:`checkpoint_weight_file`).
 
     Unwraps the usual containers (``state_dict``, ``model``, ``net``) and ``module.`` prefixes.
     Files that would need arbitrary unpickling are refused with a clear error.
     """
-    path = Path(path)
+    path = checkpoint_weight_file(path) or Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -1,0 +1,291 @@
+"""Rebuild a packaged model of the zoo (``src/fairexpr/zoo/<name>/``): train its recipe (resumable), calibrate,
+pack the weights in fp16, evaluate the packed file on every test set we have, time it, and write its sidecar
+``zoo`` section and ``MODEL_CARD.md``. ``make zoo`` runs it for the default model::
+
+    FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py \\
+        --run benchmarks/runs/default_model            # add --resume after an interruption
+
+Steps (each skipped when its output exists and is current):
+  1. ``fairexpr train --config RECIPE --out RUN`` (``--resume`` continues a killed run from ``last.*``).
+  2. The temperature: the engine fits it on the validation split at the end of training (``train.calibrate``);
+     a run from before that gets it from ``fairexpr.cli.calibrate.calibrate_checkpoint`` on the same split.
+  3. Pack: every floating tensor stored as fp16 (the loader casts back into the fp32 module); the fp16 file's
+     predictions are compared with the fp32 run's on FER2013 PrivateTest (argmax agreement, max |Δp|).
+  4. Evaluate the *packed* model (what ships) on FER2013 PrivateTest, PrivateTest minus the images whose pixels
+     also occur in train (``fairexpr audit --clean-manifest``), FER+ test (majority, 7 classes) and CK+48,
+     each without and with flip TTA; per-class accuracy, balanced accuracy, ECE.
+  5. Latency on one thread (PyTorch): one 48x48 crop -> probabilities (median of 300), faces/s in batches of 64.
+  6. ``model.json`` gets a ``zoo`` section with all of it, and ``MODEL_CARD.md`` is written from it.
+
+The side-by-side comparison with the ``fer`` package is ``benchmarks/compare_fer.py --checkpoint default``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def test_sets(data: Path, clean_manifest: Path) -> list[dict[str, Any]]:
+    return [
+        {"key": "fer2013_private", "name": "FER2013 PrivateTest", "spec": f"fer2013:{data / 'fer2013'}", "split": "private_test",
+         "options": {}},
+        {"key": "fer2013_private_dedup", "name": "FER2013 PrivateTest minus train duplicates", "spec": f"csv:{clean_manifest}",
+         "split": "private_test", "options": {}},
+        {"key": "ferplus_test", "name": "FER+ test (majority, 7 classes)", "spec": f"ferplus:{data / 'ferplus'}", "split": "test",
+         "options": {"num_classes": 7}},
+        {"key": "ckplus48", "name": "CK+48 (contempt dropped; no neutral)", "spec": f"ckplus:{data / 'ckplus' / 'CK+48'}",
+         "split": None, "options": {}},
+    ]
+
+
+def sh(cmd: list[str], log: Path | None = None) -> None:
+    import subprocess
+
+    print("$", shlex.join(cmd), flush=True)
+    r = subprocess.run(cmd, stdout=None if log is None else open(log, "w"), stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise SystemExit(f"command failed ({r.returncode}): {shlex.join(cmd)}" + (f"; see {log}" if log else ""))
+
+
+def pack_fp16(run: Path, dest: Path) -> dict[str, Any]:
+    """fp16 copy of ``run``'s deployable weights + its sidecar into ``dest``."""
+    import torch
+
+    from fairexpr.engine import checkpoint as ck
+
+    state = ck.load_tensors(run / "model.safetensors")
+    packed = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    side = ck.read_json(run / "model.json")
+    side["storage_dtype"] = "float16"
+    ck.atomic_save_tensors(dest / "model.safetensors", packed)
+    ck.atomic_write_json(dest / "model.json", side)
+    n = sum(v.numel() for v in state.values() if v.is_floating_point())
+    return {"parameters_and_buffers": int(n), "bytes": (dest / "model.safetensors").stat().st_size,
+            "fp32_bytes": (run / "model.safetensors").stat().st_size, "dtype": str(torch.float16)}
+
+
+def fp16_parity(run: Path, dest: Path, spec: str, split: str) -> dict[str, Any]:
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    out = {}
+    for tag, ckpt in (("fp32", run), ("fp16", dest)):
+        m = evaluate_checkpoint(ckpt, spec, split, out_dir=run / "zoo_build" / f"parity_{tag}", progress=False)
+        with np.load(Path(m["out_dir"]) / "predictions.npz") as f:
+            out[tag] = f["probs"]
+    a, b = out["fp32"], out["fp16"]
+    return {"set": f"{spec} [{split}]", "n": int(len(a)), "argmax_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "max_abs_prob_diff": float(np.abs(a - b).max())}
+
+
+def evaluate_all(dest: Path, run: Path, sets: list[dict[str, Any]]) -> dict[str, Any]:
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    res: dict[str, Any] = {}
+    for ts in sets:
+        for tta in ("none", "hflip"):
+            key = ts["key"] + ("_tta" if tta == "hflip" else "")
+            m = evaluate_checkpoint(dest, ts["spec"], ts["split"], options=ts["options"], tta=tta, progress=False,
+                                    out_dir=run / "zoo_build" / key)
+            res[key] = {"name": ts["name"] + (" (flip TTA)" if tta == "hflip" else ""), "dataset": ts["spec"].split(":", 1)[0],
+                        "split": ts["split"], "tta": tta, "n": m["n"], "accuracy": m["accuracy"],
+                        "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"],
+                        "nll": m["nll"], "per_class_accuracy": m["per_class_accuracy"], "n_per_class": m["n_per_class"],
+                        "excluded": m.get("dropped_absent_classes", {})}
+            print(f"  {res[key]['name']:<58} n={m['n']:<5} acc {100 * m['accuracy']:.1f}  bal {100 * m['balanced_accuracy']:.1f}  "
+                  f"ECE {100 * m['ece']:.1f}", flush=True)
+    return res
+
+
+def latency(dest: Path, runs: int = 300) -> dict[str, Any]:
+    import torch
+
+    from fairexpr.inference.predictor import TorchPredictor
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        p = TorchPredictor(dest)
+        rng = np.random.default_rng(0)
+        face = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        batch = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(64)]
+        for _ in range(20):
+            p.predict_faces([face])
+        one = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            p.predict_faces([face])
+            one.append(time.perf_counter() - t)
+        many = []
+        for _ in range(20):
+            t = time.perf_counter()
+            p.predict_faces(batch)
+            many.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+    return {"threads": 1, "single_face_ms_median": 1e3 * statistics.median(one), "runs": runs,
+            "batch64_faces_per_s": 64 / statistics.median(many), "backend": "torch (TorchPredictor, channels_last)",
+            "cpu": hardware_line()}
+
+
+def hardware_line() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str) -> str:
+    cfg = side.get("config", {})
+    t = zoo["test"]
+    cal = side.get("calibration", {})
+    classes = side["classes"]
+    lines = [
+        f"# Model card: `{name}` (fairexpr's default model)", "",
+        "Seven basic expressions (" + ", ".join(classes) + ") from one face crop, answering offline right after "
+        "`pip install fairexpr`: `fairexpr predict photo.jpg` uses it when no `--checkpoint` is given.", "",
+        "## Model",
+        f"- Architecture: `{side['model']['name']}` {json.dumps(side['model'].get('kwargs', {}))}, "
+        f"{zoo['pack']['parameters_and_buffers'] / 1e6:.2f} M parameters and buffers; input "
+        f"{side['preprocess']['input_size'][0]}x{side['preprocess']['input_size'][1]} grey "
+        f"(mean {side['preprocess']['mean']}, std {side['preprocess']['std']}).",
+        f"- Storage: fp16 safetensors, {zoo['pack']['bytes'] / 2**20:.2f} MB (fp32 run: {zoo['pack']['fp32_bytes'] / 2**20:.2f} MB); "
+        f"fp16 vs fp32 on {zoo['fp16_parity']['set'].split(':')[0]} PrivateTest: argmax agreement "
+        f"{100 * zoo['fp16_parity']['argmax_agreement']:.2f} %, max |Δp| {zoo['fp16_parity']['max_abs_prob_diff']:.1e}.",
+        f"- Confidence: logits are cosines (LDAM's normed head); the stored temperature T = {side.get('temperature', 1.0):.4f} "
+        f"was fitted on {cal.get('dataset', '?').split(':')[0]} [{cal.get('split')}] (n = {cal.get('n')}): ECE "
+        f"{pct(cal.get('before', {}).get('ece'))} % -> {pct(cal.get('after', {}).get('ece'))} %.", "",
+        "## Training data and protocol",
+        f"- FER2013 (Goodfellow et al. 2013), Kaggle image-folder release: Training (28,709 faces) -> weights, "
+        f"PublicTest -> model selection (best balanced accuracy, flip TTA) and the temperature, PrivateTest -> reported once.",
+        f"- Start: torchvision's ImageNet MobileNetV2 (`mobilenet_v2-b0353104.pth`), first conv summed to one grey channel.",
+        f"- Loss {cfg.get('loss', {}).get('name')} {json.dumps(cfg.get('loss', {}).get('kwargs', {}))}; optimiser "
+        f"{json.dumps(cfg.get('optim', {}))}; schedule {json.dumps(cfg.get('schedule', {}))}; "
+        f"{cfg.get('train', {}).get('epochs')} epochs, batch {cfg.get('train', {}).get('batch_size')}; augmentation "
+        f"{json.dumps(cfg.get('augment', {}))}.",
+        f"- Best epoch {zoo['train']['best_epoch']} of {zoo['train']['epochs_run']} (selection metric "
+        f"{zoo['train']['select_metric']} = {pct(zoo['train']['best'])} %), {zoo['train']['train_minutes']:.1f} minutes of "
+        f"training on {zoo['train']['hardware']}.", "",
+        "## Rebuild", "```bash", zoo["command"], "```",
+        f"Recipe: `{recipe}`. `make zoo` runs the same; an interrupted build continues with `--resume`.", "",
+        "## Results (the packaged fp16 file, PyTorch, measured by the build)", "",
+        "| test set | n | accuracy % | balanced accuracy % | macro-F1 % | ECE % |", "|---|---:|---:|---:|---:|---:|"]
+    for r in t.values():
+        lines.append(f"| {r['name']} | {r['n']} | {pct(r['accuracy'])} | {pct(r['balanced_accuracy'])} | {pct(r['macro_f1'])} | {pct(r['ece'])} |")
+    lines += ["", "Per-class accuracy % (no TTA):", "",
+              "| test set | " + " | ".join(classes) + " |", "|---|" + "---:|" * len(classes)]
+    for r in t.values():
+        if r["tta"] == "none":
+            lines.append(f"| {r['name']} | " + " | ".join(pct(r["per_class_accuracy"].get(c)) for c in classes) + " |")
+    ex = {r["name"]: r["excluded"] for r in t.values() if r["excluded"] and r["tta"] == "none"}
+    if ex:
+        lines += ["", "Excluded from evaluation (classes the model does not have): "
+                  + "; ".join(f"{k}: {v}" for k, v in ex.items()) + "."]
+    lines += ["", "CK+48 has no neutral class: its balanced accuracy is over the 6 classes present, while the model may "
+              "still answer neutral. FER+ test is the same photos as PrivateTest relabelled by 10 annotators (majority "
+              "vote): a cross-labelling test, not a new population.", "",
+              "Side by side with the `fer` package on the same crops: `benchmarks/compare_fer.py --checkpoint default` "
+              "(`benchmarks/results/compare_fer.md`).", "",
+              "## Speed", f"- {zoo['latency']['backend']}, {zoo['latency']['threads']} thread on {zoo['latency']['cpu']}: "
+              f"{zoo['latency']['single_face_ms_median']:.2f} ms per face (median of {zoo['latency']['runs']}, crop -> "
+              f"probabilities), {zoo['latency']['batch64_faces_per_s']:.0f} faces/s in batches of 64. `fairexpr export` "
+              "gives an ONNX file that is faster still (see compare_fer.md).", "",
+              "## Licence situation — read before use",
+              "- The code of fairexpr is MIT. **These weights are not simply MIT**: they were trained on FER2013, which its "
+              "distributors restrict to research use, starting from ImageNet-pretrained weights (torchvision's file is "
+              "BSD-3, ImageNet's images are for non-commercial research).",
+              "- What that means for you: use the model for research, teaching and evaluation. Before any commercial or "
+              "production use, get your own legal advice or retrain the same recipe on data you have rights to "
+              "(`fairexpr train --config " + recipe + " data.train=FORMAT:PATH ...`).",
+              "- Known limits: FER2013 faces are mostly frontal, 48x48, web-sourced and unevenly spread over age and "
+              "ethnicity; accuracy on other populations, poses and lighting is lower (see CK+48 above). Expression is not "
+              "emotion: the model reports how a face looks, not what a person feels. Do not use it to make decisions "
+              "about people.", "",
+              f"Built {zoo['built_at']} with fairexpr {side.get('versions', {}).get('fairexpr')}, torch "
+              f"{side.get('versions', {}).get('torch')}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--name", default=None, help="zoo entry (default: the index's default model)")
+    ap.add_argument("--run", default=str(ROOT / "benchmarks" / "runs" / "default_model"), help="training run folder")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted training run")
+    ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA"), help="dataset root (default $FAIREXPR_DATA)")
+    ap.add_argument("--no-train", action="store_true", help="use the finished run as it is (error when it is not)")
+    a = ap.parse_args(argv)
+    if not a.data or not Path(a.data).is_dir():
+        raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
+    from fairexpr import zoo as Z
+    from fairexpr.engine import checkpoint as ck
+
+    idx = Z.index()
+    name = a.name or idx["default"]
+    if name not in idx["models"]:
+        raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
+    recipe = idx["models"][name]["recipe"]
+    run, data = Path(a.run), Path(a.data).resolve()
+    fx = [sys.executable, "-m", "fairexpr.cli"]
+    t0 = time.time()
+    if not (run / "result.json").exists():
+        if a.no_train:
+            raise SystemExit(f"--no-train: {run} has no finished run (result.json)")
+        sh(fx + ["train", "--config", str(ROOT / recipe), "--out", str(run), "--no-progress"] + (["--resume"] if a.resume else []))
+    result = json.loads((run / "result.json").read_text())
+    side = ck.read_json(run / "model.json")
+    val = (f"{side['config']['data']['val']}", side["config"]["data"]["val_split"])
+    if (side.get("calibration") or {}).get("fitted_by") != "train" and side.get("temperature") is None:
+        from fairexpr.cli.calibrate import calibrate_checkpoint
+
+        calibrate_checkpoint(run, val[0], val[1], progress=False)
+    clean = run.parent / "fer2013_clean.csv"
+    if not clean.exists():
+        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json", str(run.parent / "fer2013_audit.json"),
+                 "--clean-manifest", str(clean)], run.parent / "audit.log")
+    dest = Z.ZOO_DIR / name
+    dest.mkdir(parents=True, exist_ok=True)
+    pack = pack_fp16(run, dest)
+    parity = fp16_parity(run, dest, f"fer2013:{data / 'fer2013'}", "private_test")
+    print(f"packed {dest / 'model.safetensors'} ({pack['bytes'] / 2**20:.2f} MB); fp16 parity {parity}", flush=True)
+    tests = evaluate_all(dest, run, test_sets(data, clean.resolve()))
+    lat = latency(dest)
+    zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": "FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --run "
+                      + shlex.quote(os.path.relpath(run, ROOT)) + "   # = make zoo",
+           "recipe": recipe, "pack": pack, "fp16_parity": parity, "test": tests, "latency": lat,
+           "train": {"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"], "best": result["best"],
+                     "select_metric": side["config"]["train"]["select_metric"], "stopped_by": result["stopped_by"],
+                     "train_minutes": result["train_seconds"] / 60, "hardware": hardware_line()},
+           "build_seconds": time.time() - t0}
+    side = ck.read_json(dest / "model.json")
+    side["zoo"] = zoo
+    ck.atomic_write_json(dest / "model.json", side)
+    ck.atomic_write_bytes(dest / "MODEL_CARD.md", model_card(name, side, zoo, recipe).encode())
+    print(f"wrote {dest}/model.json and MODEL_CARD.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The model zoo: references (default / name / alias / path), the packaged default model itself (files, fp16
+storage, calibration, its card's figures reproduce), and every command using it without --checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairexpr import zoo as Z
+from fairexpr.cli import main
+from fairexpr.labels import CANONICAL7
+
+DEFAULT_DIR = Z.ZOO_DIR / Z.index()["default"]
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def tiny_checkpoint(run_dir: Path, fp16: bool = False) -> Path:
+    import torch
+
+    from fairexpr.engine.checkpoint import atomic_save_tensors, save_model
+    from fairexpr.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=7, small_input=True, in_chans=1).eval()
+    side = {"model": {"name": "resnet18", "num_classes": 7, "kwargs": {"small_input": True, "in_chans": 1}},
+            "classes": list(CANONICAL7), "temperature": 0.5,
+            "preprocess": {"input_size": [48, 48], "in_chans": 1, "mean": [0.5], "std": [0.25]}}
+    save_model(run_dir, model, side)
+    if fp16:
+        atomic_save_tensors(run_dir / "model.safetensors",
+                            {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    return run_dir
+
+
+@pytest.fixture()
+def fake_zoo(tmp_path, monkeypatch) -> Path:
+    """A zoo folder with one installed model ('tiny', alias 'small') and one not installed ('ghost')."""
+    root = tmp_path / "zoo"
+    tiny_checkpoint(root / "tiny", fp16=True)
+    (root / "tiny" / "MODEL_CARD.md").write_text("# tiny card\n")
+    (root / "index.json").write_text(json.dumps({"default": "tiny", "models": {
+        "tiny": {"aliases": ["small"], "description": "test model", "recipe": "configs/x.yaml"},
+        "ghost": {"description": "never built"}}}))
+    monkeypatch.setattr(Z, "ZOO_DIR", root)
+    return root
+
+
+# ------------------------------------------------------------------------------------------- references
+def test_references_resolve_to_the_zoo_and_paths_stay_paths(fake_zoo, tmp_path):
+    assert Z.resolve(None) == Z.resolve("default") == Z.resolve("tiny") == Z.resolve("small") == fake_zoo / "tiny"
+    assert Z.is_reference("default") and Z.is_reference("small") and not Z.is_reference("./default")
+    assert not Z.is_reference("nonsense") and not Z.is_reference(str(tmp_path))
+    assert Z.resolve("./default") == Path("./default") and Z.resolve(str(tmp_path)) == tmp_path
+    assert Z.is_packaged(fake_zoo / "tiny" / "model.json") and not Z.is_packaged(tmp_path)
+
+
+def test_unknown_missing_and_broken_entries_are_clear_errors(fake_zoo):
+    with pytest.raises(Z.ZooError, match=r"no packaged model named 'nope'.*default, tiny, ghost"):
+        Z.pretrained_path("nope")
+    with pytest.raises(Z.ZooError, match=r"'ghost' is not installed.*make zoo"):
+        Z.pretrained_path("ghost")
+    rows = {r["name"]: r for r in Z.list_pretrained()}
+    assert rows["tiny"]["installed"] and rows["tiny"]["aliases"] == ["default", "small"] and not rows["ghost"]["installed"]
+    (fake_zoo / "index.json").write_text("{not json")
+    with pytest.raises(Z.ZooError, match="index is unreadable"):
+        Z.resolve("default")
+    (fake_zoo / "index.json").write_text(json.dumps({"default": "x", "models": {}}))
+    with pytest.raises(Z.ZooError, match="default among the models"):
+        Z.index()
+
+
+def test_fp16_storage_loads_into_an_fp32_module(fake_zoo):
+    import torch
+
+    from fairexpr.engine.checkpoint import load_model, load_tensors
+
+    stored = load_tensors(fake_zoo / "tiny" / "model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    model, side = load_model(Z.resolve("default"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, stored[k].to(v.dtype)), k
+
+
+# ------------------------------------------------------------------------------------------- CLI on a fake zoo
+def test_cli_commands_default_to_the_zoo_model(fake_zoo, tmp_path, capsys, monkeypatch):
+    face = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(face)
+    rc, out, err = run(["predict", "--crops", face, "--json", "--no-progress"], capsys)
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["model"]["source"] == str(fake_zoo / "tiny") and data["model"]["temperature"] == 0.5
+    assert len(data["faces"]) == 1
+    rc, _, err = run(["predict", "--checkpoint", "typo", "--crops", face], capsys)
+    assert rc == 2 and "--checkpoint typo: no such file or folder and not a packaged model name (known: default, tiny, ghost)" in err
+    rc, _, err = run(["predict", "--checkpoint", "default", "--onnx", face, face], capsys)
+    assert rc == 2 and "not both" in err
+    rc, _, err = run(["predict", "--checkpoint", "ghost", "--crops", face], capsys)
+    assert rc == 2 and "not installed" in err and "Traceback" not in err
+
+    # calibrate refuses to write into package data, and writes a calibrated copy with --save-to
+    synth = "synthetic:fer2013"
+    rc, _, err = run(["calibrate", "--data", synth, "--split", "val"], capsys)
+    assert rc == 2 and "packaged model" in err and "--save-to" in err
+    before = (fake_zoo / "tiny" / "model.json").read_bytes()
+    rc, out, err = run(["calibrate", "--checkpoint", "small", "--data", synth, "--split", "val", "--save-to",
+                        tmp_path / "mine", "--json"], capsys)
+    assert rc == 0, err
+    assert (fake_zoo / "tiny" / "model.json").read_bytes() == before
+    mine = json.loads((tmp_path / "mine" / "model.json").read_text())
+    assert mine["temperature"] == pytest.approx(json.loads(out)["temperature"]) and mine["copied_from"].endswith("tiny")
+    assert (tmp_path / "mine" / "MODEL_CARD.md").read_text() == "# tiny card\n"
+    rc, _, err = run(["calibrate", "--checkpoint", "small", "--data", synth, "--split", "val", "--save-to", tmp_path / "mine"], capsys)
+    assert rc == 2 and "already holds a checkpoint" in err
+
+    # eval of a packaged model writes under ./fairexpr_eval, never into the package
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(["eval", "--data", synth, "--split", "test", "--json"], capsys)
+    assert rc == 0, err
+    assert Path(json.loads(out)["out_dir"]) == Path("fairexpr_eval") / "tiny" / "synthetic_test"
+    assert (tmp_path / "fairexpr_eval" / "tiny" / "synthetic_test" / "metrics.json").is_file()
+    assert not (fake_zoo / "tiny" / "eval").exists()
+
+
+def test_zoo_and_list_models_pretrained(fake_zoo, tmp_path, capsys):
+    rc, out, _ = run(["zoo"], capsys)
+    assert rc == 0 and "tiny (default, small): resnet18, 48x48" in out and "ghost: not installed" in out
+    rc, out, _ = run(["list-models", "--pretrained", "--json"], capsys)
+    assert rc == 0 and [r["name"] for r in json.loads(out)] == ["tiny", "ghost"]
+    rc, _, err = run(["list-models", "--pretrained", "--num-classes", "3"], capsys)
+    assert rc == 2 and "--num-classes does not apply" in err
+    rc, out, _ = run(["zoo", "default", "--card"], capsys)
+    assert rc == 0 and out.strip() == "# tiny card"
+    rc, out, _ = run(["zoo", "small", "--copy-to", tmp_path / "copy"], capsys)
+    assert rc == 0 and (tmp_path / "copy" / "model.safetensors").is_file()
+    rc, _, err = run(["zoo", "--card"], capsys)
+    assert rc == 2 and "need a model NAME" in err
+    rc, _, err = run(["zoo", "nope"], capsys)
+    assert rc == 2 and "no packaged model named 'nope'" in err
+
+
+# ------------------------------------------------------------------------------------------- the shipped model
+def test_the_shipped_default_model_is_complete_and_small():
+    from fairexpr.engine.checkpoint import load_model, load_tensors
+
+    for f in ("model.safetensors", "model.json", "MODEL_CARD.md"):
+        assert (DEFAULT_DIR / f).is_file(), f
+        assert (DEFAULT_DIR / f).stat().st_size <= 10 * 2**20, f
+    side = json.loads((DEFAULT_DIR / "model.json").read_text())
+    assert side["classes"] == list(CANONICAL7) and 0 < side["temperature"] < 1
+    assert side["calibration"]["after"]["ece"] < side["calibration"]["before"]["ece"]
+    z = side["zoo"]
+    assert {"fer2013_private", "fer2013_private_dedup", "ferplus_test", "ckplus48"} <= set(z["test"])
+    assert z["fp16_parity"]["argmax_agreement"] >= 0.995
+    import torch
+
+    assert {v.dtype for v in load_tensors(DEFAULT_DIR / "model.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    model, _ = load_model(Z.resolve("default"))
+    assert model.training is False
+    card = (DEFAULT_DIR / "MODEL_CARD.md").read_text()
+    assert "benchmarks/build_zoo.py" in card and "Licence situation" in card and "research" in card
+
+
+def test_shipped_model_figures_reproduce_and_confidences_are_calibrated(real_data, tmp_path):
+    """Re-evaluate the packaged file on FER+ test: the card's figures are what the file does, and the stored
+    temperature makes confidences usable (not the near-uniform softmax of raw cosine logits)."""
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    side = json.loads((DEFAULT_DIR / "model.json").read_text())
+    rec = side["zoo"]["test"]["ferplus_test"]
+    m = evaluate_checkpoint(Z.resolve("default"), f"ferplus:{real_data / 'ferplus'}", "test", options={"num_classes": 7},
+                            out_dir=tmp_path / "eval", progress=False)
+    assert m["n"] == rec["n"]
+    assert m["accuracy"] == pytest.approx(rec["accuracy"], abs=1e-9)
+    assert m["balanced_accuracy"] == pytest.approx(rec["balanced_accuracy"], abs=1e-9)
+    assert m["ece"] <= 0.05  # calibrated (raw cosine logits give ECE ~ 0.45)
+    assert m["accuracy"] >= 0.68 and m["balanced_accuracy"] >= 0.66
+
+
+def test_serve_without_checkpoint_serves_the_default_model(fake_zoo, monkeypatch):
+    from click.testing import CliRunner
+
+    import fairexpr.inference.service as service
+    from fairexpr.cli import cli
+
+    served = {}
+    monkeypatch.setattr(service, "serve", lambda app, host, port: served.update(app=app))
+    r = CliRunner().invoke(cli, ["serve", "--crops"])
+    assert r.exit_code == 0, r.output
+    assert f"serving torch model {fake_zoo / 'tiny'} on http://127.0.0.1:8000/" in r.output and "app" in served
+
+
+def test_export_without_checkpoint_exports_the_default_model(fake_zoo, tmp_path, capsys):
+    rc, out, err = run(["export", "--onnx", tmp_path / "m.onnx", "--json"], capsys)
+    assert rc == 0, err
+    from fairexpr.inference.predictor import OnnxPredictor
+
+    p = OnnxPredictor(tmp_path / "m.onnx")
+    assert p.temperature == 0.5 and p.classes == tuple(CANONICAL7)
+
+
+def test_a_packaged_model_or_run_as_pretrained_gives_its_backbone_and_a_fresh_head(fake_zoo, tmp_path):
+    import torch
+
+    from fairexpr.engine.checkpoint import load_tensors
+    from fairexpr.models import create_model
+    from fairexpr.models.registry import ModelError
+
+    stored = load_tensors(fake_zoo / "tiny" / "model.safetensors")
+    for ref in ("default", "small", str(fake_zoo / "tiny"), str(fake_zoo / "tiny" / "model.json")):
+        torch.manual_seed(1)
+        m = create_model("resnet18", num_classes=7, small_input=True, in_chans=1, pretrained=ref)
+        assert torch.equal(m.conv1.weight, stored["conv1.weight"].float()), ref
+        assert not torch.equal(m.fc.weight, stored["fc.weight"].float()), ref  # same shape, still not loaded
+        assert "fc.weight" in m.load_report.missing and "classifier head 'fc' left freshly initialised" in " ".join(m.load_report.notes)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ModelError, match="must be a fairexpr run directory"):
+        create_model("resnet18", num_classes=7, pretrained=str(tmp_path / "plain"))
+    with pytest.raises(Z.ZooError, match="not installed"):
+        create_model("resnet18", num_classes=7, pretrained="ghost")
