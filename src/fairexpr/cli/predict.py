@@ -212,15 +212,9 @@ def _write_rgb(path: Path, rgb: Any) -> None:
 
 
 def _write_text(path: str | Path, text: str) -> None:
-    import os
-    import tempfile
+    from .._io import atomic_write_bytes
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], classes: list[str]) -> None:

@@ -193,7 +193,9 @@ def _save(file: Path, images: np.ndarray, ok: np.ndarray, bad_idx: np.ndarray, b
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=images, ok=ok, bad_idx=bad_idx, bad_reason=np.array(bad_reason, dtype=np.str_))
-        os.chmod(tmp, 0o644)
+        from .._io import current_umask
+
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, file)
     except BaseException:
         if os.path.exists(tmp):

@@ -16,34 +16,19 @@ A *run directory* (``fairexpr train --out DIR``) holds::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._io import atomic_write_bytes, remove_stale_temps  # noqa: F401  (re-exported: the one atomic writer)
+
 SIDECAR_VERSION = 1
 
 
 class CheckpointError(ValueError):
     """Missing/corrupt checkpoint, or one that would need arbitrary unpickling."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -317,6 +317,10 @@ class Engine:
             ck.atomic_write_bytes(self.out / "config.yaml", dump_config(cfg).encode())
         resumed = False
         if self.resume:
+            if fabric.is_global_zero:
+                # a run killed during a checkpoint write leaves the temp file (up to ~90 MB) behind
+                for f in ck.remove_stale_temps(self.out):
+                    print(f"--resume: removed {f.name}, left by an interrupted checkpoint write")
             resumed = self._load_last()
             if not resumed and fabric.is_global_zero:
                 print(f"--resume: no training state in {self.out}; starting from scratch")

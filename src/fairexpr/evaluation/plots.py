@@ -43,20 +43,10 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and ``os.replace`` it into place (mode 0666 &
-    ~umask, like an ordinary file, rather than mkstemp's 0600)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """:func:`fairexpr._io.atomic_write_bytes` (temp file + rename, mode 0666 & ~umask)."""
+    from .._io import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 def _nan(values: Sequence[Any]) -> np.ndarray:
