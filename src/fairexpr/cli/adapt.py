@@ -55,8 +55,8 @@ def summarize(result: dict[str, Any]) -> str:
 @click.option("--target", required=True, help="Unlabelled target FORMAT:PATH (= data.target; labels ignored).")
 @click.option("--target-eval", "target_eval", help="Labelled target FORMAT:PATH for evaluation only (= data.target_eval).")
 @click.option("--out", default="runs/adapt", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--epochs", type=int, help="= train.epochs")
-@click.option("--minutes", type=float, help="Wall-clock budget (= train.max_minutes).")
+@click.option("--epochs", type=click.IntRange(min=1), help="= train.epochs")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget (= train.max_minutes).")
 @click.option("--resume", is_flag=True, help="Continue a killed run (DIFC phase and margins are restored).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option

@@ -110,9 +110,9 @@ tta_option = click.option("--tta", type=click.Choice(TTA_CHOICES), default="none
 def train_overrides(epochs: int | None = None, minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:
     """The ``train`` section set by the shared ``--epochs / --minutes / --no-progress`` options (empty if none)."""
     tr: dict[str, Any] = {}
-    if epochs:
+    if epochs is not None:
         tr["epochs"] = epochs
-    if minutes:
+    if minutes is not None:
         tr["max_minutes"] = minutes
     if no_progress:
         tr["progress"] = False

@@ -45,16 +45,17 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list
 @click.option("--out-json", type=click.Path(dir_okay=False), help="Write all results (faces, bad files, video summaries) as JSON.")
 @click.option("--annotate", "annotate_dir", type=click.Path(file_okay=False),
               help="Write annotated images/frames, and video timelines + summaries, to this folder.")
-@click.option("--every-n", type=int, help="Videos: use every n-th frame.")
-@click.option("--fps", type=float, help="Videos: sample about this many frames per second.")
-@click.option("--min-face", type=int, default=24, show_default=True, help="Faces smaller than this (px) are reported, not classified.")
-@click.option("--margin", type=float, default=0.1, show_default=True, help="Crop margin around a face box (fraction per side).")
+@click.option("--every-n", type=click.IntRange(min=1), help="Videos: use every n-th frame.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Videos: sample about this many frames per second.")
+@click.option("--min-face", type=click.IntRange(min=1), default=24, show_default=True, help="Faces smaller than this (px) are reported, not classified.")
+@click.option("--margin", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Crop margin around a face box (fraction per side).")
 @click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar", show_default=True)
 @click.option("--yunet-model", type=click.Path(dir_okay=False), help="Local YuNet ONNX file (for --detector yunet).")
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="reliable = confidence >= threshold.")
-@click.option("--strict", is_flag=True, help="Exit non-zero (1) when any input could not be read.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Faces per forward pass (across images).")
-@click.option("--threads", type=int, default=None, help="onnxruntime/torch CPU threads.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="reliable = confidence >= threshold.")
+@click.option("--strict", is_flag=True, help="Exit non-zero (1) when any input could not be read (with none readable, "
+                                             "predict always exits 1).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Faces per forward pass (across images).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime/torch CPU threads.")
 @tta_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @json_option
@@ -99,7 +100,9 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
         _write_text(out_json, json.dumps(payload, indent=2))
     human = _human(result, classes, out_csv, out_json, annotate_dir)
     emit(payload, as_json, human)
-    if result["bad"] and strict:
+    if result["bad"] and (strict or not result["records"]):
+        if not result["records"] and not strict:
+            click.echo(f"error: none of the {len(result['bad'])} input(s) could be read", err=True)
         raise SystemExit(1)
 
 

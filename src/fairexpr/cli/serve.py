@@ -10,14 +10,14 @@ from .common import UserError, checkpoint_option, resolve_checkpoint_arg, tta_op
 @checkpoint_option()
 @click.option("--onnx", "onnx_file", type=click.Path(exists=True, dir_okay=False), help="Exported .onnx (no torch).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (localhost by default).")
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--crops", is_flag=True, help="Uploads are face crops (no detection).")
 @click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar", show_default=True)
 @click.option("--yunet-model", type=click.Path(dir_okay=False), help="Local YuNet ONNX file (for --detector yunet).")
-@click.option("--min-face", type=int, default=24, show_default=True)
-@click.option("--threshold", type=float, default=0.5, show_default=True, help="reliable = confidence >= threshold.")
-@click.option("--max-bytes", type=int, default=8 * 1024 * 1024, show_default=True, help="Largest upload accepted.")
-@click.option("--max-pixels", type=int, default=16_000_000, show_default=True, help="Largest image (width x height).")
+@click.option("--min-face", type=click.IntRange(min=1), default=24, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="reliable = confidence >= threshold.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=8 * 1024 * 1024, show_default=True, help="Largest upload accepted.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=16_000_000, show_default=True, help="Largest image (width x height).")
 @tta_option
 def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min_face, threshold, max_bytes, max_pixels, tta):
     """Serve a model over HTTP with an upload page at /."""

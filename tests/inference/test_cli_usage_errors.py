@@ -1,0 +1,50 @@
+"""Bad numbers on the command line are usage errors (exit 2, one line naming the option, no traceback), never
+ignored or turned into 'unreadable' rows; predict with no readable input at all fails."""
+from __future__ import annotations
+
+import pytest
+
+from fairexpr.cli import main
+
+
+def run(argv, capsys):
+    rc = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["predict", "--checkpoint", "{ckpt}", "--min-face", "-5", "{img}"], "--min-face"),
+    (["predict", "--checkpoint", "{ckpt}", "--every-n", "0", "{img}"], "--every-n"),
+    (["predict", "--checkpoint", "{ckpt}", "--fps", "0", "{img}"], "--fps"),
+    (["predict", "--checkpoint", "{ckpt}", "--threshold", "1.5", "{img}"], "--threshold"),
+    (["predict", "--checkpoint", "{ckpt}", "--batch-size", "0", "{img}"], "--batch-size"),
+    (["serve", "--checkpoint", "{ckpt}", "--port", "99999"], "--port"),
+    (["serve", "--checkpoint", "{ckpt}", "--max-bytes", "0"], "--max-bytes"),
+    (["train", "--config", "configs/baseline_ce_cpu.yaml", "--out", "{tmp}/r", "--epochs", "0"], "--epochs"),
+    (["train", "--config", "configs/baseline_ce_cpu.yaml", "--out", "{tmp}/r", "--minutes", "0"], "--minutes"),
+    (["adapt", "--config", "configs/difc_mcd_cpu.yaml", "--source", "synthetic:fer2013", "--target", "synthetic:fer2013",
+      "--out", "{tmp}/a", "--epochs", "0"], "--epochs"),
+])
+def test_bad_numbers_are_usage_errors(argv, option, ckpt, tmp_path, capsys):
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")
+    argv = [a.format(ckpt=ckpt, img=img, tmp=tmp_path) for a in argv]
+    rc, out, err = run(argv, capsys)
+    assert rc == 2, (out, err)
+    assert option in err and "Traceback" not in err + out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "a").exists()
+
+
+def test_predict_with_nothing_readable_fails(ckpt, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    rc, out, err = run(["predict", "--checkpoint", ckpt, bad, tmp_path / "missing.png", "--no-progress"], capsys)
+    assert rc == 1 and "none of the 2 input(s) could be read" in err
+    # one readable input among bad ones: still exit 0 without --strict
+    from PIL import Image
+    import numpy as np
+
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "ok.png")
+    rc, _, err = run(["predict", "--checkpoint", ckpt, "--crops", bad, tmp_path / "ok.png", "--no-progress"], capsys)
+    assert rc == 0, err
