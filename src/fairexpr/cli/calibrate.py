@@ -54,13 +54,14 @@ def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = 
                         "calibrated copy there")
     tag = f"{spec.split(':', 1)[0]}_{split}" if split else spec.split(":", 1)[0]
     out = Path(out_dir) if out_dir else side_path.parent / "calibration" / tag
-    evaluate_checkpoint(checkpoint, spec, split, out_dir=out, on_bad_file=on_bad_file, progress=progress,
-                        use_temperature=False)
+    ev = evaluate_checkpoint(checkpoint, spec, split, out_dir=out, on_bad_file=on_bad_file, progress=progress,
+                             use_temperature=False)
     with np.load(out / "predictions.npz") as f:
         logits, y = f["logits"].astype(np.float64), f["y_true"]
     t = fit_temperature(logits, y)
     summ = calibration_summary(logits, y, t)
-    summ.update({"dataset": spec, "split": split, "n": int(len(y)), "checkpoint": str(checkpoint)})
+    summ.update({"dataset": spec, "split": split, "n": int(len(y)), "checkpoint": str(checkpoint),
+                 "exclusions": ev["exclusions"]})
     side = ck.read_json(side_path)
     side["temperature"] = float(t)
     side["calibration"] = {"dataset": spec, "split": split, "n": int(len(y)), "before": summ["before"],
@@ -88,11 +89,13 @@ def command(checkpoint, spec, split, out_dir, save_to, on_bad_file, as_json):
     """Fit a temperature on a validation split; store it in the checkpoint; report ECE/NLL before and after."""
     s = calibrate_checkpoint(resolve_checkpoint_arg(checkpoint), spec, split, out_dir=out_dir, on_bad_file=on_bad_file,
                              progress=not as_json, save_to=save_to)
+    from .evaluate import exclusion_lines
+
     b, a = s["before"], s["after"]
     human = "\n".join([
         f"temperature T = {s['temperature']:.4f} fitted on {spec} [{split or 'all'}] (n={s['n']}), stored in " + s["checkpoint"],
         f"  ECE   {b['ece']:.4f} -> {a['ece']:.4f}",
         f"  NLL   {b['nll']:.4f} -> {a['nll']:.4f}",
         f"  Brier {b['brier']:.4f} -> {a['brier']:.4f}",
-        f"  reliability diagram: {s['reliability_png']}"])
+        f"  reliability diagram: {s['reliability_png']}", *exclusion_lines(s["exclusions"])])
     emit({k: v for k, v in s.items() if not k.startswith("reliability_") or k == "reliability_png"}, as_json, human)

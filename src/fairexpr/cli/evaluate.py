@@ -6,6 +6,17 @@ import click
 from .common import checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
 
 
+def exclusion_lines(ex: dict | None) -> list[str]:
+    """The printout of :func:`fairexpr.engine.evaluate.write_exclusions`'s summary (nothing is left out silently)."""
+    if not ex or not ex.get("total"):
+        return ["  excluded: none"]
+    lines = [f"  excluded {ex['total']} image(s) of the split:"]
+    lines += [f"    {n:>6}  {reason}" for reason, n in sorted(ex["by_reason"].items(), key=lambda kv: -kv[1])]
+    if ex.get("files"):
+        lines.append(f"    listed in {ex['files']}")
+    return lines
+
+
 @click.command("eval")
 @checkpoint_option()
 @click.option("--data", "spec", required=True, help="Dataset FORMAT:PATH.")
@@ -38,5 +49,6 @@ def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_tem
              f"  ECE / NLL         {m['ece']:.4f} / {m['nll']:.4f}", "  per-class accuracy:"]
     for c, a in m["per_class_accuracy"].items():
         human.append(f"    {c:<10} {'n/a' if a is None else f'{a:.3f}'}  (n={m['n_per_class'][c]})")
+    human += exclusion_lines(m.get("exclusions"))
     human.append(f"  written to {m['out_dir']}")
     emit({k: v for k, v in m.items() if k not in ("reliability",)}, as_json, "\n".join(human))

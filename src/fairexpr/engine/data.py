@@ -91,7 +91,9 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
         raise DataError(f"data.{name}: {spec!r} split {split!r} contains no images")
     arr = materialize(ds, size=int(data_cfg["image_size"]), channels=int(data_cfg["channels"]),
                       cache_dir=data_cfg.get("cache_dir"), progress=progress, on_bad_file=data_cfg["on_bad_file"])
-    skipped = len(ds.skipped) + len(getattr(arr, "skipped", []) or [])
+    # arr.skipped = the adapter's exclusions/skips (copied from ds.skipped) + files that failed to decode
+    excluded = list((getattr(arr, "skipped", None) or ds.skipped).items)
+    skipped = len(excluded)
     lms = None
     if lm_file is not None:
         if not isinstance(lm_file, (str, os.PathLike)):
@@ -100,7 +102,8 @@ def load_split(name: str, spec: str, split: str | None, options: dict[str, Any],
         lms = torch.from_numpy(landmarks_for([s.path for s in arr.samples], table, split_root(spec),
                                              f"data.{name} ({spec})"))
     return Split(name, spec, split, arr.images, arr.labels.long(), tuple(ds.classes), arr.soft_labels,
-                 {"skipped": skipped, "n": int(arr.images.shape[0]), **({"landmarks": str(lm_file)} if lm_file else {})},
+                 {"skipped": skipped, "excluded": excluded, "n": int(arr.images.shape[0]),
+                  **({"landmarks": str(lm_file)} if lm_file else {})},
                  group_ids(arr.samples), lms)
 
 

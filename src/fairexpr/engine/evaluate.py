@@ -68,6 +68,14 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
+    if split is None:
+        from ..data.base import FERDataset
+
+        present = sorted({str(smp.split) for smp in FERDataset.from_spec(spec, None, on_bad_file=on_bad_file,
+                                                                          **(options or {})).samples if smp.split})
+        if len(present) > 1:
+            raise ConfigError(f"{spec}: has splits {', '.join(present)}; give one (--split NAME): evaluating them pooled "
+                              "would mix training and test images")
     model, side = ck.load_model(checkpoint)
     pre = side["preprocess"]
     data_cfg = {"image_size": int(pre["input_size"][0]), "channels": int(pre["in_chans"]), "on_bad_file": on_bad_file,
@@ -101,4 +109,31 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
                            temperature=temp, tta=tta)
     m["out_dir"] = str(out)
     m["dropped_absent_classes"] = sp.info.get("dropped_absent_classes", {})
+    m["exclusions"] = write_exclusions(out, sp.info.get("excluded", []), m["dropped_absent_classes"],
+                                       int((sp.labels < 0).sum()))
+    ck.atomic_write_json(out / "metrics.json", {k: v for k, v in m.items() if k != "out_dir"})
     return m
+
+
+def write_exclusions(out: Path, excluded: list[tuple[str, str]], absent: dict[str, int], unlabelled: int) -> dict[str, Any]:
+    """Every image of the requested split that is not in the evaluation, by reason: the adapter's protocol
+    exclusions and skipped files (each listed in ``out/excluded.csv``), classes the model does not have, and
+    images without a label. Returns the summary stored in ``metrics.json``."""
+    import csv
+    import io
+    from collections import Counter
+
+    by_reason = dict(Counter(r for _, r in excluded))
+    for c, n in absent.items():
+        by_reason[f"class {c!r} is not one of the model's classes"] = int(n)
+    if unlabelled:
+        by_reason["no label"] = int(unlabelled)
+    summary: dict[str, Any] = {"total": int(sum(by_reason.values())), "by_reason": by_reason}
+    if excluded:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "reason"])
+        w.writerows(excluded)
+        ck.atomic_write_bytes(out / "excluded.csv", buf.getvalue().encode())
+        summary["files"] = str(out / "excluded.csv")
+    return summary
