@@ -97,9 +97,11 @@ DEFAULTS: dict[str, Any] = {
         # auto: channels_last (NHWC) for a network with 2-D convolutions, else contiguous | channels_last | contiguous
         "memory_format": "auto",
         "val_every": 1,
-        "checkpoint_every": 1,
     },
 }
+
+#: methods whose losses come from the ``loss:`` section (the others take theirs from ``method.*`` options)
+METHODS_READING_LOSS = ("supervised", "face2exp")
 
 #: ``train.memory_format`` values and the precisions the engine accepts (Lightning's names; 16-* need a GPU)
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -221,6 +223,11 @@ def validate(cfg: dict[str, Any]) -> None:
     def need(cond: bool, key: str, what: str) -> None:
         if not cond:
             raise ConfigError(f"config key {key!r} {what}")
+    method = (cfg.get("method") or {}).get("name", "supervised")
+    if method not in METHODS_READING_LOSS and cfg["loss"] != DEFAULTS["loss"]:
+        raise ConfigError(f"config key 'loss' is not used by method {method!r} (only {', '.join(METHODS_READING_LOSS)} read "
+                          f"it; {method}'s losses are set by its method.* options, see docs/methods.md): got "
+                          f"{cfg['loss']!r}; remove it")
     need(isinstance(t["epochs"], int) and t["epochs"] >= 1, "train.epochs", f"must be a positive integer, got {t['epochs']!r}")
     need(isinstance(t["batch_size"], int) and t["batch_size"] >= 1, "train.batch_size", f"must be a positive integer, got {t['batch_size']!r}")
     need(t["max_minutes"] is None or (isinstance(t["max_minutes"], (int, float)) and t["max_minutes"] > 0),

@@ -163,6 +163,13 @@ class Face2Exp(Method):
         # EMA of f for feedback_baseline (a buffer: checkpointed, restored by --resume)
         self.register_buffer("feedback_ema", torch.zeros((), dtype=torch.float64))
 
+    def on_train_epoch_start(self, epoch: int, engine: Any) -> dict[str, Any] | None:
+        """The supervised loss's epoch hook (LDAM-DRW's deferred re-weighting switches on at ``drw_epoch``)."""
+        if hasattr(self.sup_loss, "set_epoch"):
+            self.sup_loss.set_epoch(epoch)
+            return {"loss_reweighted": int(getattr(self.sup_loss, "weight", None) is not None)}
+        return None
+
     @staticmethod
     def _validate(o: dict[str, Any], config: dict[str, Any]) -> None:
         def need(cond: bool, key: str, what: str) -> None:
