@@ -237,6 +237,10 @@ def validate(cfg: dict[str, Any]) -> None:
          "train.iters_per_epoch", f"must be null or a positive integer, got {t['iters_per_epoch']!r}")
     from .evaluation.tta import TTA_MODES
 
+    need(isinstance(t["num_nodes"], int) and not isinstance(t["num_nodes"], bool) and t["num_nodes"] >= 1, "train.num_nodes",
+         f"must be a positive integer, got {t['num_nodes']!r}")
+    need(t["accelerator"] in ("auto", "cpu", "cuda", "gpu", "mps", "tpu"), "train.accelerator",
+         f"must be auto|cpu|cuda|gpu|mps|tpu, got {t['accelerator']!r}")
     need(isinstance(t["calibrate"], bool), "train.calibrate", f"must be true or false, got {t['calibrate']!r}")
     need(t["eval_tta"] in TTA_MODES, "train.eval_tta", f"must be {'|'.join(TTA_MODES)}, got {t['eval_tta']!r}")
     need(t["memory_format"] in MEMORY_FORMATS, "train.memory_format", f"must be {'|'.join(MEMORY_FORMATS)}, got {t['memory_format']!r}")

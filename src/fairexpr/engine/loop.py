@@ -47,8 +47,14 @@ class Engine:
         except ImportError:  # the unified `lightning` package ships the same Fabric
             from lightning.fabric import Fabric
 
-        self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
-                             num_nodes=t["num_nodes"], precision=t["precision"])
+        try:
+            self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
+                                 num_nodes=t["num_nodes"], precision=t["precision"])
+        except (RuntimeError, ValueError, TypeError) as e:
+            # Lightning's own message (accelerator not available here, unknown strategy, ...) as one line
+            msg = " ".join(str(e).split())
+            raise ConfigError(f"train.accelerator={t['accelerator']!r} / devices={t['devices']!r} / strategy="
+                              f"{t['strategy']!r} / num_nodes={t['num_nodes']!r}: {msg}") from None
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
