@@ -63,6 +63,26 @@ def test_bad_uploads(client, name, data, ctype, status, msg):
     assert r.status_code == status and msg in r.json()["error"]
 
 
+def test_uploads_without_an_image_content_type_are_sniffed(client, group_photo):
+    """The ordinary `requests.post(url, files={"file": f})` sends application/octet-stream (or no type): the bytes
+    decide; a non-image sent that way is still refused."""
+    jpg = _jpeg(group_photo[0])
+    for ctype in ("application/octet-stream", ""):
+        r = client.post("/predict", files={"file": ("group.jpg", jpg, ctype)} if ctype else {"file": ("group.jpg", jpg)})
+        assert r.status_code == 200 and r.json()["n_faces"] == 3, (ctype, r.text)
+    r = client.post("/predict", files={"file": ("notes.bin", b"hello there", "application/octet-stream")})
+    assert r.status_code == 415 and "application/octet-stream" in r.json()["error"]
+
+
+def test_sniff_image_type():
+    from fairexpr.inference.service import sniff_image_type
+
+    assert sniff_image_type(b"\x89PNG\r\n\x1a\n....") == "image/png"
+    assert sniff_image_type(b"\xff\xd8\xff\xe0") == "image/jpeg"
+    assert sniff_image_type(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"
+    assert sniff_image_type(b"hello") is None
+
+
 def test_too_many_pixels_and_too_many_bytes(client):
     big = io.BytesIO()
     Image.new("L", (1500, 1100)).save(big, format="PNG")  # 1.65 MP > 1.5 MP limit, tiny file

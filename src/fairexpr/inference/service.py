@@ -19,6 +19,22 @@ from .predictor import Predictor
 
 ALLOWED_TYPES = frozenset({"image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/webp", "image/gif",
                            "image/tiff"})
+#: content types that say nothing about the bytes: the image type is then read from the file's signature
+GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/x-www-form-urlencoded"})
+_SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"BM", "image/bmp"),
+               (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image type from the file signature (magic bytes), or ``None`` when it is not an image we read."""
+    for sig, t in _SIGNATURES:
+        if data.startswith(sig):
+            return t
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 16_000_000
 
@@ -65,12 +81,15 @@ def create_app(predictor: Predictor, detector: Any = "haar", *, crops: bool = Fa
     @app.post("/predict")
     def predict(file: UploadFile = File(...)) -> Any:
         ctype = (file.content_type or "").split(";")[0].strip().lower()
-        if ctype not in ALLOWED_TYPES:
-            return err(415, f"unsupported content type {ctype or 'none'!r} for {file.filename!r}; expected one of "
-                            f"{', '.join(sorted(ALLOWED_TYPES))}")
         data = file.file.read(max_bytes + 1)
         if len(data) > max_bytes:
             return err(413, f"{file.filename!r} is larger than the limit of {max_bytes} bytes")
+        if ctype in GENERIC_TYPES:  # `requests.post(url, files={"file": f})` sends octet-stream or nothing
+            ctype = sniff_image_type(data) or ctype
+        if ctype not in ALLOWED_TYPES:
+            return err(415, f"unsupported content type {ctype or 'none'!r} for {file.filename!r}; expected one of "
+                            f"{', '.join(sorted(ALLOWED_TYPES))} (or an upload of such an image as "
+                            "application/octet-stream)")
         try:
             img = decode_rgb(data, name=file.filename or "upload", max_pixels=max_pixels)
         except DataError as e:
