@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         calibrate_checkpoint(run, val[0], val[1], progress=False)
     clean = run.parent / "fer2013_clean.csv"
     if not clean.exists():
-        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json", str(run.parent / "fer2013_audit.json"),
+        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(run.parent / "fer2013_audit.json"),
                  "--clean-manifest", str(clean)], run.parent / "audit.log")
     dest = Z.ZOO_DIR / name
     dest.mkdir(parents=True, exist_ok=True)

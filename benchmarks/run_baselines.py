@@ -53,7 +53,7 @@ def main() -> None:
     # 1. the de-duplicated PrivateTest manifest (test images whose pixels also occur in train removed)
     clean = out / "fer2013_clean.csv"
     if not clean.exists():
-        sh(fx + ["audit", fer, "--json", str(out / "fer2013_audit.json"), "--clean-manifest", str(clean),
+        sh(fx + ["audit", fer, "--json-out", str(out / "fer2013_audit.json"), "--clean-manifest", str(clean),
                  "--chart", str(out / "fer2013_imbalance.png")], out / "audit.log")
     common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}",
               f"seed={a.seed}", "--no-progress", f"model.kwargs={a.model_kwargs}"]

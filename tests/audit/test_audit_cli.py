@@ -12,7 +12,7 @@ from fairexpr.cli import cli
 def test_audit_cli_writes_json_manifest_chart(messy, tmp_path):
     root, p = messy
     out, man, chart = tmp_path / "a.json", tmp_path / "clean.csv", tmp_path / "c.png"
-    res = CliRunner().invoke(cli, ["audit", f"folder:{root}", "--on-bad-file", "skip", "--json", str(out),
+    res = CliRunner().invoke(cli, ["audit", f"folder:{root}", "--on-bad-file", "skip", "--json-out", str(out),
                                    "--clean-manifest", str(man), "--chart", str(chart), "--no-progress"])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())
@@ -27,7 +27,7 @@ def test_audit_cli_writes_json_manifest_chart(messy, tmp_path):
 
 def test_audit_cli_json_stdout_and_options(messy):
     root, _ = messy
-    res = CliRunner().invoke(cli, ["audit", f"folder:{root}", "--on-bad-file", "skip", "--json", "-",
+    res = CliRunner().invoke(cli, ["audit", f"folder:{root}", "--on-bad-file", "skip", "--json",
                                    "--split", "train", "--near-blank-std", "0.01", "--no-progress"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
@@ -70,7 +70,7 @@ def test_audit_cli_fer2013(real_data, tmp_path):
     if not root.is_dir():
         pytest.skip(f"{root} is missing")
     out, man = tmp_path / "out.json", tmp_path / "m.csv"
-    res = CliRunner().invoke(cli, ["audit", f"fer2013:{root}", "--json", str(out), "--no-progress",
+    res = CliRunner().invoke(cli, ["audit", f"fer2013:{root}", "--json-out", str(out), "--no-progress",
                                    "--chart", str(tmp_path / "c.png"), "--clean-manifest", str(man)])
     assert res.exit_code == 0, res.output
     d = json.loads(out.read_text())

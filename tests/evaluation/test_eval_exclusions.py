@@ -69,3 +69,15 @@ def test_eval_without_split_refuses_to_pool_splits(ckpt, tmp_path, capsys):
     m = manifest(tmp_path, [("a.png", "happy", "test"), ("e.png", "fear", "train")])
     rc, _, err = run(["eval", "--checkpoint", ckpt, "--data", f"csv:{m}"], capsys)
     assert rc == 2 and "has splits test, train; give one (--split NAME)" in err and "Traceback" not in err
+
+
+def test_calibrate_takes_adapter_options_and_reports_exclusions(ckpt, tmp_path, capsys):
+    rows = [("a.png", "happy", "test"), ("b.png", "sad", "test"), ("c.png", "contempt", "test")]
+    m = manifest(tmp_path, rows)
+    rc, out, err = run(["calibrate", "--checkpoint", ckpt, "--data", f"csv:{m}", "--split", "test", "--no-progress",
+                        "--option", "bogus_option=1"], capsys)
+    assert rc == 2 and "bogus_option" in err
+    rc, out, err = run(["calibrate", "--checkpoint", ckpt, "--data", f"csv:{m}", "--split", "test", "--no-progress"], capsys)
+    assert rc == 0, err
+    assert "excluded 1 image(s) of the split:" in out and "class 'contempt' is not one of the model's classes" in out
+    assert err == ""  # --no-progress: no bar on stderr

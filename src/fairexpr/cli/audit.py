@@ -52,8 +52,9 @@ def _summary_tables(d: dict[str, Any]) -> list[Any]:
 @click.command("audit")
 @click.argument("dataset", metavar="FORMAT:PATH")
 @click.option("--split", "splits", multiple=True, help="Audit only this split (repeatable); default all splits.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write the full report as JSON to FILE ('-' prints it on stdout instead of the tables).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout instead of the tables.")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the full report as JSON to FILE.")
 @click.option("--clean-manifest", "manifest", type=click.Path(dir_okay=False),
               help="Write a cleaned csv manifest (path,label,subject,split), loadable as csv:FILE.")
 @click.option("--drop", default="test_dups_in_train", show_default=True,
@@ -67,7 +68,7 @@ def _summary_tables(d: dict[str, Any]) -> list[Any]:
 @click.option("--reference-split", default=None, help="Split that leakage is measured against (default: train).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Decoding processes (default: all CPUs).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def command(dataset: str, splits: tuple[str, ...], json_path: str | None, manifest: str | None, drop: str,
+def command(dataset: str, splits: tuple[str, ...], as_json: bool, json_path: str | None, manifest: str | None, drop: str,
             chart: str | None, on_bad_file: str, near_blank_std: float, reference_split: str | None,
             workers: int | None, no_progress: bool) -> None:
     """Audit a dataset: counts, imbalance ratios, duplicates/leakage, corrupt and near-blank images."""
@@ -82,7 +83,7 @@ def command(dataset: str, splits: tuple[str, ...], json_path: str | None, manife
                                  param_hint="--drop")
     try:
         rep = audit(dataset, splits=list(splits) or None, on_bad_file=on_bad_file,  # type: ignore[arg-type]
-                    progress=not no_progress, near_blank_std=near_blank_std, reference_split=reference_split,
+                    progress=not (no_progress or as_json), near_blank_std=near_blank_std, reference_split=reference_split,
                     workers=workers)
         d = rep.to_dict()
         written: dict[str, Any] = {}
@@ -92,16 +93,15 @@ def command(dataset: str, splits: tuple[str, ...], json_path: str | None, manife
             written["chart"] = str(rep.plot(chart))
     except DataError as e:
         raise UserError(str(e)) from None
-    if json_path == "-":
-        import json
+    import json
 
+    if json_path:
+        from .._io import atomic_write_bytes
+
+        atomic_write_bytes(json_path, (json.dumps({**d, "outputs": written}, indent=2) + "\n").encode())
+    if as_json:
         click.echo(json.dumps({**d, "outputs": written}, indent=2))
         return
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        import json
-
-        Path(json_path).write_text(json.dumps({**d, "outputs": written}, indent=2) + "\n")
     console = Console(width=max(100, 40 + 22 * len(d["splits"])))
     for t in _summary_tables(d):
         console.print(t, highlight=False)

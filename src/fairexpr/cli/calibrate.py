@@ -31,7 +31,8 @@ def copy_checkpoint(checkpoint: str | Path, dest: str | Path) -> Path:
 
 
 def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = None, *, out_dir: str | Path | None = None,
-                         on_bad_file: str = "error", progress: bool = True, save_to: str | Path | None = None) -> dict:
+                         on_bad_file: str = "error", progress: bool = True, save_to: str | Path | None = None,
+                         options: dict | None = None) -> dict:
     """Fit ``T* = argmin_T NLL(softmax(z / T), y)`` on ``spec[split]`` (logits without any stored temperature),
     write ``temperature`` into the sidecar atomically, and the before/after calibration summary + reliability
     diagram to ``out_dir`` (default ``RUN/calibration/<format>_<split>``). Returns the summary.
@@ -54,8 +55,8 @@ def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = 
                         "calibrated copy there")
     tag = f"{spec.split(':', 1)[0]}_{split}" if split else spec.split(":", 1)[0]
     out = Path(out_dir) if out_dir else side_path.parent / "calibration" / tag
-    ev = evaluate_checkpoint(checkpoint, spec, split, out_dir=out, on_bad_file=on_bad_file, progress=progress,
-                             use_temperature=False)
+    ev = evaluate_checkpoint(checkpoint, spec, split, options=options, out_dir=out, on_bad_file=on_bad_file,
+                             progress=progress, use_temperature=False)
     with np.load(out / "predictions.npz") as f:
         logits, y = f["logits"].astype(np.float64), f["y_true"]
     t = fit_temperature(logits, y)
@@ -83,12 +84,16 @@ def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = 
 @click.option("--save-to", type=click.Path(file_okay=False),
               help="Write the calibrated checkpoint into this new folder instead of updating --checkpoint in place "
                    "(required for a packaged model).")
+@click.option("--option", "options", multiple=True, help="Adapter option key=value (e.g. protocol=majority).")
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
+@click.option("--no-progress", is_flag=True, help="Hide the decoding progress bar.")
 @json_option
-def command(checkpoint, spec, split, out_dir, save_to, on_bad_file, as_json):
+def command(checkpoint, spec, split, out_dir, save_to, options, on_bad_file, no_progress, as_json):
     """Fit a temperature on a validation split; store it in the checkpoint; report ECE/NLL before and after."""
+    from .evaluate import parse_options
+
     s = calibrate_checkpoint(resolve_checkpoint_arg(checkpoint), spec, split, out_dir=out_dir, on_bad_file=on_bad_file,
-                             progress=not as_json, save_to=save_to)
+                             progress=not (as_json or no_progress), save_to=save_to, options=parse_options(options))
     from .evaluate import exclusion_lines
 
     b, a = s["before"], s["after"]

@@ -6,6 +6,21 @@ import click
 from .common import checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
 
 
+def parse_options(options: tuple[str, ...]) -> dict:
+    """``--option key=value`` (repeatable) -> adapter options; values are read as YAML (numbers, lists, ...)."""
+    import yaml
+
+    from ..config import ConfigError
+
+    opts = {}
+    for o in options:
+        if "=" not in o:
+            raise ConfigError(f"--option {o!r} must look like key=value")
+        k, _, v = o.partition("=")
+        opts[k] = yaml.safe_load(v)
+    return opts
+
+
 def exclusion_lines(ex: dict | None) -> list[str]:
     """The printout of :func:`fairexpr.engine.evaluate.write_exclusions`'s summary (nothing is left out silently)."""
     if not ex or not ex.get("total"):
@@ -27,20 +42,13 @@ def exclusion_lines(ex: dict | None) -> list[str]:
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
 @click.option("--no-temperature", is_flag=True, help="Ignore a calibrated temperature stored in the checkpoint.")
 @tta_option
+@click.option("--no-progress", is_flag=True, help="Hide the decoding progress bar.")
 @json_option
-def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_temperature, tta, as_json):
+def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_temperature, tta, no_progress, as_json):
     """Evaluate a trained model: accuracy, balanced accuracy, per-class accuracy, F1, calibration, confusion."""
-    import yaml
-
-    from ..config import ConfigError
     from ..engine.evaluate import evaluate_checkpoint
 
-    opts = {}
-    for o in options:
-        if "=" not in o:
-            raise ConfigError(f"--option {o!r} must look like key=value")
-        k, _, v = o.partition("=")
-        opts[k] = yaml.safe_load(v)
+    opts = parse_options(options)
     checkpoint = resolve_checkpoint_arg(checkpoint)
     m = evaluate_checkpoint(checkpoint, spec, split, options=opts, out_dir=out_dir, name=name, on_bad_file=on_bad_file,
                             use_temperature=not no_temperature, tta=tta)
