@@ -48,3 +48,37 @@ def test_predict_with_nothing_readable_fails(ckpt, tmp_path, capsys):
     Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "ok.png")
     rc, _, err = run(["predict", "--checkpoint", ckpt, "--crops", bad, tmp_path / "ok.png", "--no-progress"], capsys)
     assert rc == 0, err
+
+
+def test_unreadable_inputs_name_the_path_once(ckpt, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    rc, out, err = run(["predict", "--checkpoint", ckpt, bad, "--no-progress"], capsys)
+    line = next(x for x in out.splitlines() if "unreadable:" in x)
+    assert line.count(str(bad)) == 1, line
+
+
+def test_decompression_bomb_names_one_limit(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from fairexpr.data.base import DataError
+    from fairexpr.inference.images import decode_rgb
+
+    buf = io.BytesIO()
+    Image.new("L", (12000, 9000)).save(buf, format="PNG")  # 108 MP: above PIL's own bomb limit
+    with pytest.raises(DataError) as e:
+        decode_rgb(buf.getvalue(), name="big.png", max_pixels=16_000_000)
+    assert str(e.value) == "big.png: image has more pixels than the limit of 16000000" or "12000x9000" in str(e.value)
+    assert "DOS" not in str(e.value) and str(e.value).count("limit") == 1
+
+
+def test_adapt_summary_names_the_confusion_order(tmp_path):
+    import json
+
+    from fairexpr.cli.adapt import named_order
+
+    (tmp_path / "model.json").write_text(json.dumps({"classes": ["anger", "disgust", "fear"]}))
+    assert named_order("[2, 0, 1]", str(tmp_path)) == "fear > anger > disgust"
+    assert named_order("null", str(tmp_path)) == "null"

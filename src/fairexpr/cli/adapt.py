@@ -36,13 +36,27 @@ def build_adapt_config(config_path: str | None, source: str, target: str, target
     return cfg
 
 
+def named_order(order: Any, run_dir: str) -> str:
+    """DIFC's confusion order (class indices, most confused first, as logged) by class name, from the run's sidecar;
+    the raw value when it is not known yet (``null`` in phase 1) or the sidecar is missing."""
+    import json
+    from pathlib import Path
+
+    try:
+        idx = json.loads(order) if isinstance(order, str) else order
+        classes = json.loads((Path(run_dir) / "model.json").read_text())["classes"]
+        return " > ".join(classes[int(i)] for i in idx) if idx else str(order)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return str(order)
+
+
 def summarize(result: dict[str, Any]) -> str:
     lines = [f"run: {result['out']}  ({result['epochs_run']} epochs, {result['train_seconds'] / 60:.1f} min, "
              f"stopped by {result['stopped_by']}; best epoch {result['best_epoch']})"]
     hist = result.get("history") or []
     if hist and "difc_order" in hist[-1]:
-        lines.append(f"  DIFC phase {hist[-1].get('difc_phase')}, confusion order {hist[-1]['difc_order']}, "
-                     f"margins {hist[-1].get('margins')}")
+        lines.append(f"  DIFC phase {hist[-1].get('difc_phase')}, confusion order "
+                     f"{named_order(hist[-1]['difc_order'], result['out'])}, margins {hist[-1].get('margins')}")
     for role, m in (result.get("eval") or {}).items():
         lines.append(f"  {role:<12} n={m['n']:<6} accuracy={m['accuracy']:.4f}  balanced={m['balanced_accuracy']:.4f}")
     return "\n".join(lines)

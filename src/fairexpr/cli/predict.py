@@ -252,6 +252,8 @@ def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_
     lines.append(f"{c['ok']} face(s) classified, {c['too_small']} too small, {c['no_face']} image(s)/frame(s) "
                  f"without a face, {c['bad_files']} unreadable input(s)")
     for p, e in result["bad"]:
+        # reader errors already start with the file name: print it once
+        e = e[len(p):].lstrip(": ") if e.startswith(str(p)) else e
         lines.append(f"  unreadable: {p}: {e}")
     for what, f in (("CSV", out_csv), ("JSON", out_json), ("annotated images", annotate_dir)):
         if f:

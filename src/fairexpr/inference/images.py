@@ -27,13 +27,14 @@ def decode_rgb(data: bytes | Path | str, name: str = "image", max_pixels: int = 
         raise DataError(f"{name}: file is empty (0 bytes); expected an image")
     try:
         im = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{name}: image is too large to decode ({e})") from None
+    except Image.DecompressionBombError:
+        # PIL's own bomb limit sits above ours; name only the limit the user can change (--max-pixels)
+        raise DataError(f"{name}: image has more pixels than the limit of {max_pixels}") from None
     except Exception as e:
         raise DataError(f"{name}: not a readable image ({type(e).__name__})") from None
     w, h = im.size
     if w * h > max_pixels:
-        raise DataError(f"{name}: image has {w}x{h} = {w * h} pixels, more than the limit of {max_pixels}")
+        raise DataError(f"{name}: image has {w}x{h} = {w * h} pixels, more pixels than the limit of {max_pixels}")
     try:
         im.load()
         im = ImageOps.exif_transpose(im)
