@@ -57,11 +57,28 @@ class Engine:
                               f"{t['strategy']!r} / num_nodes={t['num_nodes']!r}: {msg}") from None
 
     # ------------------------------------------------------------------ setup
+    def _method_class(self) -> Any:
+        """The configured method's class, after checking its option names and the data roles it needs in the config
+        (cheap: nothing decoded yet)."""
+        cfg = self.cfg
+        method_cls = get_method(cfg["method"]["name"])
+        unknown = set(cfg["method"]) - {"name"} - set(method_cls.option_defaults)
+        if unknown:
+            raise ConfigError(f"method.{sorted(unknown)[0]}: unknown option for method {cfg['method']['name']!r}; "
+                              f"known: {', '.join(sorted(method_cls.option_defaults)) or '(none)'}")
+        if self._splits is None:
+            if method_cls.needs_target and not cfg["data"].get("target"):
+                raise ConfigError(f"method {cfg['method']['name']!r} adapts to a target domain: set data.target (FORMAT:PATH)")
+            if method_cls.needs_unlabelled and not cfg["data"].get("unlabelled"):
+                raise ConfigError(f"method {cfg['method']['name']!r} needs unlabelled faces: set data.unlabelled (FORMAT:PATH)")
+        return method_cls
+
     def _setup(self) -> None:
         cfg, fabric = self.cfg, self.fabric
         if cfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(int(cfg["seed"]))
+        self._method_class()  # option names and required data roles are checked before anything is decoded
         self.splits = self._splits if self._splits is not None else build_splits(cfg, progress=self.progress and fabric.is_global_zero)
         if fabric.device.type != "cpu":
             # keep the decoded uint8 images on the accelerator: batches are then gathered and augmented there
@@ -80,11 +97,7 @@ class Engine:
                 raise ConfigError(f"training split has no images of class(es) {empty}; class-count based losses/samplers "
                                   f"need every class (use a 7-class protocol or another split)")
         self._check_sampler(train)
-        method_cls = get_method(cfg["method"]["name"])
-        unknown = set(cfg["method"]) - {"name"} - set(method_cls.option_defaults)
-        if unknown:
-            raise ConfigError(f"method.{sorted(unknown)[0]}: unknown option for method {cfg['method']['name']!r}; "
-                              f"known: {', '.join(sorted(method_cls.option_defaults)) or '(none)'}")
+        method_cls = self._method_class()
         if method_cls.needs_target and "target" not in self.splits:
             raise ConfigError(f"method {cfg['method']['name']!r} adapts to a target domain: set data.target (FORMAT:PATH)")
         if method_cls.needs_unlabelled and "unlabelled" not in self.splits:
