@@ -139,7 +139,7 @@ def test_serve_cli_builds_the_app_with_its_options(ckpt, group_photo_file, monke
     monkeypatch.setattr(service, "serve", lambda app, host, port: served.update(app=app, host=host, port=port))
     r = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--port", "8123", "--min-face", "100", "--tta", "hflip"])
     assert r.exit_code == 0, r.output
-    assert served["host"] == "127.0.0.1" and served["port"] == 8123 and f"serving torch model {ckpt} on" in r.output
+    assert served["host"] == "127.0.0.1" and served["port"] == 8123 and f"serving torch model {ckpt} (detector: " in r.output
     c = TestClient(served["app"])
     h = c.get("/health").json()
     assert h["status"] == "ok" and h["tta"] == "hflip"

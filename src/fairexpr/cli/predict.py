@@ -49,7 +49,9 @@ def expand_inputs(inputs: tuple[str, ...]) -> tuple[list[tuple[Path, str]], list
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Videos: sample about this many frames per second.")
 @click.option("--min-face", type=click.IntRange(min=1), default=24, show_default=True, help="Faces smaller than this (px) are reported, not classified.")
 @click.option("--margin", type=click.FloatRange(min=0), default=0.1, show_default=True, help="Crop margin around a face box (fraction per side).")
-@click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar", show_default=True)
+@click.option("--detector", type=click.Choice(["auto", "dlib", "haar", "yunet"]), default="auto", show_default=True,
+              help="Face detector: auto = dlib (HOG + landmarks, eye alignment) when fairexpr[faces] is installed, "
+                   "else OpenCV's Haar cascade.")
 @click.option("--yunet-model", type=click.Path(dir_okay=False), help="Local YuNet ONNX file (for --detector yunet).")
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="reliable = confidence >= threshold.")
 @click.option("--strict", is_flag=True, help="Exit non-zero (1) when any input could not be read (with none readable, "
@@ -84,7 +86,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
         predictor = TorchPredictor(resolve_checkpoint_arg(checkpoint), tta=tta)
     det = None
     if not crops:
-        det = create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar")
+        det = create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector(detector)
     pipe = FacePipeline(predictor, det, crops=crops, min_face=min_face, margin=margin, threshold=threshold,
                         batch_size=batch_size)
     sources, bad = expand_inputs(inputs)
@@ -93,7 +95,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
     classes = list(predictor.classes)
     if out_csv:
         write_csv(out_csv, [r.to_row(classes) for r in result["records"]], classes)
-    payload = {"model": predictor.describe(), "faces": [r.to_dict() for r in result["records"]],
+    payload = {"model": predictor.describe(), "detector": None if det is None else det.name, "faces": [r.to_dict() for r in result["records"]],
                "bad_files": [{"path": p, "error": e} for p, e in result["bad"]], "videos": result["videos"],
                "counts": result["counts"]}
     if out_json:

@@ -12,7 +12,9 @@ from .common import UserError, checkpoint_option, resolve_checkpoint_arg, tta_op
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (localhost by default).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--crops", is_flag=True, help="Uploads are face crops (no detection).")
-@click.option("--detector", type=click.Choice(["haar", "yunet"]), default="haar", show_default=True)
+@click.option("--detector", type=click.Choice(["auto", "dlib", "haar", "yunet"]), default="auto", show_default=True,
+              help="Face detector: auto = dlib (HOG + landmarks, eye alignment) when fairexpr[faces] is installed, "
+                   "else OpenCV's Haar cascade.")
 @click.option("--yunet-model", type=click.Path(dir_okay=False), help="Local YuNet ONNX file (for --detector yunet).")
 @click.option("--min-face", type=click.IntRange(min=1), default=24, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="reliable = confidence >= threshold.")
@@ -30,10 +32,11 @@ def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min
     if onnx_file is None:
         checkpoint = resolve_checkpoint_arg(checkpoint)
     pred = load_predictor(checkpoint=checkpoint, onnx=onnx_file, tta=tta)
-    det = None if crops else (create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector("haar"))
+    det = None if crops else (create_detector("yunet", model=yunet_model) if detector == "yunet" else create_detector(detector))
     app = create_app(pred, det, crops=crops, min_face=min_face, threshold=threshold, max_bytes=max_bytes,
                      max_pixels=max_pixels)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: binding {host} exposes the service beyond this machine", err=True)
-    click.echo(f"fairexpr serving {pred.backend} model {pred.source} on http://{host}:{port}/", err=True)
+    click.echo(f"fairexpr serving {pred.backend} model {pred.source} (detector: {'none, crops' if det is None else det.name}) "
+               f"on http://{host}:{port}/", err=True)
     serve(app, host, port)

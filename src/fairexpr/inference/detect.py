@@ -1,4 +1,5 @@
-"""Face detectors that run offline: OpenCV's Haar cascade (default) and YuNet (``cv2.FaceDetectorYN``).
+"""Face detectors that run offline: dlib's HOG detector with 5-point landmarks (``fairexpr[faces]``; the default
+when installed), OpenCV's Haar cascade (always available) and YuNet (``cv2.FaceDetectorYN``, a local ONNX file).
 
 A detector takes an RGB ``uint8`` image ``[H, W, 3]`` and returns :class:`Face` records with an
 axis-aligned box ``(x, y, w, h)`` in pixels, a score and, when the detector provides them, landmarks
@@ -127,11 +128,82 @@ def parse_yunet(out: np.ndarray | None, shape: tuple[int, int]) -> list[Face]:
     return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
 
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {"haar": HaarDetector, "yunet": YuNetDetector}
+def _dlib_models() -> Path:
+    """The model folder of the installed ``face_recognition_models`` package (located without importing it: its
+    ``__init__`` needs ``pkg_resources``, which recent setuptools no longer ship)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise DataError("the dlib detector needs the face_recognition_models package (CC0 model files): "
+                        "pip install 'fairexpr[faces]'")
+    return Path(spec.origin).parent / "models"
 
 
-def create_detector(name: str = "haar", **kwargs: Any) -> FaceDetector:
-    """Build a detector by name (``haar`` or ``yunet``; YuNet needs ``model=PATH``)."""
+def dlib_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+
+
+class DlibDetector(FaceDetector):
+    """dlib's HOG + linear-SVM frontal face detector and its 5-point shape predictor
+    (``shape_predictor_5_face_landmarks.dat`` from ``face_recognition_models``, CC0), offline, no GPU.
+
+    ``landmarks`` are the two eye centres (each the mean of the predictor's two corners of that eye),
+    image-left eye first, so faces are aligned by their eyes (:func:`fairexpr.inference.align.align_face`).
+    ``upsample`` doubles the image that many times before the search: with 1 (default) faces from about 40 px
+    are found. Measured on 50 real UTKFace faces padded onto a plain canvas and rotated in-plane (README):
+    found 47 / 46 / 48 at 0° / 20° / 35° with no false boxes, where the Haar cascade found 48 / 11 / 1 with 6
+    false boxes; about 2x the Haar cascade's time."""
+
+    name = "dlib"
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.0) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise DataError("the dlib detector needs dlib (a prebuilt wheel: dlib-bin): pip install 'fairexpr[faces]'") from None
+        f = _dlib_models() / "shape_predictor_5_face_landmarks.dat"
+        if not f.is_file():
+            raise DataError(f"{f}: dlib's 5-point landmark model is missing; reinstall face_recognition_models")
+        self.hog = dlib.get_frontal_face_detector()
+        self.shape = dlib.shape_predictor(str(f))
+        self.upsample, self.threshold = int(upsample), float(threshold)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        image = np.ascontiguousarray(self._check(image))
+        h, w = image.shape[:2]
+        rects, scores, _ = self.hog.run(image, self.upsample, self.threshold)
+        faces = []
+        for r, sc in zip(rects, scores):
+            x0, y0, x1, y1 = max(0, r.left()), max(0, r.top()), min(w, r.right() + 1), min(h, r.bottom() + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            sh = self.shape(image, r)
+            p = np.array([[sh.part(i).x, sh.part(i).y] for i in range(5)], np.float32)
+            eyes = np.stack([p[2:4].mean(0), p[0:2].mean(0)])  # points 2-3: image-left eye, 0-1: image-right eye
+            if eyes[0, 0] > eyes[1, 0]:
+                eyes = eyes[::-1].copy()
+            faces.append(Face((int(x0), int(y0), int(x1 - x0), int(y1 - y0)), float(sc), eyes))
+        return sorted(faces, key=lambda f: (f.box[0], f.box[1]))
+
+
+DETECTORS: dict[str, Callable[..., FaceDetector]] = {"haar": HaarDetector, "yunet": YuNetDetector, "dlib": DlibDetector}
+#: ``--detector`` choices: ``auto`` = dlib when it is installed (``fairexpr[faces]``), else the Haar cascade
+DETECTOR_CHOICES = ("auto", "dlib", "haar", "yunet")
+
+
+def resolve_detector_name(name: str) -> str:
+    """``auto`` -> ``dlib`` when dlib and its model files are installed, else ``haar``."""
+    if name == "auto":
+        return "dlib" if dlib_available() else "haar"
+    return name
+
+
+def create_detector(name: str = "auto", **kwargs: Any) -> FaceDetector:
+    """Build a detector by name (``auto``, ``dlib``, ``haar`` or ``yunet``; YuNet needs ``model=PATH``)."""
+    name = resolve_detector_name(name)
     if name not in DETECTORS:
-        raise DataError(f"unknown face detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
+        raise DataError(f"unknown face detector {name!r}; available: auto, {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](**kwargs)
