@@ -80,7 +80,8 @@ def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None 
     _ensure_loaded()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    if pretrained is not None and checkpoint_weight_file(pretrained) is None and not Path(pretrained).is_file():
+    named = str(pretrained) in _REGISTRY[name].default_cfg.get("pretrained_names", ())  # e.g. dlib_resnet29's 'dlib'
+    if pretrained is not None and not named and checkpoint_weight_file(pretrained) is None and not Path(pretrained).is_file():
         raise ModelError(f"pretrained weight file {str(pretrained)!r} for model {name!r} does not exist")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive int, got {num_classes!r}")
