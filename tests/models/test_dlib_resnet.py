@@ -145,3 +145,19 @@ def test_ckplus_same_subject_pairs_are_closer(real_data):
     dist = np.linalg.norm(e[iu[0]] - e[iu[1]], axis=1)
     same = np.array([subj[i] == subj[j] for i, j in zip(*iu)])
     assert same.sum() > 100 and roc_auc_score(same, -dist) >= 0.9
+
+
+@needs_dat
+def test_cbam_variant_loads_the_face_weights_and_trains_its_attention():
+    plain = create_model("dlib_resnet29", in_chans=1, pretrained="dlib")
+    cb = create_model("cbam_dlib_resnet29", in_chans=1, pretrained="dlib")
+    for (n, p) in plain.named_parameters():
+        if not n.startswith("head"):
+            assert torch.equal(p, dict(cb.named_parameters())[n]), n
+    assert cb.load_report["fresh"] and all(".cbam." in n for n in cb.load_report["fresh"])
+    x = torch.randn(2, 1, 112, 112)
+    cb(x).sum().backward()
+    cbam_grads = [p.grad for n, p in cb.named_parameters() if ".cbam." in n]
+    assert cbam_grads and all(g is not None and g.abs().sum() > 0 for g in cbam_grads)
+    with pytest.raises(ModelError, match="cbam_reduction must be a positive int"):
+        create_model("cbam_dlib_resnet29", cbam_reduction=0)

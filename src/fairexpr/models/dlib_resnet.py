@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import ZooModel, check_in_chans, resolve_head_options
+from .layers import CBAM
 from .registry import ModelError, register_model
 
 DLIB_MEAN_255 = (122.782, 117.001, 104.298)
@@ -241,7 +242,7 @@ class Block(nn.Module):
     """conv 3x3 (stride s; dlib pads only stride-1 convs) - affine - ReLU - conv 3x3 - affine, plus the shortcut
     (identity, or a 2x2/2 average-pool for a down-block), summed by :func:`add_padded`, then ReLU."""
 
-    def __init__(self, cin: int, cout: int, down: bool) -> None:
+    def __init__(self, cin: int, cout: int, down: bool, cbam_reduction: int | None = None) -> None:
         super().__init__()
         s = 2 if down else 1
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=s, padding=0 if down else 1)
@@ -249,9 +250,12 @@ class Block(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.bn2 = Affine(cout)
         self.down = down
+        # CBAM on the residual branch before the sum, as in cbam_resnet18's BasicBlock (CUCN)
+        self.cbam = CBAM(cout, reduction=cbam_reduction) if cbam_reduction else None
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return y if self.cbam is None else self.cbam(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.residual(x)
@@ -266,9 +270,12 @@ class DlibResNet29(ZooModel):
     _head_name = "head"
 
     def __init__(self, num_classes: int = 7, in_chans: int = 3, head: str = "linear", drop_rate: float | None = None,
-                 head_kwargs: dict[str, Any] | None = None, feature_stage: int = 4) -> None:
+                 head_kwargs: dict[str, Any] | None = None, feature_stage: int = 4, cbam_reduction: int | None = None) -> None:
         super().__init__()
-        name = "dlib_resnet29"
+        name = "cbam_dlib_resnet29" if cbam_reduction else "dlib_resnet29"
+        if cbam_reduction is not None and (isinstance(cbam_reduction, bool) or not isinstance(cbam_reduction, int)
+                                           or cbam_reduction < 1):
+            raise ModelError(f"{name}: cbam_reduction must be a positive int, got {cbam_reduction!r}")
         in_chans = check_in_chans(name, in_chans)
         if feature_stage not in (2, 3, 4) or isinstance(feature_stage, bool):
             raise ModelError(f"{name}: feature_stage must be 2, 3 or 4 (the stage whose pooled map is the embedding), "
@@ -278,7 +285,8 @@ class DlibResNet29(ZooModel):
         self.bn1 = Affine(32)
         blocks, cin = [], 32
         for cout, n, down in STAGES:
-            stage = ([Block(cin, cout, True)] if down else []) + [Block(cout, cout, False) for _ in range(n)]
+            stage = (([Block(cin, cout, True, cbam_reduction)] if down else [])
+                     + [Block(cout, cout, False, cbam_reduction) for _ in range(n)])
             blocks.append(nn.Sequential(*stage))
             cin = cout
         self.stages = nn.ModuleList(blocks)
@@ -334,13 +342,12 @@ class DlibResNet29(ZooModel):
                 aff.weight.copy_(torch.from_numpy(g))
                 aff.bias.copy_(torch.from_numpy(b))
             self.fc.weight.copy_(torch.from_numpy(t["fc"]))
-        return {"source": str(path), "convolutions": len(convs), "affine": len(affs), "descriptor": "fc 256->128"}
+        fresh = [n for n, _ in self.named_parameters() if ".cbam." in n]
+        return {"source": str(path), "convolutions": len(convs), "affine": len(affs), "descriptor": "fc 256->128",
+                "fresh": fresh, "head": "freshly initialised"}
 
 
-@register_model("dlib_resnet29", description="dlib's face-recognition ResNet-29 (public-domain .dat, read without dlib); "
-                                              "pretrained='dlib' finds it in face_recognition_models", min_input_size=(MIN_SIDE[4], MIN_SIDE[4]),
-                pretrained_names=("dlib",))
-def dlib_resnet29(num_classes: int = 7, pretrained: str | Path | None = None, **kwargs: Any) -> DlibResNet29:
+def _build(num_classes: int, pretrained: str | Path | None, **kwargs: Any) -> DlibResNet29:
     model = DlibResNet29(num_classes=num_classes, **kwargs)
     if pretrained is not None:
         p = dlib_model_file() if str(pretrained) == "dlib" else Path(pretrained)
@@ -349,5 +356,21 @@ def dlib_resnet29(num_classes: int = 7, pretrained: str | Path | None = None, **
         else:
             from .common import load_pretrained
 
-            model.load_report = load_pretrained(model, p, first_conv="conv1", in_chans=model.pretrained_cfg["in_chans"])
+            model.load_report = load_pretrained(model, p, first_conv="conv1", in_chans=model.pretrained_cfg["in_chans"],
+                                                fresh_markers=(".cbam.",))
     return model
+
+
+@register_model("cbam_dlib_resnet29", description="dlib_resnet29 with CBAM on every residual branch (CUCN from "
+                                                   "face-recognition weights; CBAM freshly initialised)",
+                min_input_size=(MIN_SIDE[4], MIN_SIDE[4]), pretrained_names=("dlib",))
+def cbam_dlib_resnet29(num_classes: int = 7, pretrained: str | Path | None = None, cbam_reduction: int = 16,
+                       **kwargs: Any) -> DlibResNet29:
+    return _build(num_classes, pretrained, cbam_reduction=cbam_reduction, **kwargs)
+
+
+@register_model("dlib_resnet29", description="dlib's face-recognition ResNet-29 (public-domain .dat, read without dlib); "
+                                              "pretrained='dlib' finds it in face_recognition_models", min_input_size=(MIN_SIDE[4], MIN_SIDE[4]),
+                pretrained_names=("dlib",))
+def dlib_resnet29(num_classes: int = 7, pretrained: str | Path | None = None, **kwargs: Any) -> DlibResNet29:
+    return _build(num_classes, pretrained, **kwargs)

@@ -74,13 +74,22 @@ def list_models() -> dict[str, ModelEntry]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def is_named_pretrained(name: str, pretrained: Any, backbone: Any = None) -> bool:
+    """``pretrained`` is a keyword a builder resolves itself (``pretrained_names`` of the model, or of the
+    ``backbone`` it wraps), e.g. ``'dlib'`` for ``dlib_resnet29``."""
+    names = set(_REGISTRY[name].default_cfg.get("pretrained_names", ()))
+    if isinstance(backbone, str) and backbone in _REGISTRY:
+        names |= set(_REGISTRY[backbone].default_cfg.get("pretrained_names", ()))
+    return pretrained is not None and str(pretrained) in names
+
+
 def create_model(name: str, num_classes: int = 7, pretrained: str | Path | None = None, **kwargs: Any) -> FERModel:
     """Build a registered model by name; ``pretrained`` is always local: a weight file, or a fairexpr checkpoint
     (a packaged model's name / ``default``, a run directory) whose backbone starts the model."""
     _ensure_loaded()
     if name not in _REGISTRY:
         raise ModelError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    named = str(pretrained) in _REGISTRY[name].default_cfg.get("pretrained_names", ())  # e.g. dlib_resnet29's 'dlib'
+    named = is_named_pretrained(name, pretrained, kwargs.get("backbone"))  # e.g. dlib_resnet29's 'dlib'
     if pretrained is not None and not named and checkpoint_weight_file(pretrained) is None and not Path(pretrained).is_file():
         raise ModelError(f"pretrained weight file {str(pretrained)!r} for model {name!r} does not exist")
     if not isinstance(num_classes, int) or num_classes < 1:

@@ -331,7 +331,9 @@ def reliability_balanced(num_classes: int = 7, pretrained: str | None = None, ba
     if in_chans is not None:
         bkw["in_chans"] = in_chans
     state = None
-    if pretrained is not None:
+    from .registry import is_named_pretrained
+
+    if pretrained is not None and not is_named_pretrained(backbone, pretrained):
         sd = load_state_file(pretrained)
         if any(k.startswith("rb_head.") for k in sd):
             state, pretrained = sd, None
