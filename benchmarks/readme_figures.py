@@ -37,21 +37,10 @@ def astronaut() -> np.ndarray:
 
 
 def group_photo(img: np.ndarray) -> np.ndarray:
-    """Portrait crops pasted on a light canvas: 3 sizes, one rotated, one small."""
-    face = img[20:300, 110:360]  # head and shoulders, RGB
-    canvas = np.full((520, 1280, 3), 236, np.uint8)
+    """The demo's group photo (``fairexpr.demo.group_photo``): 3 sizes, one rotated, one small."""
+    from fairexpr.demo import group_photo as build
 
-    def paste(patch: np.ndarray, x: int, y: int) -> None:
-        h, w = patch.shape[:2]
-        canvas[y:y + h, x:x + w] = patch
-
-    paste(cv2.resize(face, (330, 370), interpolation=cv2.INTER_AREA), 30, 75)
-    s = cv2.resize(face, (280, 314), interpolation=cv2.INTER_AREA)
-    m = cv2.getRotationMatrix2D((140, 157), 20, 1.0)
-    paste(cv2.warpAffine(s, m, (280, 314), borderValue=(236, 236, 236)), 410, 100)
-    paste(cv2.resize(face, (240, 269), interpolation=cv2.INTER_AREA), 740, 125)
-    paste(cv2.resize(face, (130, 146), interpolation=cv2.INTER_AREA), 1060, 190)
-    return canvas
+    return build(img)
 
 
 def screenshot_service(checkpoint: Path, photo: Path, out_png: Path, min_face: int) -> None:
