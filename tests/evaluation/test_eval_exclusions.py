@@ -24,7 +24,7 @@ def ckpt(tmp_path):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
-    from test_zoo import tiny_checkpoint
+    from zoo_helpers import tiny_checkpoint
 
     return tiny_checkpoint(tmp_path / "run")
 
