@@ -59,3 +59,26 @@ def test_composite_photos_paste_faces_where_reported():
             for j in range(i + 1, 4):
                 a, b = boxes[i], boxes[j]
                 assert a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1]
+
+
+pw = _load("_pyemotion_worker")
+
+
+def test_pyemotion_worker_cli_and_its_batch_path_against_the_package(tmp_path):
+    """The worker's sub-commands parse; where the PyEmotion environment exists, its batched scores agree with the
+    package's own per-face ``_predict`` (the worker checks that itself and fails otherwise)."""
+    import subprocess
+
+    with pytest.raises(SystemExit):
+        pw.main(["predict"])  # --faces/--out are required
+    env_py = cf.PYEMOTION_PY
+    if not env_py.is_file():
+        pytest.skip(f"no PyEmotion environment at {env_py} (see benchmarks/_pyemotion_worker.py)")
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    np.save(tmp_path / "f.npy", faces)
+    r = subprocess.run([str(env_py), str(BENCH / "_pyemotion_worker.py"), "predict", "--faces", str(tmp_path / "f.npy"),
+                        "--out", str(tmp_path / "p.npy")], capture_output=True, text=True, timeout=300,
+                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = np.load(tmp_path / "p.npy")
+    assert p.shape == (8, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
