@@ -82,3 +82,12 @@ def test_adapt_summary_names_the_confusion_order(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"classes": ["anger", "disgust", "fear"]}))
     assert named_order("[2, 0, 1]", str(tmp_path)) == "fear > anger > disgust"
     assert named_order("null", str(tmp_path)) == "null"
+
+
+@pytest.mark.parametrize("argv", [["predict", "--min-face", "-5", "x.png"],   # click usage error
+                                  ["zoo", "--card"],                           # UserError
+                                  ["eval", "--checkpoint", "nope/x", "--data", "synthetic:fer2013"],  # unknown path
+                                  ["bogus"]])                                  # unknown command
+def test_every_error_has_one_style(argv, capsys):
+    rc, out, err = run(argv, capsys)
+    assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -12,6 +12,9 @@ class UserError(click.ClickException):
 
     exit_code = 2
 
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = []
@@ -42,8 +45,13 @@ def run_cli(group: click.Group, argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
+    except click.UsageError as e:
+        # one style for every error the CLI prints: "error: <what>", plus where to look for the usage
+        cmd = e.ctx.command_path if e.ctx is not None else "fairexpr"
+        click.echo(f"error: {e.format_message()} (see `{cmd} --help`)", err=True)
+        return e.exit_code
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
     except SystemExit as e:  # click --help / --version
         return int(e.code or 0)
