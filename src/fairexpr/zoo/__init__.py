@@ -4,7 +4,7 @@ alone brings a model that answers a photo at once, offline.
 Layout (everything under this folder is package data)::
 
     index.json               {"default": NAME, "models": {NAME: {"description", "recipe", "build", ...}}}
-    <NAME>/model.safetensors weights (fp16 storage; loaded into fp32 modules)
+    <NAME>/model.safetensors weights (fp32 as trained, or fp16 with `build_zoo.py --storage fp16`; loaded into fp32)
     <NAME>/model.json        the ordinary fairexpr sidecar (model, classes, preprocessing, temperature,
                              metrics, config) plus a ``zoo`` section (test-set figures written by the build)
     <NAME>/MODEL_CARD.md     training data and protocol, the command that rebuilds it, per-class and balanced
