@@ -44,18 +44,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 FER_PY = ROOT / "benchmarks" / ".venv-fer" / "bin" / "python"
 WORKER = ROOT / "benchmarks" / "_fer_worker.py"
+PYEMOTION_PY = ROOT / "benchmarks" / ".venv-pyemotion" / "bin" / "python"
+PYEMOTION_WORKER = ROOT / "benchmarks" / "_pyemotion_worker.py"
 NATIVE = 48  # FER2013, FER+ and CK+48 are all distributed as 48x48 grayscale crops (checked per set below)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def worker(fer_python: Path, *args: str, timeout: float = 1800) -> dict[str, Any]:
-    """Run ``_fer_worker.py`` in the fer environment; returns its JSON."""
+def worker(fer_python: Path, *args: str, timeout: float = 1800, script: Path = WORKER) -> dict[str, Any]:
+    """Run a peer's worker (``_fer_worker.py`` by default) in its own environment; returns its JSON."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FER_WORKER_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("PYTHONPATH", None)
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     try:
-        r = subprocess.run([str(fer_python), str(WORKER), *args, "--json", str(out)], env=env, capture_output=True,
+        r = subprocess.run([str(fer_python), str(script), *args, "--json", str(out)], env=env, capture_output=True,
                            text=True, timeout=timeout)
         if r.returncode != 0:
             raise SystemExit(f"fer worker {' '.join(args[:1])} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
@@ -225,10 +227,14 @@ def e2e_summary(truth: list[list[dict[str, Any]]], dets: list[list[tuple[list[in
 # ----------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True, help="fairexpr run directory (model.safetensors + model.json)")
+    ap.add_argument("--checkpoint", required=True,
+                    help="fairexpr run directory (model.safetensors + model.json), or a packaged model's name (default)")
     ap.add_argument("--data-root", default=os.environ.get("FAIREXPR_DATA"), help="default: $FAIREXPR_DATA")
     ap.add_argument("--clean-manifest", default=None, help="csv manifest from `fairexpr audit --clean-manifest`")
     ap.add_argument("--fer-python", default=str(FER_PY), help="interpreter of the fer benchmark environment")
+    ap.add_argument("--pyemotion-python", default=str(PYEMOTION_PY),
+                    help="interpreter of the PyEmotion environment (see benchmarks/_pyemotion_worker.py); the peer is "
+                         "left out, with a printed and recorded reason, when it does not exist")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="writes compare_fer.json/.md here")
     ap.add_argument("--runs", type=int, default=300, help="single-face latency runs (median; >= 200)")
     ap.add_argument("--batch", type=int, default=64)
@@ -268,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     data_root = Path(args.data_root)
-    ckpt = Path(args.checkpoint)
+    from fairexpr.zoo import resolve as zoo_resolve
+
+    ckpt = zoo_resolve(args.checkpoint)
     side = read_json(resolve_checkpoint(ckpt)[1])
     classes = tuple(side["classes"])
     if classes != CANONICAL7:
@@ -282,6 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     fer_to_canon = [canonical_name(c) for c in fer_info["labels"]]
     perm = [fer_to_canon.index(c) for c in CANONICAL7]  # column of fer's output for each canonical class
     print(f"fer {fer_info['fer_version']} labels {fer_info['labels']} -> canonical columns {perm}", flush=True)
+    pye_python = Path(args.pyemotion_python)
+    pye_info: dict[str, Any] | None = None
+    pye_perm: list[int] = []
+    if pye_python.is_file():
+        pye_info = worker(pye_python, "info", script=PYEMOTION_WORKER)
+        pye_canon = [canonical_name(c) for c in pye_info["labels"]]
+        pye_perm = [pye_canon.index(c) for c in CANONICAL7]
+        print(f"PyEmotion {pye_info['pyemotion_version']} labels {pye_info['labels']} -> canonical columns {pye_perm}", flush=True)
+    else:
+        print(f"PyEmotion left out: no environment at {pye_python} (see benchmarks/_pyemotion_worker.py)", flush=True)
 
     # ---- export (ONNX fp32 + int8 static, calibrated on FER2013 train)
     sets = test_sets(data_root, args.clean_manifest)
@@ -305,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                    "torch_tta": f"{ours}, PyTorch fp32 + flip TTA",
                    "onnx_int8_tta": f"{ours}, ONNX int8 + flip TTA",
                    "fer": f"fer {fer_info['fer_version']} mini-Xception (.tflite, LiteRT)"}
+    if pye_info is not None:
+        model_names["pyemotion"] = f"PyEmotion {pye_info['pyemotion_version']} NetworkV2 (PyTorch)"
     sessions = {"onnx_fp32": OnnxPredictor(onnx_fp32, threads=1), "onnx_int8": OnnxPredictor(onnx_int8, threads=1),
                 "onnx_int8_tta": OnnxPredictor(onnx_int8, threads=1, tta="hflip")}
     acc_rows, per_set = [], {}
@@ -325,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         worker(fer_python, "predict", "--faces", str(work / "faces.npy"), "--out", str(work / "fer_probs.npy"))
         pf = np.load(work / "fer_probs.npy").astype(np.float64)[:, perm]
         res["fer"] = evaluate(y, pf / pf.sum(1, keepdims=True), classes)
+        if pye_info is not None:
+            worker(pye_python, "predict", "--faces", str(work / "faces.npy"), "--out", str(work / "pye_probs.npy"),
+                   script=PYEMOTION_WORKER)
+            pp = np.load(work / "pye_probs.npy").astype(np.float64)[:, pye_perm]
+            res["pyemotion"] = evaluate(y, pp / pp.sum(1, keepdims=True), classes)
         per_set[ts["key"]] = {"name": ts["name"], "spec": ts["spec"], "split": ts["split"], "options": ts["options"],
                               **info, "n": int(len(y)), "n_per_class": res["fer"]["n_per_class"],
                               "metrics": {k: {kk: v[kk] for kk in ("accuracy", "balanced_accuracy", "macro_f1", "ece",
@@ -355,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
                     "--batch", str(args.batch), "--batch-runs", str(args.batch_runs))
         speed["fer"] = {"latency_single_face": fb["latency_single_face"], "batch": fb["batched_interpreter"],
                         "packaged_loop": fb["packaged_loop"]}
+        if pye_info is not None:
+            pb = worker(pye_python, "bench", "--faces", str(work / "faces64.npy"), "--runs", str(args.runs),
+                        "--batch", str(args.batch), "--batch-runs", str(args.batch_runs), script=PYEMOTION_WORKER)
+            speed["pyemotion"] = {"latency_single_face": pb["latency_single_face"], "batch": pb["batch"]}
         speed["load_after_model_timing"] = load_avg()
 
         # end-to-end photos/s with detection on composite CK+ photos (same photos for both)
@@ -386,12 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     # ---- write
     versions = {"torch": torch.__version__, "onnxruntime": ort.__version__, "opencv": cv2.__version__,
                 "numpy": np.__version__, "fer": fer_info["fer_version"], "ai_edge_litert": fer_info["ai_edge_litert_version"]}
+    if pye_info is not None:
+        versions["PyEmotion"] = pye_info["pyemotion_version"]
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
               "hardware": hardware(), "versions": versions, "threads": 1, "checkpoint": str(ckpt),
               "checkpoint_model": side["model"], "checkpoint_preprocess": pre.to_dict(),
               "fer": {**fer_info, "class_order": fer_info["labels"], "to_canonical_columns": perm,
                       "preprocessing": "cv2.resize(crop, (64, 64)) [bilinear] -> /255 -> (x - 0.5) * 2 -> [1, 64, 64, 1] "
                                        "float32 (fer.py lines 376, 386-389); one invoke per face (lines 201-216)"},
+              "pyemotion": ({**pye_info, "class_order": pye_info["labels"], "to_canonical_columns": pye_perm} if pye_info
+                            else {"left_out": f"no environment at {pye_python}"}),
               "models": model_names, "export": export, "test_sets": per_set, "accuracy": acc_rows,
               "speed": speed, "end_to_end": e2e, "seconds": round(time.time() - t_start, 1)}
     out = Path(args.out)
@@ -409,7 +442,7 @@ def markdown(r: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     sp, e2e, hw = r["speed"], r["end_to_end"], r["hardware"]
     lines = [
-        "# fairexpr vs `fer` (mini-Xception .tflite)",
+        "# fairexpr vs `fer` (mini-Xception .tflite)" + (" and PyEmotion" if "pyemotion" in r["models"] else ""),
         "",
         f"Date: {r['date']}  ",
         f"Hardware: {hw['cpu']}, {hw['logical_cpus']} logical CPUs, {hw['memory_gib']} GiB; all timings with 1 thread "
@@ -454,6 +487,10 @@ def markdown(r: dict[str, Any]) -> str:
               f"fer's class order {r['fer']['class_order']} is mapped to the canonical order.",
               "- Flip TTA rows: the mean of the probabilities of each crop and its mirror (two forward passes; "
               "`fairexpr eval --tta hflip`, `fairexpr.evaluation.tta`); same checkpoint as the rows without it.",
+              (f"- PyEmotion: {r['pyemotion']['preprocessing']}; class order {r['pyemotion']['class_order']} mapped to the "
+               "canonical order; its scores are exp(sigmoid) of its outputs, normalised (the package reports only the argmax, "
+               "so its ECE is not meaningful); the batch path is checked against its own `DetectFace._predict`."
+               if "pyemotion" in r["models"] else f"- PyEmotion left out: {r['pyemotion']['left_out']}."),
               "- CK+ has no neutral class: its balanced accuracy averages the 6 present classes, and a neutral prediction "
               "counts as an error. Contempt (not in the 7-class space) is dropped.",
               f"- ONNX: `{ex['export_api']}`, fp32 parity vs PyTorch {ex['parity_max_abs_prob_diff']:.1e} (tolerance "

@@ -29,6 +29,9 @@ def test_compare_table_values_and_best(two_runs):
     cells = [line.split("|") for line in md.splitlines()[2:]]
     col = md.splitlines()[0].split("|").index(" balanced_accuracy (%) ")
     assert cells[1][col].strip().startswith("**") and not cells[0][col].strip().startswith("**")
+    # max-class accuracy is descriptive (a collapsed model maximises it): never bolded
+    col = md.splitlines()[0].split("|").index(" max_class_acc (%) ")
+    assert not any(c[col].strip().startswith("**") for c in cells)
 
 
 def test_build_report_self_contained(two_runs, tmp_path):
