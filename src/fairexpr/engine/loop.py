@@ -47,8 +47,14 @@ class Engine:
         except ImportError:  # the unified `lightning` package ships the same Fabric
             from lightning.fabric import Fabric
 
+        strategy = t["strategy"]
         try:
-            self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=t["strategy"],
+            if strategy == "ddp" and getattr(get_method(cfg["method"]["name"]), "ddp_unused_parameters", False):
+                strategy = "ddp_find_unused_parameters_true"
+        except Exception:  # an unknown method is reported with its own clear error in setup
+            pass
+        try:
+            self.fabric = Fabric(accelerator=t["accelerator"], devices=t["devices"], strategy=strategy,
                                  num_nodes=t["num_nodes"], precision=t["precision"])
         except (RuntimeError, ValueError, TypeError) as e:
             # Lightning's own message (accelerator not available here, unknown strategy, ...) as one line

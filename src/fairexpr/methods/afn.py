@@ -18,6 +18,8 @@ class SAFN(UDAMethod):
     ``L = L_cls(S) + w_norm (L_norm(f_s) + L_norm(f_t)) + w_H H(p_t)`` with
     ``L_norm(f) = mean_i (‖f_i‖ − (‖f_i‖^{detached} + Δr))²`` on the AFN bottleneck features.
     """
+    #: the AFN bottleneck's parameters are not all used in every step under DDP
+    ddp_unused_parameters = True
 
     option_defaults = {**COMMON_DEFAULTS, "delta_r": 1.0, "afn_weight": 0.05, "entropy_weight": 0.0,
                        "bottleneck_dim": 1000, "dropout": 0.5}

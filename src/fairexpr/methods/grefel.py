@@ -28,6 +28,9 @@ RB_MODELS = ("grefel", "grefel_small", "reliability_balanced")
 
 @register_method("grefel")
 class GReFELMethod(Method):
+    #: some parameters of the reliability head (anchors / MHSA branches) get no gradient in a step: DDP must look
+    #: for them (``ddp`` becomes ``ddp_find_unused_parameters_true``)
+    ddp_unused_parameters = True
     """GReFEL: ``L = λ_cls L_cls(L_final, y) + λ_a L_a(anchors) + λ_c L_c(e, anchors, y)``."""
 
     option_defaults: dict[str, Any] = {
