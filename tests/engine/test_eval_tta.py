@@ -30,8 +30,9 @@ def test_engine_eval_tta_and_eval_cli(cfg_factory, tmp_path):
     x = normalize(to_float(build_splits(cfg, progress=False)["test"].images), side["preprocess"]["mean"],
                   side["preprocess"]["std"])
     with torch.inference_mode():
-        plain = model(x).softmax(-1)
-        mirrored = model(x.flip(-1)).softmax(-1)
+        t = float(side.get("temperature", 1.0))  # fitted on val at the end of training (train.calibrate)
+        plain = (model(x) / t).softmax(-1)
+        mirrored = (model(x.flip(-1)) / t).softmax(-1)
     np.testing.assert_allclose(pred["probs"], ((plain + mirrored) / 2).numpy(), atol=1e-5)
     assert not np.allclose(pred["probs"], plain.numpy(), atol=1e-4), "the mirror must change the prediction"
 
