@@ -33,13 +33,15 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _fer_worker import _median_ms  # noqa: E402  (stdlib + numpy only: importable in this environment too)
 
 THREADS = int(os.environ.get("FER_WORKER_THREADS", "1"))
 
@@ -102,17 +104,6 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     np.save(args.out, (s / s.sum(1, keepdims=True)).astype(np.float32))
     return {"n": int(len(faces)), "seconds": dt, "labels": [det.emotions[i] for i in range(7)],
             "checked_against_package_predict": check}
-
-
-def _median_ms(fn, runs: int, warmup: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return {"median_ms": 1e3 * statistics.median(ts), "p90_ms": 1e3 * float(np.percentile(ts, 90)), "runs": runs}
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:

@@ -161,15 +161,10 @@ def latency(dest: Path, runs: int = 300) -> dict[str, Any]:
 
 
 def hardware_line() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    from compare_fer import hardware  # benchmarks/ is this script's folder, first on sys.path
+
+    h = hardware()
+    return f"{h['cpu']}, {h['logical_cpus']} logical CPUs"
 
 
 def pct(x: float | None) -> str:
