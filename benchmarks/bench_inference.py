@@ -64,7 +64,7 @@ def main() -> None:
     from fairexpr.inference.export import export_checkpoint
 
     tp = TorchPredictor(a.checkpoint)
-    faces, _ = load_faces(a.faces, a.split, tp.classes, a.n)
+    faces, _, _ = load_faces(a.faces, a.split, tp.classes, a.n)
     x = tp.preprocess.batch(faces)
     work = Path(tempfile.mkdtemp(prefix="fairexpr-bench-"))
     calib = tp.preprocess.batch(load_faces(a.faces, a.split, tp.classes, a.calib_n, seed=1)[0])

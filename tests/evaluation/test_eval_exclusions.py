@@ -81,3 +81,34 @@ def test_calibrate_takes_adapter_options_and_reports_exclusions(ckpt, tmp_path, 
     assert rc == 0, err
     assert "excluded 1 image(s) of the split:" in out and "class 'contempt' is not one of the model's classes" in out
     assert err == ""  # --no-progress: no bar on stderr
+
+
+def test_export_eval_data_counts_its_exclusions_and_checks_its_flags(ckpt, tmp_path, capsys):
+    rows = [("a.png", "happy", "test"), ("b.png", "sad", "test"), ("c.png", "contempt", "test"), ("d.png", "", "test")]
+    m = manifest(tmp_path, rows)
+    rc, out, err = run(["export", "--checkpoint", ckpt, "--onnx", tmp_path / "m.onnx", "--eval-data", f"csv:{m}",
+                        "--eval-split", "test", "--json"], capsys)
+    assert rc == 0, err
+    ev = json.loads(out)["eval"]
+    assert ev["n"] == 2 and ev["exclusions"]["total"] == 2
+    assert ev["exclusions"]["by_reason"] == {"class 'contempt' is not one of the model's classes": 1, "no label": 1}
+    rc, out, err = run(["export", "--checkpoint", ckpt, "--onnx", tmp_path / "m2.onnx", "--eval-data", f"csv:{m}",
+                        "--eval-split", "test"], capsys)
+    assert rc == 0 and "excluded 2 image(s)" in out and "decoding csv:" in err
+    rc, out, err = run(["export", "--checkpoint", ckpt, "--onnx", tmp_path / "m3.onnx", "--eval-data", f"csv:{m}",
+                        "--eval-split", "test", "--no-progress"], capsys)
+    assert rc == 0 and "decoding" not in err
+    rc, out, err = run(["export", "--checkpoint", ckpt, "--onnx", tmp_path / "m4.onnx", "--eval-split", "test"], capsys)
+    assert rc == 2 and "--eval-split is only used with --eval-data" in err and "Traceback" not in err
+
+
+def test_eval_no_progress_hides_the_decoding_bar(ckpt, tmp_path, capsys, monkeypatch):
+    m = manifest(tmp_path, [("a.png", "happy", "test"), ("b.png", "sad", "test")])
+    shown = []
+    for i, flags in enumerate(([], ["--no-progress"])):
+        monkeypatch.setenv("FAIREXPR_CACHE", str(tmp_path / f"cache{i}"))  # decode afresh each time
+        rc, out, err = run(["eval", "--checkpoint", ckpt, "--data", f"csv:{m}", "--split", "test", "--out",
+                            tmp_path / f"ev{i}", *flags], capsys)
+        assert rc == 0, err
+        shown.append("decoding" in err)
+    assert shown == [True, False]

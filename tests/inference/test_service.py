@@ -136,10 +136,14 @@ def test_serve_cli_builds_the_app_with_its_options(ckpt, group_photo_file, monke
     from fairexpr.cli import cli
 
     served = {}
-    monkeypatch.setattr(service, "serve", lambda app, host, port: served.update(app=app, host=host, port=port))
-    r = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--port", "8123", "--min-face", "100", "--tta", "hflip"])
+    monkeypatch.setattr(service, "serve", lambda app, host, port, sock=None: served.update(app=app, host=host, port=port,
+                                                                                             sock=sock))
+    r = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--port", "0", "--min-face", "100", "--tta", "hflip"])
     assert r.exit_code == 0, r.output
-    assert served["host"] == "127.0.0.1" and served["port"] == 8123 and f"serving torch model {ckpt} (detector: " in r.output
+    bound = served["sock"].getsockname()[1]
+    served["sock"].close()
+    assert served["host"] == "127.0.0.1" and served["port"] == bound > 0
+    assert f"serving torch model {ckpt} (detector: " in r.output and f"http://127.0.0.1:{bound}/" in r.output
     c = TestClient(served["app"])
     h = c.get("/health").json()
     assert h["status"] == "ok" and h["tta"] == "hflip"
@@ -147,3 +151,39 @@ def test_serve_cli_builds_the_app_with_its_options(ckpt, group_photo_file, monke
     assert [f["status"] for f in d["faces"]] == ["ok"] * 3 + ["too_small"]
     bad = CliRunner().invoke(cli, ["serve", "--checkpoint", str(ckpt), "--tta", "vflip"])
     assert bad.exit_code != 0 and "vflip" in bad.output
+
+
+def test_serve_json_reports_the_bound_port_and_a_busy_port_is_one_line(ckpt, tmp_path):
+    """`fairexpr serve --json --port 0` in its own process: the JSON line on stdout names the free port it bound,
+    the model and detector, and the service answers there; a port already taken is one clear error, exit 2."""
+    import json
+    import subprocess
+    import sys
+    import urllib.request
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "fairexpr.cli", "serve", "--checkpoint", str(ckpt), "--port", "0", "--crops",
+                          "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = p.stdout.readline()
+        assert line, p.stderr.read()
+        info = json.loads(line)
+        assert info["port"] > 0 and info["url"] == f"http://127.0.0.1:{info['port']}/"
+        assert info["backend"] == "torch" and info["model"] == str(ckpt) and info["crops"] and info["detector"] is None
+        from fairexpr.inference.devtools import wait_until
+
+        def health():
+            try:
+                return json.loads(urllib.request.urlopen(info["url"] + "health", timeout=2).read())
+            except OSError:
+                return None
+
+        h = wait_until(health, "the service to answer /health", timeout=30)
+        assert h and h["status"] == "ok"
+        busy = subprocess.run([sys.executable, "-m", "fairexpr.cli", "serve", "--checkpoint", str(ckpt), "--crops",
+                               "--port", str(info["port"])], capture_output=True, text=True, env=env, timeout=120)
+        assert busy.returncode == 2 and "Traceback" not in busy.stderr
+        assert f"cannot listen on 127.0.0.1:{info['port']}" in busy.stderr
+    finally:
+        p.terminate()
+        p.wait(timeout=30)

@@ -177,10 +177,12 @@ def test_serve_without_checkpoint_serves_the_default_model(fake_zoo, monkeypatch
     from fairexpr.cli import cli
 
     served = {}
-    monkeypatch.setattr(service, "serve", lambda app, host, port: served.update(app=app))
-    r = CliRunner().invoke(cli, ["serve", "--crops"])
+    monkeypatch.setattr(service, "serve", lambda app, host, port, sock=None: served.update(app=app, port=port, sock=sock))
+    r = CliRunner().invoke(cli, ["serve", "--crops", "--port", "0"])
+    served["sock"].close()
     assert r.exit_code == 0, r.output
-    assert f"serving torch model {fake_zoo / 'tiny'} (detector: none, crops) on http://127.0.0.1:8000/" in r.output and "app" in served
+    assert (f"serving torch model {fake_zoo / 'tiny'} (detector: none, crops) on http://127.0.0.1:{served['port']}/"
+            in r.output and "app" in served)
 
 
 def test_export_without_checkpoint_exports_the_default_model(fake_zoo, tmp_path, capsys):

@@ -107,7 +107,29 @@ def create_app(predictor: Predictor, detector: Any = "haar", *, crops: bool = Fa
     return app
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8000) -> None:  # pragma: no cover - blocking
+def bind_socket(host: str = "127.0.0.1", port: int = 8000) -> "socket.socket":
+    """A listening TCP socket on ``host:port`` (``port`` 0 = a free port chosen by the system; read it back with
+    ``sock.getsockname()[1]``). Raises ``OSError`` (address in use, unknown host...)."""
+    import socket
+
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8000, sock: Any = None) -> None:  # pragma: no cover - blocking
+    """Run ``app`` with uvicorn on ``sock`` (from :func:`bind_socket`) or on ``host:port``."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    if sock is None:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    else:
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
