@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "audit": ".audit",
     "train": ".train",
     "eval": ".evaluate",
+    "embed": ".embed",
     "predict": ".predict",
     "report": ".report",
     "list-models": ".list_models",

@@ -35,6 +35,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         errs.append(ModelError)
     except ImportError:  # pragma: no cover
         pass
+    try:
+        from ..engine.embed import EmbeddingsError
+
+        errs.append(EmbeddingsError)
+    except ImportError:  # pragma: no cover
+        pass
     return tuple(errs)
 
 

@@ -115,12 +115,9 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
     return m
 
 
-def write_exclusions(out: Path, excluded: list[tuple[str, str]], absent: dict[str, int], unlabelled: int) -> dict[str, Any]:
-    """Every image of the requested split that is not in the evaluation, by reason: the adapter's protocol
-    exclusions and skipped files (each listed in ``out/excluded.csv``), classes the model does not have, and
-    images without a label. Returns the summary stored in ``metrics.json``."""
-    import csv
-    import io
+def exclusion_summary(excluded: list[tuple[str, str]], absent: dict[str, int], unlabelled: int) -> dict[str, Any]:
+    """``{"total", "by_reason"}`` of the images of a split left out: the adapter's (path, reason) exclusions,
+    classes the model does not have, images without a label."""
     from collections import Counter
 
     by_reason = dict(Counter(r for _, r in excluded))
@@ -128,7 +125,17 @@ def write_exclusions(out: Path, excluded: list[tuple[str, str]], absent: dict[st
         by_reason[f"class {c!r} is not one of the model's classes"] = int(n)
     if unlabelled:
         by_reason["no label"] = int(unlabelled)
-    summary: dict[str, Any] = {"total": int(sum(by_reason.values())), "by_reason": by_reason}
+    return {"total": int(sum(by_reason.values())), "by_reason": by_reason}
+
+
+def write_exclusions(out: Path, excluded: list[tuple[str, str]], absent: dict[str, int], unlabelled: int) -> dict[str, Any]:
+    """Every image of the requested split that is not in the evaluation, by reason: the adapter's protocol
+    exclusions and skipped files (each listed in ``out/excluded.csv``), classes the model does not have, and
+    images without a label. Returns the summary stored in ``metrics.json``."""
+    import csv
+    import io
+
+    summary = exclusion_summary(excluded, absent, unlabelled)
     if excluded:
         buf = io.StringIO()
         w = csv.writer(buf)

@@ -1,0 +1,47 @@
+"""Paired per-seed differences and their t intervals, computed by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fairexpr.evaluation.stats import format_difference, paired_difference, t_quantile
+
+
+def test_t_quantiles_match_tables():
+    assert t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-5)
+    assert t_quantile(0.975, 1) == pytest.approx(12.706205, abs=1e-5)
+
+
+def test_paired_difference_by_hand():
+    # d = [1, 2, 3] -> mean 2, sd 1, half-width 4.302653 / sqrt(3) = 2.484138
+    r = paired_difference({0: 0.50, 1: 0.40, 2: 0.30}, {0: 1.50, 1: 2.40, 2: 3.30})
+    assert r["differences"] == pytest.approx([1.0, 2.0, 3.0]) and r["mean"] == pytest.approx(2.0)
+    assert r["sd"] == pytest.approx(1.0)
+    assert r["ci"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-6)
+    assert r["verdict"] == "no difference shown"  # the interval [-0.48, 4.48] contains 0
+    r = paired_difference([0.1, 0.2, 0.3, 0.4, 0.5], [0.2, 0.31, 0.39, 0.52, 0.58])  # d = .1 .11 .09 .12 .08
+    sd = math.sqrt(sum((x - 0.1) ** 2 for x in (0.1, 0.11, 0.09, 0.12, 0.08)) / 4)
+    assert r["mean"] == pytest.approx(0.1) and r["sd"] == pytest.approx(sd)
+    assert r["ci"][0] == pytest.approx(0.1 - 2.776445 * sd / math.sqrt(5), abs=1e-6) and r["verdict"] == "b > a"
+    assert paired_difference([3, 3, 3], [1, 1.5, 1.2])["verdict"] == "b < a"  # d = -2 -1.5 -1.8: CI [-2.39, -1.14]
+
+
+def test_pairs_by_seed_and_lists_the_unpaired():
+    r = paired_difference({0: 1.0, 1: 2.0, 5: 9.0}, {1: 2.5, 0: 1.5, 7: 0.0})
+    assert r["seeds"] == [0, 1] and r["unpaired"] == [5, 7] and r["differences"] == pytest.approx([0.5, 0.5])
+    assert r["sd"] == 0.0 and r["ci"] == pytest.approx([0.5, 0.5]) and r["verdict"] == "b > a"
+
+
+def test_one_seed_and_bad_input():
+    r = paired_difference([0.5], [0.7])
+    assert r["ci"] is None and r["verdict"] == "one seed: no interval"
+    assert format_difference(r) == "+20.00 (n=1, no interval)"
+    assert format_difference(paired_difference([0.0, 0.0], [0.01, 0.03])).startswith("+2.00 [")
+    with pytest.raises(ValueError, match="equal length"):
+        paired_difference([1, 2], [1])
+    with pytest.raises(ValueError, match="no seed is shared"):
+        paired_difference({0: 1.0}, {1: 1.0})
+    with pytest.raises(TypeError, match="both"):
+        paired_difference({0: 1.0}, [1.0])
