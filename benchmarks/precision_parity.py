@@ -96,7 +96,7 @@ def main() -> None:
     res.parent.mkdir(parents=True, exist_ok=True)
     res.with_suffix(".json").write_text(json.dumps(rep, indent=2))
     hw = rep["hardware"]
-    hw_line = ", ".join(f"{v}" for v in hw.values()) if isinstance(hw, dict) else str(hw)
+    hw_line = f"{hw['cpu']}, {hw['logical_cpus']} logical CPUs, {hw['memory_gib']} GiB, Python {hw['python']}"
     say = {"b > a": "bf16 > fp32", "b < a": "bf16 < fp32"}
     md = [f"# bf16-mixed vs fp32 training: `{recipe} {' '.join(overrides)}`, {a.epochs} epochs, seeds {a.seeds}", "",
           f"{hw_line}, torch {rep['torch']}, {a.threads} thread(s) per run, {a.parallel} runs at a time; "

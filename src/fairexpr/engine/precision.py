@@ -1,17 +1,24 @@
 """Memory format and mixed precision for training: where they apply and how losses stay in fp32.
 
 ``train.memory_format``: ``auto`` (default) trains a network that has 2-D convolutions in ``channels_last``
-(NHWC), which lets PyTorch's oneDNN kernels run without layout conversions (MobileNetV2 at 64 px: 1.43x its
-NCHW compute ceiling on one thread, 2.2x on two, ``benchmarks/results/engine_speed.json``); ``channels_last``
-forces it, ``contiguous`` keeps NCHW. The weights are only *stored* differently: state dicts, checkpoints (made
+(NHWC), which lets PyTorch's oneDNN kernels run without layout conversions; ``channels_last`` forces it,
+``contiguous`` keeps NCHW. The weights are only *stored* differently: state dicts, checkpoints (made
 contiguous when written), resume and ONNX export see the same values, and a checkpoint trained in one format
 loads in the other.
 
 ``train.precision: bf16-mixed`` runs the networks' forward passes under ``torch.autocast`` in bfloat16
-(convolutions and matrix products in bf16; it pays only on CPUs with AMX — on the AVX-512 machine of the
-benchmark it was slower); :func:`keep_losses_fp32` makes every
-network's output float32 before a method computes its losses and runs every loss module with autocast
-switched off on float32 inputs, so the loss equations are evaluated in full precision.
+(convolutions and matrix products in bf16); :func:`keep_losses_fp32` makes every network's output float32
+before a method computes its losses and runs every loss module with autocast switched off on float32
+inputs, so the loss equations are evaluated in full precision.
+
+Where each pays, measured on the 2-core AVX-512 (avx512_bf16) Xeon of ``benchmarks/results/engine_speed.json``
+(compute-only ceiling, one thread): MobileNetV2 at 64 px is fastest in fp32 NHWC (1.5x fp32 NCHW; bf16 is
+slower there: depthwise convolutions have no bf16 gain); every ResNet-family network is fastest in bf16 NHWC
+(ResNet-18 standard stem at 48 px 1.3x its best fp32 format, small-input stem 2.9x, CBAM-ResNet-18 1.4x,
+dlib ResNet-29 at 64 px 1.16x), while in fp32 NHWC is *slower* than NCHW for the standard-stem ResNets at
+48 px (their 12x12 to 2x2 maps). Hence ``auto`` = NHWC and the ResNet-family recipes set ``bf16-mixed``
+(test accuracy unchanged: ``benchmarks/results/precision_parity.md``); a ResNet trained in fp32 at 48 px
+is faster with ``memory_format: contiguous``.
 """
 from __future__ import annotations
 
