@@ -231,8 +231,9 @@ class Engine:
                 lm = self.fabric.to_device(split.landmarks[s:s + bs]) if self._uses_landmarks and split.landmarks is not None else None
                 outs = []
                 for xv, lmv in tta_views(x, tta, lm):
-                    with self.fabric.autocast():
-                        outs.append(self.method.predict(xv) if lmv is None else self.method.predict(xv, landmarks=lmv))
+                    # fp32 under every train.precision (no autocast): validation, DIFC's target predictions and the
+                    # final evaluation see the network exactly as `fairexpr eval`, the predictors and ONNX run it
+                    outs.append(self.method.predict(xv) if lmv is None else self.method.predict(xv, landmarks=lmv))
                 if temperature == 1.0:
                     probs.append(mean_views([o["probs"].float().cpu() for o in outs]))
                 else:

@@ -9,7 +9,9 @@ loads in the other.
 ``train.precision: bf16-mixed`` runs the networks' forward passes under ``torch.autocast`` in bfloat16
 (convolutions and matrix products in bf16); :func:`keep_losses_fp32` makes every network's output float32
 before a method computes its losses and runs every loss module with autocast switched off on float32
-inputs, so the loss equations are evaluated in full precision.
+inputs, so the loss equations are evaluated in full precision. Evaluation (validation, DIFC's target
+predictions, the final evaluation) always runs in fp32, so a run's figures equal ``fairexpr eval`` of its
+checkpoint.
 
 Where each pays, measured on the 2-core AVX-512 (avx512_bf16) Xeon of ``benchmarks/results/engine_speed.json``
 (compute-only ceiling, one thread): MobileNetV2 at 64 px is fastest in fp32 NHWC (1.5x fp32 NCHW; bf16 is

@@ -1,0 +1,118 @@
+"""Issue 15's comparison: dlib's face-recognition ResNet-29 (fine-tuned, stage 3, 64 px grey) vs ImageNet
+MobileNetV2 (64 px), both LDAM-DRW on FER2013 with the same data, the same CPU-time budget per run and epochs
+that fill it, evaluated on PrivateTest and, cross-dataset, on FER+ test and CK+48.
+
+Each cell is one `fairexpr train` process with one thread (the two run side by side); a finished cell whose
+saved command equals the requested one is reused. Results: benchmarks/results/face_backbone.{json,md}.
+
+    python benchmarks/face_backbone.py --data $FAIREXPR_DATA --cpu-minutes 24 --seeds 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# backbone -> (recipe, one-thread img/s it trains at: sizes the epochs to ~90 % of the budget, see recipe_speed.json)
+CELLS = {
+    "dlib_resnet29": ("configs/ldam_drw_dlib_cpu.yaml", 490.0),
+    "mobilenet_v2 (ImageNet)": ("configs/mobilenet_ldam_cpu.yaml", 167.0),
+}
+N_TRAIN = 28709
+
+
+def run(cmd: list[str], out: Path, log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+
+
+def cell(name: str, seed: int, a: argparse.Namespace) -> dict:
+    recipe, ips = CELLS[name]
+    epochs = max(1, int(0.9 * a.cpu_minutes * 60 * ips / N_TRAIN))
+    fer = f"fer2013:{a.data / 'fer2013'}"
+    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", recipe, f"data.train={fer}", "data.train_split=train",
+           f"data.val={fer}", "data.val_split=public_test", f"data.test={fer}", "data.test_split=private_test",
+           f"train.epochs={epochs}", f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process",
+           f"loss.kwargs.drw_epoch={int(0.7 * epochs)}", f"seed={seed}", "--no-progress"]
+    out = a.runs / f"{name.split(' ')[0]}_s{seed}"
+    if not ((out / "command.json").is_file() and json.loads((out / "command.json").read_text()) == cmd
+            and (out / "result.json").is_file()):
+        out.mkdir(parents=True, exist_ok=True)
+        run(cmd + ["--out", str(out), "--resume"] if (out / "last.json").is_file() else cmd + ["--out", str(out)],
+            out, out.with_suffix(".log"))
+        (out / "command.json").write_text(json.dumps(cmd))
+    res = json.loads((out / "result.json").read_text())
+    evals = {"fer2013_private": res["eval"]["test"]}
+    for key, spec, split, opts in (("ferplus_test", f"ferplus:{a.data / 'ferplus'}", "test", ["--option", "num_classes=7"]),
+                                   ("ckplus48", f"ckplus:{a.data / 'ckplus' / 'CK+48'}", None, [])):
+        p = out / "eval" / key / "metrics.json"
+        if not p.is_file():
+            run([sys.executable, "-m", "fairexpr.cli", "eval", "--checkpoint", str(out), "--data", spec,
+                 *(["--split", split] if split else []), *opts, "--name", key, "--no-progress"], out, out.parent / f"{out.name}_{key}.log")
+        evals[key] = json.loads(p.read_text())
+    hist = res["history"]
+    return {"backbone": name, "seed": seed, "recipe": recipe, "epochs": epochs, "epochs_run": res["epochs_run"],
+            "best_epoch": res["best_epoch"], "stopped_by": res["stopped_by"], "cpu_minutes": a.cpu_minutes,
+            "train_images_per_s": max(h["train_images_per_s"] for h in hist), "command": cmd,
+            "metrics": {k: {m: v[m] for m in ("n", "accuracy", "balanced_accuracy", "macro_f1", "ece")} for k, v in evals.items()}}
+
+
+def main() -> None:
+    from compare_fer import hardware
+    from fairexpr.evaluation.stats import format_difference, paired_difference
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("FAIREXPR_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--cpu-minutes", type=float, default=24.0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--runs", type=Path, default=ROOT / "benchmarks" / "runs" / "face_backbone")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "face_backbone")
+    a = ap.parse_args()
+    a.runs.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with ThreadPoolExecutor(2) as ex:
+        futs = [ex.submit(cell, n, s, a) for s in a.seeds for n in CELLS]
+        rows = [f.result() for f in futs]
+    names = list(CELLS)
+    diffs = {}
+    for key in ("fer2013_private", "ferplus_test", "ckplus48"):
+        for m in ("accuracy", "balanced_accuracy"):
+            va = {r["seed"]: r["metrics"][key][m] for r in rows if r["backbone"] == names[1]}
+            vb = {r["seed"]: r["metrics"][key][m] for r in rows if r["backbone"] == names[0]}
+            diffs[f"{key}/{m}"] = paired_difference(va, vb)
+    rep = {"question": "which pretrained backbone fine-tunes better on FER2013 at an equal CPU budget?",
+           "hardware": hardware(), "torch": __import__("torch").__version__, "date": time.strftime("%Y-%m-%d"),
+           "wall_minutes": (time.time() - t0) / 60, "seeds": a.seeds,
+           "command": "python benchmarks/face_backbone.py " + " ".join(sys.argv[1:]), "rows": rows,
+           "dlib_minus_mobilenet": diffs}
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    a.results.with_suffix(".json").write_text(json.dumps(rep, indent=2))
+    hw = rep["hardware"]
+    md = [f"# Face backbone vs ImageNet backbone: FER2013 LDAM-DRW, {a.cpu_minutes:g} CPU-minutes per run, seeds {a.seeds}", "",
+          f"{hw['cpu']}, {hw['logical_cpus']} logical CPUs, torch {rep['torch']}, one thread per run, two runs side by side; "
+          f"`{rep['command']}`", "",
+          "| backbone | seed | epochs (best) | img/s | PrivateTest acc / bal % | FER+ test acc / bal % | CK+48 acc / bal % |",
+          "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["metrics"]
+        md.append(f"| {r['backbone']} | {r['seed']} | {r['epochs_run']} ({r['best_epoch']}) | {r['train_images_per_s']:.0f} | "
+                  + " | ".join(f"{100 * m[k]['accuracy']:.1f} / {100 * m[k]['balanced_accuracy']:.1f}"
+                               for k in ("fer2013_private", "ferplus_test", "ckplus48")) + " |")
+    md += ["", "dlib − MobileNetV2, paired by seed (points): " + "; ".join(
+        f"{k.replace('/', ' ')} {format_difference(d)}" for k, d in diffs.items())]
+    a.results.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
