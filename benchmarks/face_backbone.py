@@ -3,13 +3,14 @@ MobileNetV2 (64 px), both LDAM-DRW on FER2013 with the same data, the same CPU-t
 that fill it, evaluated on PrivateTest and, cross-dataset, on FER+ test and CK+48.
 
 Each cell is one `fairexpr train` process with one thread (the two run side by side); a finished cell whose
-saved command equals the requested one is reused. Results: benchmarks/results/face_backbone.{json,md}.
+saved command and recipe-file content equal the requested ones is reused. Results: benchmarks/results/face_backbone.{json,md}.
 
     python benchmarks/face_backbone.py --data $FAIREXPR_DATA --cpu-minutes 24 --seeds 0
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -45,12 +46,14 @@ def cell(name: str, seed: int, a: argparse.Namespace) -> dict:
            f"train.epochs={epochs}", f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process",
            f"loss.kwargs.drw_epoch={int(0.7 * epochs)}", f"seed={seed}", "--no-progress"]
     out = a.runs / f"{name.split(' ')[0]}_s{seed}"
-    if not ((out / "command.json").is_file() and json.loads((out / "command.json").read_text()) == cmd
+    # a finished cell is reused only when its command AND the recipe file's content are the ones requested
+    record = {"cmd": cmd, "recipe_sha256": hashlib.sha256((ROOT / recipe).read_bytes()).hexdigest()}
+    if not ((out / "command.json").is_file() and json.loads((out / "command.json").read_text()) == record
             and (out / "result.json").is_file()):
         out.mkdir(parents=True, exist_ok=True)
         run(cmd + ["--out", str(out), "--resume"] if (out / "last.json").is_file() else cmd + ["--out", str(out)],
             out, out.with_suffix(".log"))
-        (out / "command.json").write_text(json.dumps(cmd))
+        (out / "command.json").write_text(json.dumps(record))
     res = json.loads((out / "result.json").read_text())
     evals = {"fer2013_private": res["eval"]["test"]}
     for key, spec, split, opts in (("ferplus_test", f"ferplus:{a.data / 'ferplus'}", "test", ["--option", "num_classes=7"]),

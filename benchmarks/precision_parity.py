@@ -10,11 +10,12 @@ both (the ratio is measured in one run; absolute figures depend on the machine's
         --recipe configs/baseline_ce_cpu.yaml model.kwargs.small_input=false
 
 Results: ``benchmarks/results/precision_parity.{json,md}``; runs under ``benchmarks/runs/precision_parity/``
-(a finished run whose saved config equals the requested one is reused, any other is retrained).
+(a finished run made by the same command from the same recipe-file content is reused, any other is retrained).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -31,14 +32,17 @@ PRECISIONS = ("32-true", "bf16-mixed")
 
 
 def run_cell(cmd: list[str], out: Path, threads: int) -> dict:
+    """Train one cell unless a finished one with the same command and the same recipe-file content exists."""
     res = out / "result.json"
-    if res.is_file() and (out / "command.json").is_file() and json.loads((out / "command.json").read_text()) == cmd:
+    recipe = ROOT / cmd[cmd.index("--config") + 1]
+    record = {"cmd": cmd, "recipe_sha256": hashlib.sha256(recipe.read_bytes()).hexdigest()}
+    if res.is_file() and (out / "command.json").is_file() and json.loads((out / "command.json").read_text()) == record:
         return json.loads(res.read_text())
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(cmd + ["--out", str(out)], check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    (out / "command.json").write_text(json.dumps(cmd))
+    (out / "command.json").write_text(json.dumps(record))
     return json.loads(res.read_text())
 
 

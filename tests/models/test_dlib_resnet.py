@@ -162,3 +162,41 @@ def test_cbam_variant_loads_the_face_weights_and_trains_its_attention():
     assert cbam_grads and sum(g is not None and bool(g.abs().sum() > 0) for g in cbam_grads) >= 0.8 * len(cbam_grads)
     with pytest.raises(ModelError, match="cbam_reduction must be a positive int"):
         create_model("cbam_dlib_resnet29", cbam_reduction=0)
+
+
+@needs_dat
+def test_the_dlib_recipes_learning_rate_keeps_the_unnormalised_network_stable(real_data):
+    """dlib's network has no BatchNorm (it was folded into the affine layers), so fine-tuning is stable only at a
+    small learning rate: SGD at 1e-2 (the recipe's first value) or 1e-3 drove the pooled feature norm to inf within
+    10 steps and the model to constant outputs. 40 steps of ldam_drw_dlib_cpu.yaml's optimizer on real FER2013
+    faces must keep the features finite and within 5x their starting norm."""
+    from fairexpr.config import load_config
+    from fairexpr.data import FERDataset
+    from fairexpr.losses import build_loss
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "ldam_drw_dlib_cpu.yaml")
+    o = cfg["optim"]
+    assert o["name"] == "sgd"
+    ds = FERDataset.from_spec(f"fer2013:{real_data / 'fer2013'}", "train")
+    idx = np.random.default_rng(0).choice(len(ds), 256, replace=False)
+    x = torch.stack([torch.from_numpy(np.asarray(ds.load_image(int(i)).resize((64, 64)))).float() / 255 for i in idx])[:, None]
+    y = torch.tensor([ds.samples[int(i)].label for i in idx])
+    torch.manual_seed(0)
+    m = create_model("dlib_resnet29", num_classes=7, pretrained="dlib", in_chans=1, **cfg["model"]["kwargs"])
+    c = m.pretrained_cfg
+    x = (x - c["mean"][0]) / c["std"][0]
+    crit = build_loss(cfg["loss"], class_counts=np.bincount(y.numpy(), minlength=7).clip(min=1).tolist())
+    opt = torch.optim.SGD(m.parameters(), lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"],
+                          weight_decay=o["weight_decay"])
+    m.train()
+    norms = []
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        b = torch.randint(0, len(x), (32,), generator=g)
+        f = m.forward_features(x[b])
+        loss = crit(m.forward_head(f), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        norms.append(float(f.detach().norm(dim=1).mean()))
+    assert all(np.isfinite(norms)) and max(norms) < 5 * norms[0], norms
