@@ -64,7 +64,7 @@ def pack(run: Path, dest: Path, storage: str = "fp32") -> dict[str, Any]:
     """Copy of ``run``'s deployable weights (``storage``: fp32 as trained, or fp16) + its sidecar into ``dest``."""
     import torch
 
-    from fairexpr.engine import checkpoint as ck
+    from fairexpr import checkpoint as ck
 
     state = ck.load_tensors(run / "model.safetensors")
     packed = {k: (v.half() if v.is_floating_point() and storage == "fp16" else v) for k, v in state.items()}
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.data or not Path(a.data).is_dir():
         raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
     from fairexpr import zoo as Z
-    from fairexpr.engine import checkpoint as ck
+    from fairexpr import checkpoint as ck
 
     idx = Z.index()
     name = a.name or idx["default"]

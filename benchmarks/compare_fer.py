@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from fairexpr.engine.checkpoint import read_json, resolve_checkpoint
+    from fairexpr.checkpoint import read_json, resolve_checkpoint
     from fairexpr.engine.evaluate import evaluate_checkpoint
     from fairexpr.evaluation.metrics import evaluate
     from fairexpr.inference.export import export_checkpoint

@@ -108,7 +108,7 @@ def last_epoch_network(run: Path, name: str = "base") -> Path | None:
     The run's ``model``/companion checkpoints are taken at the epoch the deployed network's validation score picked;
     this gives the other network its own end-of-training weights, for a comparison that does not depend on A's
     selection."""
-    from fairexpr.engine import checkpoint as ck
+    from fairexpr import checkpoint as ck
     from fairexpr.engine.evaluate import evaluate_checkpoint
 
     out = run / "eval" / f"{name}_last" / "test"

@@ -15,8 +15,7 @@ from typing import Any
 import yaml
 
 
-class ConfigError(ValueError):
-    """A bad config file, key or value. The message names the key and what was expected."""
+from .errors import ConfigError  # noqa: E402  (defined in the bottom layer; re-exported here)
 
 
 #: every known key with its default. ``method`` options are validated by the method class itself
@@ -106,6 +105,8 @@ METHODS_READING_LOSS = ("supervised", "face2exp")
 #: ``train.memory_format`` values and the precisions the engine accepts (Lightning's names; 16-* need a GPU)
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+#: test-time augmentation modes of `train.eval_tta` and of `--tta` (fairexpr.evaluation.tta implements them)
+TTA_MODES = ("none", "hflip")
 
 _FREEFORM = {("model", "kwargs"), ("loss", "kwargs"), ("sampler", "kwargs")}
 _FREE_SECTIONS = {"method"}
@@ -235,8 +236,6 @@ def validate(cfg: dict[str, Any]) -> None:
     need(t["iters_per_epoch"] is None or (isinstance(t["iters_per_epoch"], int) and not isinstance(t["iters_per_epoch"], bool)
                                           and t["iters_per_epoch"] > 0),
          "train.iters_per_epoch", f"must be null or a positive integer, got {t['iters_per_epoch']!r}")
-    from .evaluation.tta import TTA_MODES
-
     need(isinstance(t["num_nodes"], int) and not isinstance(t["num_nodes"], bool) and t["num_nodes"] >= 1, "train.num_nodes",
          f"must be a positive integer, got {t['num_nodes']!r}")
     need(t["accelerator"] in ("auto", "cpu", "cuda", "gpu", "mps", "tpu"), "train.accelerator",

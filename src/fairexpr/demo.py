@@ -106,7 +106,7 @@ def evaluate_shipped(out: Path, test_spec: str, options: dict[str, Any], progres
     like a run directory so the report shows it next to the fine-tuned runs."""
     import json
 
-    from .engine import checkpoint as ck
+    from . import checkpoint as ck
     from .engine.evaluate import evaluate_checkpoint
     from .zoo import pretrained_path
 

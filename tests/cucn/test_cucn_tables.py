@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from fairexpr.engine.checkpoint import CheckpointError
+from fairexpr.checkpoint import CheckpointError
 from fairexpr.evaluation.cucn_tables import main, per_class_table, plot_fig4, table2, table2_markdown, write_report
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from difc_helpers import TINY
 from fairexpr.config import load_config
 from fairexpr.data.synthetic import generate
-from fairexpr.engine import checkpoint as ck
+from fairexpr import checkpoint as ck
 from fairexpr.labels import CANONICAL7
 
 N_PER_CLASS = [6, 3, 5, 10, 6, 5, 7]  # imbalanced, every class present

@@ -191,7 +191,7 @@ def _domain_with_landmarks(root: Path, domain: str, seed: int, with_csv: bool = 
 @pytest.mark.parametrize("method", ["mcd", "dann"])
 def test_adapt_with_landmark_head_end_to_end(tmp_path, method, monkeypatch, capsys):
     from fairexpr.cli import main
-    from fairexpr.engine import checkpoint as ck
+    from fairexpr import checkpoint as ck
     from fairexpr.models.agra import AGRANet
 
     seen: list = []  # landmarks the network got in training mode (None = template fallback)

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fairexpr.engine import checkpoint as ck
+from fairexpr import checkpoint as ck
 from fairexpr.models import ModelError, create_model
-from fairexpr.models.uda_heads import (AdaptiveFeatureNorm, DomainDiscriminator, GradientReverseLayer,
-                                       WarmStartGradientReverseLayer, classifier_discrepancy,
-                                       domain_adversarial_loss, entropy, warm_start_coeff)
+from fairexpr.losses.uda import AdaptiveFeatureNorm, classifier_discrepancy, domain_adversarial_loss, entropy
+from fairexpr.models.uda_heads import DomainDiscriminator, GradientReverseLayer, WarmStartGradientReverseLayer, \
+    warm_start_coeff
 
 from difc_helpers import TINY
 

@@ -68,7 +68,7 @@ def run(world: int, out: str, rank: int = 0, method: str | None = None, tiny: bo
     """Train with the engine and save this process's final weights as rank<k>.safetensors (the deployable network
     for the default config; every parameter of the method — all its networks and heads — for ``method``)."""
     register_test_model()
-    from fairexpr.engine.checkpoint import atomic_save_tensors
+    from fairexpr.checkpoint import atomic_save_tensors
     from fairexpr.engine.loop import Engine
 
     eng = Engine(config(world) if method is None else method_config(method, world, tiny), out)

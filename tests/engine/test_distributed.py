@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairexpr.engine.checkpoint import load_tensors
+from fairexpr.checkpoint import load_tensors
 
 HERE = Path(__file__).parent
 

@@ -14,7 +14,7 @@ import torch
 
 from fairexpr.config import ConfigError
 from fairexpr.engine import fit, load_model
-from fairexpr.engine.checkpoint import CheckpointError, load_tensors
+from fairexpr.checkpoint import CheckpointError, load_tensors
 
 
 def test_fit_trains_evaluates_and_checkpoints(cfg_factory, tmp_path):
@@ -116,7 +116,7 @@ def test_corrupt_training_state_is_a_clear_error(cfg_factory, tmp_path):
 
 
 def test_pickled_checkpoint_is_refused(tmp_path):
-    from fairexpr.engine.checkpoint import load_tensors
+    from fairexpr.checkpoint import load_tensors
 
     p = tmp_path / "model.pth"
     torch.save({"w": torch.zeros(2)}, p)

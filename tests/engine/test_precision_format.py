@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fairexpr.config import ConfigError, load_config
-from fairexpr.engine import checkpoint as ck
+from fairexpr import checkpoint as ck
 from fairexpr.engine.loop import Engine
 from fairexpr.engine.precision import is_loss_module, resolve_memory_format
 

@@ -11,7 +11,7 @@ import torch
 
 import f2e_helpers as H
 from fairexpr.config import ConfigError, load_config
-from fairexpr.engine import checkpoint as ck
+from fairexpr import checkpoint as ck
 from fairexpr.engine import fit
 from fairexpr.methods.face2exp import Face2Exp
 

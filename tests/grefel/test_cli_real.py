@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairexpr.engine import checkpoint as ck
+from fairexpr import checkpoint as ck
 
 ROOT = Path(__file__).resolve().parents[2]
 

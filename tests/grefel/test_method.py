@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fairexpr.config import ConfigError
-from fairexpr.engine.checkpoint import load_model, save_model
+from fairexpr.checkpoint import load_model, save_model
 from fairexpr.methods.base import DataInfo, StepContext, get_method
 
 CLASSES = ("anger", "disgust", "fear", "happiness")

@@ -62,7 +62,7 @@ def test_embed_checkpoint_matches_eval_and_counts_exclusions(ckpt, manifest, tmp
     # the logits are the model's head applied to the stored features
     import torch
 
-    from fairexpr.engine.checkpoint import load_model
+    from fairexpr.checkpoint import load_model
 
     model, _ = load_model(ckpt)
     with torch.no_grad():

@@ -18,7 +18,7 @@ def make_checkpoint(run_dir: Path, seed: int = 0) -> Path:
     """resnet18 (small-input stem, 1 channel, 48x48) saved with a full sidecar."""
     import torch
 
-    from fairexpr.engine.checkpoint import save_model
+    from fairexpr.checkpoint import save_model
     from fairexpr.models import create_model
 
     torch.manual_seed(seed)
@@ -42,7 +42,7 @@ def ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_file(ckpt, tmp_path_factory) -> Path:
-    from fairexpr.engine.checkpoint import load_model
+    from fairexpr.checkpoint import load_model
     from fairexpr.inference.export import export_onnx
 
     model, side = load_model(ckpt)

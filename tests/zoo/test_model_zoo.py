@@ -63,7 +63,7 @@ def test_unknown_missing_and_broken_entries_are_clear_errors(fake_zoo):
 def test_fp16_storage_loads_into_an_fp32_module(fake_zoo):
     import torch
 
-    from fairexpr.engine.checkpoint import load_model, load_tensors
+    from fairexpr.checkpoint import load_model, load_tensors
 
     stored = load_tensors(fake_zoo / "tiny" / "model.safetensors")
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
@@ -132,7 +132,7 @@ def test_zoo_and_list_models_pretrained(fake_zoo, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- the shipped model
 def test_the_shipped_default_model_is_complete_and_small():
-    from fairexpr.engine.checkpoint import load_model, load_tensors
+    from fairexpr.checkpoint import load_model, load_tensors
 
     for f in ("model.safetensors", "model.json", "MODEL_CARD.md"):
         assert (DEFAULT_DIR / f).is_file(), f
@@ -197,7 +197,7 @@ def test_export_without_checkpoint_exports_the_default_model(fake_zoo, tmp_path,
 def test_a_packaged_model_or_run_as_pretrained_gives_its_backbone_and_a_fresh_head(fake_zoo, tmp_path):
     import torch
 
-    from fairexpr.engine.checkpoint import load_tensors
+    from fairexpr.checkpoint import load_tensors
     from fairexpr.models import create_model
     from fairexpr.models.registry import ModelError
 

@@ -9,7 +9,7 @@ from fairexpr.labels import CANONICAL7
 def tiny_checkpoint(run_dir: Path, fp16: bool = False) -> Path:
     import torch
 
-    from fairexpr.engine.checkpoint import atomic_save_tensors, save_model
+    from fairexpr.checkpoint import atomic_save_tensors, save_model
     from fairexpr.models import create_model
 
     torch.manual_seed(0)

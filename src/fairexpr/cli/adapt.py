@@ -29,7 +29,7 @@ def build_adapt_config(config_path: str | None, source: str, target: str, target
         extra["train"] = tr
     cfg = load_config(config_path, list(overrides), extra=extra)
     if not get_method(cfg["method"]["name"]).needs_target:
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"method.name={cfg['method']['name']!r} is not an adaptation method; "
                           "use mcd, dann or safn (or `fairexpr train` for supervised recipes)")

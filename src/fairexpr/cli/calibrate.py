@@ -13,7 +13,7 @@ def copy_checkpoint(checkpoint: str | Path, dest: str | Path) -> Path:
     ``dest`` (created; existing model files there are an error). Returns ``dest``."""
     import shutil
 
-    from ..engine import checkpoint as ck
+    from .. import checkpoint as ck
 
     weights, side_path = ck.resolve_checkpoint(checkpoint)
     dest = Path(dest)
@@ -41,7 +41,7 @@ def calibrate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = 
     (required for a packaged model, whose files are read-only package data)."""
     import numpy as np
 
-    from ..engine import checkpoint as ck
+    from .. import checkpoint as ck
     from ..engine.evaluate import evaluate_checkpoint
     from ..evaluation.calibration import calibration_summary, fit_temperature
     from ..evaluation.plots import plot_reliability

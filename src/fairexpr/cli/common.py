@@ -20,11 +20,11 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     errs: list[type[BaseException]] = []
     from ..data.base import DataError
     from ..labels import LabelError
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     errs += [DataError, LabelError, ConfigError]
     try:
-        from ..engine.checkpoint import CheckpointError
+        from ..checkpoint import CheckpointError
 
         errs.append(CheckpointError)
     except ImportError:  # pragma: no cover

@@ -30,7 +30,7 @@ def command(checkpoint, model_name, pretrained, model_options, image_size, chann
     """Embed a dataset split with a model's backbone (its forward_features) into OUT.npz: features, labels, the
     model's own logits (trained models), soft labels where the dataset has them, and what was left out."""
     from ..data.base import FERDataset
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from ..engine.embed import embed_backbone, embed_checkpoint, save_embeddings
 
     if model_name is None:

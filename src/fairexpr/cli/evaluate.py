@@ -10,7 +10,7 @@ def parse_options(options: tuple[str, ...]) -> dict:
     """``--option key=value`` (repeatable) -> adapter options; values are read as YAML (numbers, lists, ...)."""
     import yaml
 
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     opts = {}
     for o in options:

@@ -64,7 +64,7 @@ def command(checkpoint, onnx_file, opset, int8, int8_out, calib_data, calib_spli
     from ..inference.export import export_checkpoint
     from ..inference.predictor import OnnxPredictor
     from ..inference.preprocess import Preprocess
-    from ..engine.checkpoint import read_json, resolve_checkpoint
+    from ..checkpoint import read_json, resolve_checkpoint
 
     if calib_data and not int8:
         raise UserError("--calib-data is only used with --int8")

@@ -23,8 +23,7 @@ BadFilePolicy = Literal["error", "skip"]
 Image.MAX_IMAGE_PIXELS = 50_000_000
 
 
-class DataError(ValueError):
-    """Bad or missing input data. The message always names the file/field and what was expected."""
+from ..errors import DataError  # noqa: E402  (defined in the bottom layer; re-exported here)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The training/evaluation engine (Lightning Fabric) and checkpoints."""
-from .checkpoint import CheckpointError, load_model, save_model
+"""The training engine (Lightning Fabric). The checkpoint format lives in :mod:`fairexpr.checkpoint`; its
+loaders are re-exported here for convenience."""
+from ..checkpoint import CheckpointError, load_model, save_model
 
 
 def fit(*args, **kwargs):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint as ck
+from .. import checkpoint as ck
 
 FORMAT = "fairexpr.embeddings/1"
 
@@ -129,7 +129,7 @@ def embed(model: torch.nn.Module, pre: dict[str, Any], spec: str, split: str | N
           head: bool, options: dict[str, Any] | None = None, on_bad_file: str = "error", progress: bool = True,
           batch_size: int = 256, tta: str = "none", source: dict[str, Any] | None = None) -> Embeddings:
     """Embed ``spec`` [``split``] with ``model`` (``pre`` = input_size, in_chans, mean, std)."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from ..evaluation.tta import check_tta
     from .data import _remap, load_split
     from .evaluate import exclusion_summary

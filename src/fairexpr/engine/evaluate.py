@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint as ck
+from .. import checkpoint as ck
 
 
 def evaluate_and_write(out_dir: str | Path, preds: dict[str, np.ndarray], classes: tuple[str, ...] | list[str], *,
@@ -58,7 +58,7 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
 
     ``tta="hflip"`` averages the probabilities of each face and its mirror (:mod:`fairexpr.evaluation.tta`).
     """
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from ..data.augment import normalize, to_float
     from ..evaluation.tta import check_tta, mean_views, tta_views
     from .data import _remap, load_split

@@ -55,7 +55,7 @@ class HeadConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> "HeadConfig":
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         if self.recipe not in HEAD_RECIPES:
             raise ConfigError(f"head recipe {self.recipe!r} unknown; known: {', '.join(HEAD_RECIPES)}")
@@ -107,7 +107,7 @@ class HeadModel(torch.nn.Module):
 def train_head(train: Embeddings, cfg: HeadConfig, target: Embeddings | None = None) -> tuple[HeadModel, dict[str, Any]]:
     """Train one head recipe on ``train``; ``target`` (unlabelled use only) is needed by ``difc``.
     Returns the model and a log (losses per epoch, the DIFC confusion orders)."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
     from ..losses import build_loss
     from ..losses.difc import difc_margins, feature_confusion
     from ..losses.rul import MixedUncertaintyLoss, uncertainty_mix
@@ -202,7 +202,7 @@ def head_metrics(model: HeadModel, emb: Embeddings) -> dict[str, Any]:
 def run_cell(train: Embeddings, tests: Mapping[str, Embeddings], cfg: HeadConfig,
              target: Embeddings | None = None) -> dict[str, Any]:
     """Train ``cfg`` on ``train`` and evaluate on every test set (classes must match the training set's)."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     for name, e in tests.items():
         if tuple(e.classes) != tuple(train.classes):

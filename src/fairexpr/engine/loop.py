@@ -23,7 +23,7 @@ from torch import nn
 from ..config import ConfigError, dump_config
 from ..data.augment import AugmentConfig, apply_params, normalize, sample_params, slice_params, to_float
 from ..methods.base import DataInfo, StepContext, get_method
-from . import checkpoint as ck
+from .. import checkpoint as ck
 from .data import Split, build_splits, cycle_indices, epoch_indices
 from .schedule import lr_factor
 
@@ -335,9 +335,43 @@ class Engine:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
+        """Set up, resume if asked, train epoch by epoch until the epochs, the time budget or early stopping end
+        it, then evaluate the best checkpoint. Each part is one method below."""
         self.fabric.launch()
         self._setup()
-        fabric, cfg, t = self.fabric, self.cfg, self.cfg["train"]
+        self._start_or_resume()
+        t = self.cfg["train"]
+        epochs = int(t["epochs"])
+        budget_s = float(t["max_minutes"]) * 60 if t["max_minutes"] else None
+        clock = time.process_time if t.get("budget_clock") == "process" else time.perf_counter
+        t_start = clock() - float(self.state.get("elapsed", 0.0))
+        log_rows: list[dict[str, Any]] = list(self.state.get("history", []))
+        stopped = "epochs"
+        for epoch in range(int(self.state["epoch"]), epochs):
+            if budget_s is not None and self.state["elapsed"] >= budget_s:
+                stopped = "time budget"
+                break
+            row = self._train_epoch(epoch, epochs, budget_s, clock, t_start)
+            self.state["epoch"] = epoch + 1
+            self.state["elapsed"] = clock() - t_start
+            row["elapsed_s"] = self.state["elapsed"]
+            log_rows.append(row)
+            self._end_epoch(row, log_rows, epochs)
+            pat = t.get("early_stop_patience")
+            if pat and self.state["bad_epochs"] >= int(pat):
+                stopped = "early stopping"
+                break
+        else:
+            if budget_s is not None and self.state["elapsed"] >= budget_s:
+                stopped = "time budget"
+        return self._finish(log_rows, stopped)
+
+    # ------------------------------------------------------------------------------------- run: parts
+    def _start_or_resume(self) -> None:
+        """Write the resolved config; with ``--resume`` load the last state (removing a checkpoint write's
+        stale temp file), else refuse a folder that already holds a run. Then open the endless target /
+        unlabelled index streams, fast-forwarded to where a resumed run was."""
+        fabric, cfg = self.fabric, self.cfg
         if fabric.is_global_zero:
             self.out.mkdir(parents=True, exist_ok=True)
             ck.atomic_write_bytes(self.out / "config.yaml", dump_config(cfg).encode())
@@ -352,140 +386,150 @@ class Engine:
                 print(f"--resume: no training state in {self.out}; starting from scratch")
         elif (self.out / "last.json").exists():
             raise ConfigError(f"{self.out} already holds a training run; pass --resume to continue it or choose another --out")
-        train = self.splits["train"]
-        labels_np = train.labels.cpu().numpy()
-        epochs, bs = int(t["epochs"]), int(t["batch_size"])
-        budget_s = float(t["max_minutes"]) * 60 if t["max_minutes"] else None
-        target_stream = cycle_indices(len(self.splits["target"]), int(cfg["seed"]), 1) if "target" in self.splits else None
-        unl_stream = cycle_indices(len(self.splits["unlabelled"]), int(cfg["seed"]), 2) if "unlabelled" in self.splits else None
-        # fast-forward endless streams to where the resumed run was
-        tgt_buf: list[int] = []
-        unl_buf: list[int] = []
-
-        def take(stream, buf: list[int], k: int) -> np.ndarray:
-            while len(buf) < k:
-                buf.extend(next(stream).tolist())
-            out = np.asarray(buf[:k])
-            del buf[:k]
-            return out
-
+        self._streams = {role: (cycle_indices(len(self.splits[role]), int(cfg["seed"]), k), [])
+                         for role, k in (("target", 1), ("unlabelled", 2)) if role in self.splits}
         if resumed:
-            skip = self.state["step"] * bs
+            skip = self.state["step"] * int(cfg["train"]["batch_size"])
             unl_skip = skip * int(getattr(self.method, "unlabelled_ratio", 1))  # unlabelled batches are μ × bs
-            for stream, buf, k in ((target_stream, tgt_buf, skip), (unl_stream, unl_buf, unl_skip)):
-                if stream is not None and k:
-                    take(stream, buf, k)
-        log_rows: list[dict[str, Any]] = list(self.state.get("history", []))
-        start_epoch = int(self.state["epoch"])
-        stopped = "epochs"
-        clock = time.process_time if t.get("budget_clock") == "process" else time.perf_counter
-        t_start = clock() - float(self.state.get("elapsed", 0.0))
-        for epoch in range(start_epoch, epochs):
-            if budget_s is not None and self.state["elapsed"] >= budget_s:
-                stopped = "time budget"
+            for role, k in (("target", skip), ("unlabelled", unl_skip)):
+                if role in self._streams and k:
+                    self._take(role, k)
+
+    def _take(self, role: str, k: int) -> np.ndarray:
+        """The next ``k`` indices of an endless (target / unlabelled) stream."""
+        stream, buf = self._streams[role]
+        while len(buf) < k:
+            buf.extend(next(stream).tolist())
+        out = np.asarray(buf[:k])
+        del buf[:k]
+        return out
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """This epoch's training indices: the sampler's order, drawn again while ``iters_per_epoch`` needs more."""
+        cfg, train = self.cfg, self.splits["train"]
+        labels_np = train.labels.cpu().numpy()
+        bs = int(cfg["train"]["batch_size"])
+        idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch, train.groups,
+                                cfg["data"]["train"])
+        rep = 1
+        while len(idx_all) < self.steps_per_epoch * bs:  # iters_per_epoch longer than one pass: draw again
+            more = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch + 1_000_003 * rep,
+                                 train.groups, cfg["data"]["train"])
+            idx_all = np.concatenate([idx_all, more])
+            rep += 1
+        return idx_all
+
+    def _set_lr(self, ep_f: float, epochs: int) -> None:
+        factor = lr_factor(self.cfg["schedule"], ep_f, epochs)
+        for opt in self.optimizers:
+            for gr in opt.param_groups:
+                gr["lr"] = gr.get("base_lr", self.cfg["optim"]["lr"]) * factor
+
+    def _training_batch(self, idx: np.ndarray, g: torch.Generator) -> dict[str, Any]:
+        """The method's batch: the labelled images, plus target / unlabelled images for the methods that need them."""
+        train, bs = self.splits["train"], int(self.cfg["train"]["batch_size"])
+        if not (self.method.needs_target or self.method.needs_unlabelled):
+            return self._make_batch(train, idx, g)
+        batch = {"source" if self.method.needs_target else "labelled": self._make_batch(train, idx, g)}
+        if self.method.needs_target:
+            tb = self._make_batch(self.splits["target"], self._take("target", bs), g)
+            tb.pop("label", None)
+            batch["target"] = tb
+        if self.method.needs_unlabelled:
+            k = bs * int(getattr(self.method, "unlabelled_ratio", 1))
+            ub = self._make_batch(self.splits["unlabelled"], self._take("unlabelled", k), g, strong_view=True)
+            ub.pop("label", None)
+            batch["unlabelled"] = ub
+        return batch
+
+    def _train_step(self, batch: dict[str, Any], epoch: int, epochs: int) -> dict[str, Any]:
+        """One optimisation step of the method (its own backward passes for manual optimisation)."""
+        fabric = self.fabric
+        manual_ddp = not self.method.automatic_optimization and self.world > 1
+        if manual_ddp:
+            self._broadcast_buffers()
+        ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
+                          max_steps=epochs * self.steps_per_epoch,
+                          backward=self._backward_all_reduced if manual_ddp else fabric.backward,
+                          step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
+        if self._fp32_losses is not None:
+            self._fp32_losses.reset()
+        with fabric.autocast():
+            out = self.fmethod.training_step(batch, ctx) if self.method.automatic_optimization else self.method.training_step(batch, ctx)
+        if self.method.automatic_optimization:
+            fabric.backward(out["loss"])
+            self._step_optimizer(self.optimizers[0])
+        return out
+
+    def _train_epoch(self, epoch: int, epochs: int, budget_s: float | None, clock: Any, t_start: float) -> dict[str, Any]:
+        """Seed the epoch, run its steps (stopping at the first step past the time budget) and return its log row
+        (training averages, images/s, the method's epoch-hook values and, when due, validation metrics)."""
+        cfg, t, fabric = self.cfg, self.cfg["train"], self.fabric
+        bs = int(t["batch_size"])
+        torch.manual_seed(int(cfg["seed"]) * 100_003 + epoch)
+        g = torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + epoch)
+        hook_log = self.method.on_train_epoch_start(epoch, self) or {}
+        idx_all = self._epoch_order(epoch)
+        self.method.train()
+        sums: dict[str, float] = {}
+        sums_t: dict[str, torch.Tensor] = {}
+        n_steps = 0
+        t_ep = time.perf_counter()
+        bar = _progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", self.progress and fabric.is_global_zero)
+        for b in range(self.steps_per_epoch):
+            idx = idx_all[b * bs:(b + 1) * bs]
+            if len(idx) < bs:
                 break
-            torch.manual_seed(int(cfg["seed"]) * 100_003 + epoch)
-            g = torch.Generator().manual_seed(int(cfg["seed"]) * 1_000_003 + epoch)
-            hook_log = self.method.on_train_epoch_start(epoch, self) or {}
-            idx_all = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch, train.groups,
-                                    cfg["data"]["train"])
-            rep = 1
-            while len(idx_all) < self.steps_per_epoch * bs:  # iters_per_epoch longer than one pass: draw again
-                more = epoch_indices(len(train), cfg["sampler"], labels_np, int(cfg["seed"]), epoch + 1_000_003 * rep,
-                                     train.groups, cfg["data"]["train"])
-                idx_all = np.concatenate([idx_all, more])
-                rep += 1
-            self.method.train()
-            sums: dict[str, float] = {}
-            sums_t: dict[str, torch.Tensor] = {}
-            n_steps = 0
-            t_ep = time.perf_counter()
-            bar = _progress_bar(self.steps_per_epoch, f"epoch {epoch + 1}/{epochs}", self.progress and fabric.is_global_zero)
-            for b in range(self.steps_per_epoch):
-                idx = idx_all[b * bs:(b + 1) * bs]
-                if len(idx) < bs:
+            ep_f = epoch + b / self.steps_per_epoch
+            if budget_s is not None:
+                # with a time budget the LR schedule follows the budget's progress, so every run of a
+                # same-budget comparison completes its whole schedule; stop at the first step past it
+                el = clock() - t_start
+                if el >= budget_s:
                     break
-                ep_f = epoch + b / self.steps_per_epoch
-                if budget_s is not None:
-                    # with a time budget the LR schedule follows the budget's progress, so every run of a
-                    # same-budget comparison completes its whole schedule; stop at the first step past it
-                    el = clock() - t_start
-                    if el >= budget_s:
-                        break
-                    ep_f = max(ep_f, epochs * el / budget_s)
-                factor = lr_factor(cfg["schedule"], ep_f, epochs)
-                for opt in self.optimizers:
-                    for gr in opt.param_groups:
-                        gr["lr"] = gr.get("base_lr", cfg["optim"]["lr"]) * factor
-                batch: dict[str, Any]
-                strong = self.method.needs_unlabelled
-                if self.method.needs_target or self.method.needs_unlabelled:
-                    batch = {"source" if self.method.needs_target else "labelled": self._make_batch(train, idx, g)}
-                    if self.method.needs_target:
-                        tb = self._make_batch(self.splits["target"], take(target_stream, tgt_buf, bs), g)
-                        tb.pop("label", None)
-                        batch["target"] = tb
-                    if self.method.needs_unlabelled:
-                        ub = self._make_batch(self.splits["unlabelled"], take(unl_stream, unl_buf, bs * int(getattr(self.method, "unlabelled_ratio", 1))), g, strong_view=strong)
-                        ub.pop("label", None)
-                        batch["unlabelled"] = ub
+                ep_f = max(ep_f, epochs * el / budget_s)
+            self._set_lr(ep_f, epochs)
+            out = self._train_step(self._training_batch(idx, g), epoch, epochs)
+            for k, v in out.items():
+                if isinstance(v, torch.Tensor):
+                    v = v.detach().float()
+                    sums_t[k] = sums_t[k] + v if k in sums_t else v.clone()  # no host sync per step
                 else:
-                    batch = self._make_batch(train, idx, g)
-                manual_ddp = not self.method.automatic_optimization and self.world > 1
-                if manual_ddp:
-                    self._broadcast_buffers()
-                ctx = StepContext(epoch=epoch, step=int(self.state["step"]), max_epochs=epochs,
-                                  max_steps=epochs * self.steps_per_epoch,
-                                  backward=self._backward_all_reduced if manual_ddp else fabric.backward,
-                                  step_optimizer=self._step_optimizer, optimizers=self.optimizers, device=fabric.device)
-                if self._fp32_losses is not None:
-                    self._fp32_losses.reset()
-                with fabric.autocast():
-                    out = self.fmethod.training_step(batch, ctx) if self.method.automatic_optimization else self.method.training_step(batch, ctx)
-                if self.method.automatic_optimization:
-                    fabric.backward(out["loss"])
-                    self._step_optimizer(self.optimizers[0])
-                for k, v in out.items():
-                    if isinstance(v, torch.Tensor):
-                        v = v.detach().float()
-                        sums_t[k] = sums_t[k] + v if k in sums_t else v.clone()  # no host sync per step
-                    else:
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                n_steps += 1
-                self.state["step"] += 1
-                bar.update(1)
-            bar.close()
-            for k, v in sums_t.items():
-                sums[k] = float(v.item())
-            train_time = time.perf_counter() - t_ep
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizers[0].param_groups[0]["lr"],
-                                   "train_images_per_s": n_steps * bs / max(train_time, 1e-9), "train_time_s": train_time}
-            row.update({f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()})
-            row.update({k: v for k, v in hook_log.items() if isinstance(v, (int, float, str))})
-            if (epoch + 1) % int(t["val_every"]) == 0 or epoch + 1 == epochs:
-                row.update(self._val_metrics())
-            self.state["epoch"] = epoch + 1
-            self.state["elapsed"] = clock() - t_start
-            row["elapsed_s"] = self.state["elapsed"]
-            improved = self._select(row)
-            log_rows.append(row)
-            self.state["history"] = log_rows
-            if fabric.is_global_zero:
-                if improved:
-                    self._save_best({k: v for k, v in row.items()})
-                self._save_last()
-                self._write_log(log_rows)
-                if self.progress:
-                    shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float) and k.startswith(("train_loss", "val_")))
-                    print(f"epoch {epoch + 1}/{epochs}: {shown} ({row['train_images_per_s']:.0f} img/s)", flush=True)
-            fabric.barrier()
-            pat = t.get("early_stop_patience")
-            if pat and self.state["bad_epochs"] >= int(pat):
-                stopped = "early stopping"
-                break
-        else:
-            if budget_s is not None and self.state["elapsed"] >= budget_s:
-                stopped = "time budget"
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            n_steps += 1
+            self.state["step"] += 1
+            bar.update(1)
+        bar.close()
+        for k, v in sums_t.items():
+            sums[k] = float(v.item())
+        train_time = time.perf_counter() - t_ep
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizers[0].param_groups[0]["lr"],
+                               "train_images_per_s": n_steps * bs / max(train_time, 1e-9), "train_time_s": train_time}
+        row.update({f"train_{k}": v / max(n_steps, 1) for k, v in sums.items()})
+        row.update({k: v for k, v in hook_log.items() if isinstance(v, (int, float, str))})
+        if (epoch + 1) % int(t["val_every"]) == 0 or epoch + 1 == epochs:
+            row.update(self._val_metrics())
+        return row
+
+    def _end_epoch(self, row: dict[str, Any], log_rows: list[dict[str, Any]], epochs: int) -> None:
+        """Model selection, then (rank 0) the best and last checkpoints, the metrics log and the progress line."""
+        fabric = self.fabric
+        improved = self._select(row)
+        self.state["history"] = log_rows
+        if fabric.is_global_zero:
+            if improved:
+                self._save_best({k: v for k, v in row.items()})
+            self._save_last()
+            self._write_log(log_rows)
+            if self.progress:
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in row.items() if isinstance(v, float) and k.startswith(("train_loss", "val_")))
+                print(f"epoch {row['epoch']}/{epochs}: {shown} ({row['train_images_per_s']:.0f} img/s)", flush=True)
+        fabric.barrier()
+
+    def _finish(self, log_rows: list[dict[str, Any]], stopped: str) -> dict[str, Any]:
+        """Make sure a deployable model exists, evaluate it (and the method's companion networks) on every
+        labelled held-out role, and write ``result.json``."""
+        fabric = self.fabric
         if fabric.is_global_zero and not (self.out / "model.safetensors").exists():
             self._save_best(log_rows[-1] if log_rows else {})
         fabric.barrier()

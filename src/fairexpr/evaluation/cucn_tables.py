@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..engine.checkpoint import CheckpointError
+from ..errors import CheckpointError
 
 RunsLike = Mapping[str, "str | os.PathLike"] | Sequence["str | os.PathLike"]
 COLUMNS = ("run", "max_class_acc", "min_class_acc", "accuracy", "balanced_accuracy", "gap", "n")

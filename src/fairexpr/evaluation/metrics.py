@@ -73,6 +73,10 @@ def _labels(y: Any, num_classes: int, name: str = "y_true") -> np.ndarray:
     return a
 
 
+# DIFC's feature-confusion scores (Eqs. 4-6) are defined once in the bottom layer (the DIFC loss uses them too)
+from ..ops import confusion_order, confusion_scores  # noqa: E402
+
+
 def _probs(p: Any, num_classes: int | None = None, n: int | None = None, atol: float = 1e-3) -> np.ndarray:
     a = np.asarray(p, dtype=np.float64)
     if a.ndim != 2:
@@ -212,47 +216,6 @@ def brier_score(probs: Any, y_true: Any) -> float:
         raise ValueError(f"y_true/probs: need the same positive number of rows, got {t.shape[0]} and {p.shape[0]}")
     onehot = np.eye(p.shape[1])[t]
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
-
-
-def confusion_scores(probs: Any) -> dict[str, np.ndarray]:
-    """DIFC feature-confusion scores from (unlabelled target) probabilities.
-
-    With ``S_k = {x : argmax p(x) = k}`` and ``p1(x) ≥ p2(x)`` the two largest probabilities:
-    ``gap_k = (1/|S_k|) Σ_{x∈S_k} (p1(x) − p2(x))`` and ``conf_k = 1 / gap_k``.
-    A small mean top-2 gap means the classifier hesitates on the samples it assigns to ``k``, so the
-    class is *confusing*. Returns ``score`` (``conf_k``: NaN when ``S_k`` is empty, ``+inf`` when
-    ``gap_k = 0``), ``gap`` (NaN when empty) and ``count`` (``|S_k|``). Argmax ties go to the lower
-    class index (numpy's convention).
-    """
-    p = _probs(probs)
-    k = p.shape[1]
-    if k < 2:
-        raise ValueError("probs: confusion scores need at least 2 classes")
-    pred = p.argmax(1)
-    top2 = np.sort(p, axis=1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    count = np.bincount(pred, minlength=k)
-    sums = np.bincount(pred, weights=margin, minlength=k)
-    gap = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
-    with np.errstate(divide="ignore"):
-        score = np.where(count > 0, np.where(gap > 0, 1.0 / np.where(gap > 0, gap, 1.0), np.inf), np.nan)
-    return {"score": score, "gap": gap, "count": count}
-
-
-def confusion_order(conf: Sequence[float] | np.ndarray) -> list[int]:
-    """Class indices ordered most confusing first: ``+inf`` scores first, then finite scores in
-    decreasing order, then undefined (NaN) scores last; ties are broken by the lower class index."""
-    c = np.asarray(conf, dtype=np.float64)
-
-    def key(i: int) -> tuple[int, float, int]:
-        v = c[i]
-        if np.isnan(v):
-            return (2, 0.0, i)
-        if np.isposinf(v):
-            return (0, 0.0, i)
-        return (1, -v, i)
-
-    return sorted(range(c.size), key=key)
 
 
 def cluster_quality(embeddings: Any, labels: Any) -> dict[str, float | None | str]:

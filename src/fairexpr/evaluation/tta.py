@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-TTA_MODES = ("none", "hflip")
+from ..config import TTA_MODES  # the valid modes are part of the config schema (train.eval_tta)
 
 
 def check_tta(mode: Any, where: str = "tta") -> str:

@@ -81,7 +81,7 @@ def set_metadata(proto: Any, meta: Mapping[str, str]) -> None:
 def _atomic_save(proto: Any, path: Path) -> None:
     import onnx
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, proto.SerializeToString())
     onnx.checker.check_model(str(path))
@@ -153,7 +153,7 @@ def export_checkpoint(checkpoint: str | Path, onnx_path: str | Path, *, int8: bo
                       opset: int = DEFAULT_OPSET, parity_batch: np.ndarray | None = None) -> dict[str, Any]:
     """Export a checkpoint, check fp32 parity on ``parity_batch`` (random faces when None) and optionally
     write an int8 copy (``<stem>.int8.onnx`` unless ``int8_path``). Returns a JSON-ready report."""
-    from ..engine.checkpoint import load_model
+    from ..checkpoint import load_model
 
     model, side = load_model(checkpoint)
     t0 = time.perf_counter()

@@ -36,17 +36,17 @@ def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def normalized_entropy_confidence(p: np.ndarray) -> np.ndarray:
-    """Confidence ``c = 1 - H(p) / log K`` with ``H(p) = -sum_k p_k log p_k`` (``0 log 0 = 0``).
+    """Confidence ``c = 1 - H(p) / log K`` with ``H(p) = -sum_k p_k log p_k`` (``0 log 0 = 0``;
+    :func:`fairexpr.ops.normalized_entropy`).
 
     ``c = 1`` for a one-hot prediction, ``c = 0`` for the uniform distribution over ``K`` classes.
     """
+    from ..ops import normalized_entropy
+
     p = np.asarray(p, np.float64)
-    k = p.shape[-1]
-    if k < 2:
+    if p.shape[-1] < 2:
         return np.ones(p.shape[:-1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
-    return np.clip(1.0 - h / math.log(k), 0.0, 1.0)
+    return np.clip(1.0 - normalized_entropy(p), 0.0, 1.0)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class TorchPredictor(Predictor):
                  channels_last: bool = True, tta: str = "none") -> None:
         import torch
 
-        from ..engine.checkpoint import load_model
+        from ..checkpoint import load_model
 
         self.model, self.sidecar = load_model(checkpoint, map_location=device)
         self.source = str(checkpoint)

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, ReweightableLoss, as_counts
 from .ce import CrossEntropyLoss, SoftTargetCrossEntropy, WeightedCrossEntropyLoss
 from .confidence import entropy_confidence, entropy_confidence_from_logits, normalized_entropy
@@ -35,6 +35,7 @@ from .focal import FocalLoss
 from .ldam import LDAMLoss, margins_from_counts
 from .logit_adjust import BalancedSoftmaxLoss, LogitAdjustedLoss
 from .rul import MixedUncertaintyLoss, uncertainty_mix
+from .uda import AdaptiveFeatureNorm, classifier_discrepancy, domain_adversarial_loss
 from .weights import WEIGHT_RULES, DRWSchedule, class_weights, effective_number_weights, \
     inverse_frequency_weights, sqrt_inverse_weights
 
@@ -163,6 +164,7 @@ __all__ = [
     "CrossEntropyLoss", "SoftTargetCrossEntropy", "WeightedCrossEntropyLoss",
     "LDAMLoss", "margins_from_counts", "FocalLoss", "LogitAdjustedLoss", "BalancedSoftmaxLoss",
     "MixedUncertaintyLoss", "uncertainty_mix",
+    "AdaptiveFeatureNorm", "classifier_discrepancy", "domain_adversarial_loss",
     "class_weights", "DRWSchedule", "inverse_frequency_weights", "sqrt_inverse_weights",
     "effective_number_weights", "WEIGHT_RULES",
     "normalized_entropy", "entropy_confidence", "entropy_confidence_from_logits",

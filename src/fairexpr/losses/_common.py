@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 REDUCTIONS = ("mean", "sum", "none")
 

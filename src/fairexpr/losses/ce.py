@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, ReweightableLoss, check_logits, check_reduction, check_target, reduce
 from .weights import class_weights
 

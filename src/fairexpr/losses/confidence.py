@@ -1,4 +1,5 @@
-"""Normalized-entropy confidence (used by ``predict`` and GReFEL's reliability balancing; ARBEx ``utils.py``).
+"""Normalized-entropy confidence (used by ``predict`` and GReFEL's reliability balancing; ARBEx ``utils.py``);
+``H(p) / log K`` itself is :func:`fairexpr.ops.normalized_entropy`.
 
     H(p) = −Σ_k p_k log p_k   (0 log 0 = 0),      C(p) = 1 − H(p) / log K  ∈ [0, 1]
 
@@ -10,6 +11,8 @@ import math
 
 import torch
 
+from ..ops import normalized_entropy  # defined once, in the bottom layer (re-exported)
+
 
 def _check(probs: torch.Tensor, dim: int) -> int:
     if probs.ndim == 0:
@@ -18,12 +21,6 @@ def _check(probs: torch.Tensor, dim: int) -> int:
     if k < 2:
         raise ValueError(f"confidence: normalized entropy needs K >= 2 classes, got K = {k} along dim {dim}")
     return k
-
-
-def normalized_entropy(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``H(p) / log K`` along ``dim`` (probabilities; rows must sum to 1)."""
-    k = _check(probs, dim)
-    return -torch.special.xlogy(probs, probs).sum(dim=dim) / math.log(k)
 
 
 def entropy_confidence(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:

@@ -6,8 +6,8 @@ The DI loss is LDAM (Eq. 3) with per-class margins from the *source* label count
 
 * Eq. 4  ``S_k = {x_t | argmax_c p_t[c] = k}`` — target samples grouped by predicted class;
 * Eq. 5  ``conf_k = 1 / E_{x_t ∈ S_k} |p¹_t − p²_t|`` — inverse mean top-2 softmax gap
-  (:func:`feature_confusion`, which uses ``fairexpr.evaluation.metrics.confusion_scores`` /
-  ``confusion_order``);
+  (:func:`fairexpr.ops.confusion_scores` / ``confusion_order``, shared with ``fairexpr.evaluation.metrics``,
+  and :func:`feature_confusion`);
 * Eq. 6  classes sorted by decreasing confusion into ``C``;
   ``Δ'_{C[j]} = Δ_{C[j]} + ε / 2^{j−1}`` for ``j = 1..K`` (paper ε = 0.02) (:func:`difc_margins`);
 * ``L_DIFC = L_DI`` with ``Δ'`` (:class:`DIFCLoss`).
@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..evaluation.metrics import confusion_order, confusion_scores
+from ..ops import confusion_order, confusion_scores  # Eqs. 4-5, defined once in the bottom layer
 from .ldam import LDAMLoss, margins_from_counts
 
 __all__ = ["confusion_scores", "confusion_order", "feature_confusion", "difc_margins", "DIFCLoss"]
@@ -37,9 +37,9 @@ __all__ = ["confusion_scores", "confusion_order", "feature_confusion", "difc_mar
 def feature_confusion(probs: np.ndarray | torch.Tensor) -> tuple[np.ndarray, list[int]]:
     """Eqs. 4–6 (ordering part) on target probabilities ``[N, K]``: ``(conf [K], C)``.
 
-    ``conf_k = 1 / E_{x ∈ S_k}(p¹ − p²)`` from :func:`fairexpr.evaluation.metrics.confusion_scores`
-    (metrics are defined once; ``NaN`` for empty ``S_k``, ``+inf`` for a zero mean gap) and ``C``
-    from :func:`~fairexpr.evaluation.metrics.confusion_order` (most confusing first).
+    ``conf_k = 1 / E_{x ∈ S_k}(p¹ − p²)`` from :func:`confusion_scores`
+    (defined once, here; ``NaN`` for empty ``S_k``, ``+inf`` for a zero mean gap) and ``C``
+    from :func:`confusion_order` (most confusing first).
     """
     if isinstance(probs, torch.Tensor):
         probs = probs.detach().cpu().double().numpy()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, ReweightableLoss, check_logits, check_reduction, check_target, reduce
 
 

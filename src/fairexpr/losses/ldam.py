@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, ReweightableLoss, as_class_vector, as_counts, check_logits, check_reduction, check_target
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, ReweightableLoss, as_counts, check_logits, check_reduction, check_target
 
 

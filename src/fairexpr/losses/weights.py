@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ._common import CountsLike, as_class_vector, as_counts
 
 WEIGHT_RULES = ("none", "inverse", "sqrt", "effective", "manual")

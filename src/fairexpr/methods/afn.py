@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from ..models import create_model
-from ..models.uda_heads import AdaptiveFeatureNorm, entropy
+from ..losses.uda import AdaptiveFeatureNorm, entropy
 from .base import DataInfo, StepContext, register_method
 from .uda import COMMON_DEFAULTS, UDAMethod, _model_args
 

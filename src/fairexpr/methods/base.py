@@ -145,7 +145,7 @@ def get_method(name: str) -> type[Method]:
     from . import catalog  # noqa: F401  (imports every method module)
 
     if name not in _METHODS:
-        from ..config import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"method.name: unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses import MixedUncertaintyLoss, class_weights, uncertainty_mix
 from ..models.heads import UncertaintyHead
 from .base import DataInfo, Method, StepContext, register_method

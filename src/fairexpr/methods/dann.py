@@ -5,9 +5,10 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..models import create_model
-from ..models.uda_heads import DomainDiscriminator, WarmStartGradientReverseLayer, domain_adversarial_loss
+from ..losses.uda import domain_adversarial_loss
+from ..models.uda_heads import DomainDiscriminator, WarmStartGradientReverseLayer
 from .base import DataInfo, StepContext, register_method
 from .uda import COMMON_DEFAULTS, UDAMethod, _model_args
 

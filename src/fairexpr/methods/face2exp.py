@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses import build_loss
 from .base import DataInfo, Method, StepContext, register_method
 from .supervised import build_network

@@ -10,7 +10,7 @@ whose ``forward`` returns ``log L_final``:
   so the RB head sits on ``B.forward_features``.
 
 ``self.model_spec`` (``{"name", "kwargs"}``) is what the checkpoint sidecar must record for
-:func:`fairexpr.engine.checkpoint.load_model` to rebuild the network.
+:func:`fairexpr.checkpoint.load_model` to rebuild the network.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses.grefel import GReFELLoss
 from ..models import create_model
 from .base import DataInfo, Method, StepContext, register_method

@@ -5,9 +5,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..models import create_model
-from ..models.uda_heads import classifier_discrepancy, entropy
+from ..losses.uda import classifier_discrepancy, entropy
 from .base import DataInfo, StepContext, register_method
 from .uda import COMMON_DEFAULTS, UDAMethod, _model_args
 
@@ -21,7 +21,7 @@ class MCD(UDAMethod):
     * C: ``min_F λ d(p1_t, p2_t)`` with ``C1, C2`` fixed, repeated ``num_k`` times (target batch only,
       as in MCD_DA)
 
-    ``d`` = :func:`~fairexpr.models.uda_heads.classifier_discrepancy`, ``H`` = mean entropy. Two optimizers:
+    ``d`` = :func:`~fairexpr.losses.uda.classifier_discrepancy`, ``H`` = mean entropy. Two optimizers:
     ``F`` (backbone) and ``C1 + C2``. ``L_cls`` is CE, DI or DIFC. Prediction = averaged softmax (Eq. 8).
     """
 

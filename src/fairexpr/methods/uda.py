@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..losses.ce import CrossEntropyLoss
 from ..losses.difc import DIFCLoss
 from ..losses.ldam import LDAMLoss

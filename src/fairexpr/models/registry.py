@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 
-class ModelError(ValueError):
-    """Unknown model name, bad model option or an unloadable weight file."""
+from ..errors import ModelError  # noqa: E402  (defined in the bottom layer; re-exported here)
 
 
 class FERModel(nn.Module):

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..ops import normalized_entropy as _normalized_entropy
 from .registry import FERModel, ModelError, create_model, load_state_file, register_model
 
 __all__ = [
@@ -55,17 +56,13 @@ __all__ = [
 EPS = 1e-8
 
 
-def normalized_entropy(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Normalised entropy (Eq. 11): ``H(p) = −Σ_c p_c log p_c / log N_cls`` over the last dim.
-
-    ``H`` is 0 for a one-hot distribution and 1 for the uniform one. (The paper writes the
-    denominator as ``N_cls``; dividing by ``log N_cls`` is what makes the stated endpoint hold.)
-    """
-    n = p.shape[-1]
+def normalized_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy (Eq. 11) over the last dim, :func:`fairexpr.ops.normalized_entropy` (the one
+    definition); a model error for fewer than 2 classes."""
+    n = p.shape[-1] if p.ndim else 0
     if n < 2:
         raise ModelError(f"normalized_entropy needs at least 2 classes, got a last dimension of {n}")
-    h = -(p * p.clamp_min(eps).log()).sum(-1)
-    return h / math.log(n)
+    return _normalized_entropy(p, dim=-1)
 
 
 def confidence(p: torch.Tensor) -> torch.Tensor:
@@ -316,7 +313,7 @@ def reliability_balanced(num_classes: int = 7, pretrained: str | None = None, ba
     ``rb_head.*``, e.g. a fairexpr checkpoint), loaded strictly, or weights of the backbone alone, handed to
     the backbone's own loader. Head options: see :class:`ReliabilityHead`. The checkpoint sidecar records
     ``{"name": "reliability_balanced", "kwargs": {"backbone": ..., "backbone_kwargs": ..., <head options>}}``,
-    all :func:`fairexpr.engine.checkpoint.load_model` needs to rebuild the network.
+    all :func:`fairexpr.checkpoint.load_model` needs to rebuild the network.
     """
     if backbone in ("reliability_balanced", "grefel", "grefel_small"):
         raise ModelError(f"reliability_balanced: backbone must be a plain backbone, got {backbone!r} "

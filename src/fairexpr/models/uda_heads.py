@@ -7,7 +7,9 @@ deployable networks built around any registered backbone:
 * ``afn_net`` — backbone + the AFN bottleneck block (FC-BN-ReLU-Dropout, Xu et al. 2019) + a linear
   classifier; ``forward_features`` returns the bottleneck feature the feature-norm loss acts on.
 
-DANN needs no special network (its domain discriminator is training-only and lives in the method).
+DANN needs no special network (its domain discriminator is training-only and lives in the method). The
+adaptation losses (DANN's domain loss, MCD's discrepancy, the prediction entropy, AFN's feature-norm loss)
+are in :mod:`fairexpr.losses.uda`.
 
 Layers follow Transfer-Learning-Library (``tllib/modules/grl.py``, ``tllib/alignment/{dann,mcd}.py``,
 ``tllib/normalization/afn.py``); equations are in the docstrings. The AGRA/DIFC landmark global+local
@@ -31,11 +33,7 @@ __all__ = [
     "WarmStartGradientReverseLayer",
     "warm_start_coeff",
     "DomainDiscriminator",
-    "domain_adversarial_loss",
     "ClassifierHead",
-    "classifier_discrepancy",
-    "entropy",
-    "AdaptiveFeatureNorm",
     "AFNBlock",
     "MCDNet",
     "AFNNet",
@@ -131,32 +129,7 @@ class DomainDiscriminator(nn.Module):
         return self.net(f).squeeze(1)
 
 
-def domain_adversarial_loss(d_source: torch.Tensor, d_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """DANN transfer loss on discriminator logits (source label 1, target label 0):
-
-    ``L_d = ½ BCE(σ(d_s), 1) + ½ BCE(σ(d_t), 0)``; returns ``(L_d, domain accuracy)``.
-    """
-    ls = F.binary_cross_entropy_with_logits(d_source, torch.ones_like(d_source))
-    lt = F.binary_cross_entropy_with_logits(d_target, torch.zeros_like(d_target))
-    with torch.no_grad():
-        acc = 0.5 * ((d_source > 0).float().mean() + (d_target <= 0).float().mean())
-    return 0.5 * (ls + lt), acc
-
-
 # -------------------------------------------------------------------------------------------- MCD
-def classifier_discrepancy(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-    """MCD discrepancy ``d(p1, p2) = (1 / (N K)) Σ_i Σ_k |p1_ik − p2_ik|`` (mean absolute difference
-    of the two classifiers' softmax outputs)."""
-    if p1.shape != p2.shape:
-        raise ValueError(f"classifier_discrepancy: shapes differ, {tuple(p1.shape)} vs {tuple(p2.shape)}")
-    return (p1 - p2).abs().mean()
-
-
-def entropy(p: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Mean prediction entropy ``H = −(1/N) Σ_i Σ_k p_ik log(p_ik + ε)`` (ε as Transfer-Learning-Library)."""
-    return -(p * torch.log(p + eps)).sum(1).mean()
-
-
 class ClassifierHead(nn.Module):
     """An MCD classifier ``C_j``: ``hidden = 0`` -> Dropout-Linear; else (MCD_DA / TLlib style)
     Dropout-Linear-BN-ReLU-Dropout-Linear-BN-ReLU-Linear with ``hidden`` units."""
@@ -296,23 +269,6 @@ def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str =
 
 
 # -------------------------------------------------------------------------------------------- AFN
-class AdaptiveFeatureNorm(nn.Module):
-    """Stepwise adaptive feature norm (Xu et al. 2019):
-
-    ``L_norm = (1/N) Σ_i (‖f_i‖₂ − (‖f_i‖₂^{stop-grad} + Δr))²`` — each step pushes every feature
-    norm up by ``Δr`` from its current (detached) value.
-    """
-
-    def __init__(self, delta: float = 1.0) -> None:
-        super().__init__()
-        self.delta = float(delta)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        norm = f.norm(p=2, dim=1)
-        radius = norm.detach() + self.delta
-        return ((norm - radius) ** 2).mean()
-
-
 class AFNBlock(nn.Module):
     """AFN bottleneck: Linear-BN-ReLU-Dropout; in training the output is scaled by ``√(1 − p)`` so the
     feature norm seen by the norm loss matches evaluation (as in AFN / TLlib)."""

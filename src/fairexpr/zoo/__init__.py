@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["ZOO_DIR", "ZooError", "index", "is_reference", "list_pretrained", "pretrained_path", "resolve",
            "DEFAULT"]

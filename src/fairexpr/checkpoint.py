@@ -1,5 +1,8 @@
 """Checkpoints: weights as safetensors + a JSON sidecar; written atomically; never unpickled.
 
+The one checkpoint format, below the engine, evaluation and inference, which all read and write it through
+this module (it needs only the model registry to rebuild a network).
+
 A *run directory* (``fairexpr train --out DIR``) holds::
 
     model.safetensors   the deployable network's weights (best epoch by the selection metric)
@@ -22,13 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_bytes, remove_stale_temps  # noqa: F401  (re-exported: the one atomic writer)
+from ._io import atomic_write_bytes, remove_stale_temps  # noqa: F401  (re-exported: the one atomic writer)
+from .errors import CheckpointError
 
 SIDECAR_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """Missing/corrupt checkpoint, or one that would need arbitrary unpickling."""
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -71,7 +71,7 @@ def versions() -> dict[str, str]:
 
     import torchvision
 
-    from .. import __version__
+    from . import __version__
 
     return {"fairexpr": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version()}
@@ -111,7 +111,7 @@ def resolve_checkpoint(path: str | Path, stem: str = "model") -> tuple[Path, Pat
 
 def load_model(path: str | Path, *, stem: str = "model", map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the deployable model from a checkpoint; returns ``(model.eval(), sidecar)``."""
-    from ..models import create_model
+    from .models import create_model
 
     w, s = resolve_checkpoint(path, stem)
     side = read_json(s)
