@@ -245,6 +245,46 @@ class AuditReport:
         """Duplicate groups whose labelled copies carry more than one label."""
         return [self.table.iloc[g] for g in self._conflicting_index()]
 
+    def identities(self) -> dict[str, Any]:
+        """Who is in each split, where the adapter knows it (CK+: subject and sequence from the file names; a
+        ``csv`` manifest's ``subject`` column): subjects and sequences per split, images per subject, and the
+        **subjects shared between splits** — identity leakage, which pixel hashes cannot see (two photos of
+        one person are different images). ``known`` is False when no sample carries a subject id; splits
+        without ids are listed under ``splits_without_ids``."""
+        t = self.readable
+        has = t["subject"].notna()
+        if "sequence" in t:
+            has_seq = t["sequence"].notna()
+        else:
+            has_seq = has & False
+        if not bool(has.any()):
+            return {"known": False, "splits_without_ids": list(self.splits),
+                    "note": "the adapter gives no subject ids for this dataset: identity leakage cannot be checked"}
+        per_split: dict[str, Any] = {}
+        subjects: dict[str, set[str]] = {}
+        for sp in self.splits:
+            ts = t[(t["split"] == sp) & has]
+            if ts.empty:
+                continue
+            per = ts.groupby("subject").size().to_numpy()
+            subjects[sp] = set(ts["subject"])
+            seq = t[(t["split"] == sp) & has_seq]
+            per_split[sp] = {
+                "subjects": int(len(subjects[sp])),
+                "sequences": int(seq["sequence"].nunique()) if len(seq) else None,
+                "images_without_subject": int(((t["split"] == sp) & ~has).sum()),
+                "images_per_subject": {"min": int(per.min()), "median": float(np.median(per)),
+                                       "mean": round(float(per.mean()), 2), "max": int(per.max())},
+            }
+        names = list(subjects)
+        overlap = {a: {b: int(len(subjects[a] & subjects[b])) for b in names if b != a} for a in names}
+        shared = {f"{a}|{b}": sorted(subjects[a] & subjects[b]) for i, a in enumerate(names) for b in names[i + 1:]
+                  if subjects[a] & subjects[b]}
+        return {"known": True, "per_split": per_split,
+                "splits_without_ids": [sp for sp in self.splits if sp not in subjects],
+                "subject_overlap": overlap, "shared_subjects": shared,
+                "n_subjects": int(t.loc[has, "subject"].nunique())}
+
     # ---- serialization ---------------------------------------------------------------------------------
     def _member(self, i: int) -> dict[str, Any]:
         t = self.table
@@ -327,6 +367,7 @@ class AuditReport:
                 "groups": groups,
             },
             "leakage": {"reference_split": self.reference_split, "n": n_leak, "by_split": leakage},
+            "identities": self.identities(),
             "near_blank": {"threshold_std": self.near_blank_std, "n": int(len(nb)),
                            "items": [{**self._member(self.table.index.get_loc(i)), "std": round(float(v), 4)}
                                      for i, v in zip(nb.index, nb["std"])]},
@@ -508,7 +549,7 @@ def audit(spec_or_dataset: str | FERDataset | ScanResult, *, splits: Sequence[st
         workers: decoding processes (default: all CPUs; small sets decode serially).
         options: adapter options for ``scan`` (e.g. ``{"class_map": ...}``).
 
-    The report's ``table`` (pandas) has one row per sample: ``path, split, label, subject, inline, hash,
+    The report's ``table`` (pandas) has one row per sample: ``path, split, label, subject, sequence, inline, hash,
     height, width, mode, std, error``.
     """
     import pandas as pd
@@ -538,6 +579,7 @@ def audit(spec_or_dataset: str | FERDataset | ScanResult, *, splits: Sequence[st
         "split": [s.split for s in samples],
         "label": np.fromiter((s.label for s in samples), np.int64, len(samples)),
         "subject": [s.subject for s in samples],
+        "sequence": [s.sequence for s in samples],
         "inline": np.fromiter((s.pixels is not None for s in samples), bool, len(samples)),
         "hash": [r[0].hex() if r[0] is not None else None for r in rows],
         "height": np.fromiter((r[1] for r in rows), np.int64, len(rows)),

@@ -109,6 +109,23 @@ def command(dataset: str, splits: tuple[str, ...], as_json: bool, json_path: str
     console.print(f"duplicate groups: {dup['n_groups']:,} ({dup['n_images_in_groups']:,} images; "
                   f"{dup['n_cross_split_groups']:,} span several splits; {dup['n_conflicting_groups']:,} with "
                   f"conflicting labels)")
+    ident = d["identities"]
+    if ident["known"]:
+        parts = [f"{sp}: {v['subjects']:,} subjects" + (f", {v['sequences']:,} sequences" if v["sequences"] else "")
+                 + f", {v['images_per_subject']['median']:g} images per subject (median; max {v['images_per_subject']['max']:,})"
+                 for sp, v in ident["per_split"].items()]
+        console.print("identities: " + "; ".join(parts), markup=False)
+        if ident["shared_subjects"]:
+            for pair, subj in ident["shared_subjects"].items():
+                a, b = pair.split("|")
+                console.print(f"[yellow]identity leakage: {len(subj):,} subjects in both {a} and {b}[/yellow] "
+                              f"(e.g. {', '.join(subj[:5])})")
+        elif len(ident["per_split"]) > 1:
+            console.print("identity leakage: no subject appears in two splits")
+        if ident["splits_without_ids"]:
+            console.print(f"no subject ids in: {', '.join(ident['splits_without_ids'])}", markup=False)
+    else:
+        console.print(f"identities: {ident['note']}", markup=False)
     console.print(f"image sizes: {_top(d['image_sizes'])}; modes: {_top(d['modes'])}")
     if d["unreadable"]["n"]:
         console.print(f"[yellow]unreadable images skipped: {d['unreadable']['n']}[/yellow]")
