@@ -124,3 +124,89 @@ def test_cli_report_clear_error(tmp_path):
     assert res.exit_code == 2
     assert "run_without_eval" in res.output and "no evaluation metrics" in res.output
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_best_only_within_one_dataset_and_split(tmp_path, make_run):
+    """A figure on one test set is never 'best' against a figure on another: with one run per (dataset, split)
+    nothing is bold; with two on the same split, the better one is."""
+    runs = [make_run(tmp_path / "r", "strong", skill=0.9, seed=1, splits=("test", "val")),
+            make_run(tmp_path / "r", "weak", skill=0.3, seed=2, splits=("test",))]
+    df = compare_table(runs)
+    assert sorted(zip(df["run"], df["split"])) == [("strong", "test"), ("strong", "val"), ("weak", "test")]
+    md = table_markdown(df)
+    col = md.splitlines()[0].split("|").index(" balanced_accuracy (%) ")
+    rows = {(c[1].strip(), c[4].strip()): c[col].strip() for c in (line.split("|") for line in md.splitlines()[2:])}
+    assert rows[("strong", "test")].startswith("**") and not rows[("weak", "test")].startswith("**")
+    assert not rows[("strong", "val")].startswith("**")  # alone on its split: nothing to beat
+
+
+def test_table_names_datasets_without_absolute_paths(two_runs):
+    from fairexpr.evaluation.report import short_dataset
+
+    assert short_dataset("ckplus:/work/shared/data/ckplus/CK+48") == "ckplus:CK+48"
+    assert short_dataset("synthetic:fer2013") == "synthetic:fer2013" and short_dataset(None) == ""
+    df = compare_table(two_runs)
+    assert all(not d.split(":", 1)[1].startswith("/") for d in df["dataset"])
+    assert max(len(line) for line in table_markdown(df).splitlines()) < 260  # fits a 1280 px page
+
+
+def test_no_tsne_and_one_imbalance_chart_per_training_set(two_runs, tmp_path):
+    out = tmp_path / "rep"
+    build_report(two_runs, out, tsne=False)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert not any(p.startswith("tsne_") for p in pngs)
+    # both fabricated runs trained on the same set (same counts, no data section): one chart, naming both users
+    assert sum(p.startswith("imbalance_") for p in pngs) == 1
+    caps = [f["caption"] for f in json.loads((out / "report.json").read_text())["figures"]["imbalance"]]
+    assert len(caps) == 1 and "baseline" in caps[0] and "cucn" in caps[0]
+    res = CliRunner().invoke(cli, ["report", *map(str, two_runs), "--out", str(tmp_path / "c"), "--no-tsne"])
+    assert res.exit_code == 0, res.output
+    assert not list((tmp_path / "c").glob("tsne_*.png"))
+    bad = CliRunner().invoke(cli, ["report", str(two_runs[0]), "--out", str(tmp_path / "d"), "--no-tsne",
+                                   "--tsne-iter", "300"])
+    assert bad.exit_code == 2 and "no effect with --no-tsne" in bad.output
+
+
+def _capture_figures(monkeypatch):
+    from fairexpr.evaluation import plots
+
+    figs = []
+    real = plots.save_figure
+
+    def keep(fig, path):
+        figs.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return plots, figs
+
+
+def test_absent_class_gets_no_bar(tmp_path, monkeypatch):
+    plots, figs = _capture_figures(monkeypatch)
+    plots.plot_per_class_bars({"a": [0.5, None, 0.7], "b": [0.4, None, 0.9]}, ["x", "y", "z"], tmp_path / "b.png")
+    ax = figs[0].axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [40.0, 50.0, 70.0, 90.0]  # 2 runs x 2 present classes; no 0-height bar for 'y'
+    assert any(t.get_text() == "absent" for t in ax.texts)
+    assert ax.get_legend() is not None and ax.get_legend().get_bbox_to_anchor().x0 > 0  # legend outside the axes
+
+
+def test_reliability_diagram_has_tick_labels(tmp_path, monkeypatch):
+    from fairexpr.evaluation.calibration import reliability_diagram
+
+    plots, figs = _capture_figures(monkeypatch)
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), 200)
+    rel = reliability_diagram(p, rng.integers(0, 4, 200))
+    plots.plot_reliability(rel, tmp_path / "r.png", after=rel)
+    fig = figs[0]
+    fig.canvas.draw()
+    lower = [ax for ax in fig.axes if ax.get_xlabel().startswith("confidence")]
+    upper = [ax for ax in fig.axes if ax.get_ylabel() == "accuracy"]
+    assert len(lower) == 2 and len(upper) == 2
+    for ax in lower:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    for ax in upper:
+        assert len(ax.get_yticklabels()) == 6 and all(t.get_text() for t in ax.get_yticklabels())
+        assert ax.get_legend() is None  # one figure legend below the panels instead
+    assert len(fig.legends) == 1

@@ -18,9 +18,10 @@ from .common import UserError, emit, json_option
 @click.option("--tsne-iter", default=1000, show_default=True, type=click.IntRange(min=250),
               help="t-SNE optimisation steps.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the t-SNE subsample and layout.")
+@click.option("--no-tsne", is_flag=True, help="Skip the t-SNE plots (most of a report's build time).")
 @json_option
 def command(run_dirs: tuple[Path, ...], out_dir: Path, title: str | None, tsne_max_points: int, tsne_iter: int, seed: int,
-            as_json: bool) -> None:
+            no_tsne: bool, as_json: bool) -> None:
     """Build an HTML report from evaluated RUN_DIRS (each holding eval/<split>/metrics.json, or a
     directory holding metrics.json directly): comparison table, per-class accuracy, confusion
     matrices, reliability diagrams, t-SNE, training curves and class imbalance."""
@@ -29,8 +30,12 @@ def command(run_dirs: tuple[Path, ...], out_dir: Path, title: str | None, tsne_m
 
     try:
         runs = load_runs(run_dirs)
+        if no_tsne and click.get_current_context().get_parameter_source("tsne_max_points").name != "DEFAULT":
+            raise click.UsageError("--tsne-max-points has no effect with --no-tsne")
+        if no_tsne and click.get_current_context().get_parameter_source("tsne_iter").name != "DEFAULT":
+            raise click.UsageError("--tsne-iter has no effect with --no-tsne")
         path = build_report(run_dirs, out_dir, title=title, tsne_max_points=tsne_max_points,
-                            tsne_max_iter=tsne_iter, seed=seed)
+                            tsne_max_iter=tsne_iter, seed=seed, tsne=not no_tsne)
     except DataError as e:
         raise UserError(str(e)) from None
     import json

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -49,6 +48,12 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_bytes(path, data)
 
 
+def _legend_outside(ax: Any, fontsize: int = 8) -> None:
+    """The legend to the right of the axes, where it cannot cover a bar or a line (``save_figure`` crops
+    tightly, so the figure grows to hold it)."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def _nan(values: Sequence[Any]) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
 
@@ -89,16 +94,21 @@ def plot_per_class_bars(runs: Mapping[str, Sequence[float | None]], classes: Seq
     fig = Figure(figsize=(max(6.0, 1.1 * k + 0.4 * len(runs)), 4))
     ax = fig.add_subplot()
     x = np.arange(k)
+    absent = np.ones(k, dtype=bool)
     for r, (name, acc) in enumerate(runs.items()):
         a = _nan(acc)
         if a.size != k:
             raise ValueError(f"per-class bars: run {name!r} has {a.size} values for {k} classes")
-        ax.bar(x - 0.4 + width * (r + 0.5), np.nan_to_num(a * 100), width, label=name)
+        ok = np.isfinite(a)  # a class the run's test set lacks gets no bar (not a 0 % bar)
+        absent &= ~ok
+        ax.bar(x[ok] - 0.4 + width * (r + 0.5), a[ok] * 100, width, label=name)
+    for i in np.flatnonzero(absent):
+        ax.text(x[i], 2, "absent", ha="center", va="bottom", fontsize=8, color="gray", rotation=90)
     ax.set_xticks(x, labels=classes, rotation=30, ha="right")
     ax.set_ylabel("per-class accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     ax.set_title(title or "Per-class accuracy")
     return save_figure(fig, path)
 
@@ -121,7 +131,7 @@ def plot_per_class_lines(runs: Mapping[str, Sequence[float | None]], classes: Se
     ax.set_ylabel("per-class accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_outside(ax)
     ax.set_title(title or "Per-class accuracy across runs")
     return save_figure(fig, path)
 
@@ -173,17 +183,25 @@ def plot_reliability(before: Mapping[str, Any], path: str | os.PathLike,
         ax.plot(centers, conf, "o", color="tab:red", ms=4, label="mean confidence")
         ax.vlines(centers, np.fmin(acc, conf), np.fmax(acc, conf), color="tab:red", lw=1.5)
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ticks = np.linspace(0, 1, 6)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_xticklabels([])
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        # hide only this panel's tick labels (set_xticklabels([]) would blank the shared lower axis too)
+        ax.tick_params(axis="x", labelbottom=False)
         ax.set_ylabel("accuracy")
         ece = rel.get("ece")
         name = f"{tag}: " if tag else ""
         ax.set_title(f"{name}ECE = {ece * 100:.2f}%" if ece is not None else f"{name}reliability")
-        ax.legend(fontsize=7, loc="upper left")
+        if i == 0:  # one legend for all panels, under them: it covers no bar
+            fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="lower center", ncol=3, frameon=False,
+                       bbox_to_anchor=(0.5, -0.06))
         low = fig.add_subplot(grid[1, i], sharex=ax)
         low.bar(centers, cnt, width, color="gray", edgecolor="black")
         low.set_xlim(0, 1)
+        low.set_xticks(ticks, labels=[f"{t:.1f}" for t in ticks])
+        low.tick_params(axis="x", labelbottom=True)
         low.set_xlabel("confidence (top-label)")
         low.set_ylabel("samples")
     if title:
@@ -227,7 +245,7 @@ def plot_tsne(embeddings: Any, labels: Any, classes: Sequence[str], path: str | 
             ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, label=f"{name} ({int(m.sum())})", color=cmap(k % cmap.N))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     ax.set_title(title or f"t-SNE of embeddings ({e.shape[0]} points)")
     return save_figure(fig, path)
 
@@ -288,8 +306,8 @@ def plot_training_curves(metrics: Any, path: str | os.PathLike, title: str | Non
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if cols:
-            ax.legend(fontsize=8)
+        if cols:  # legends below each panel, where they cover no curve
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
         else:
             ax.text(0.5, 0.5, f"no {ylabel.split()[0]} columns", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle(title or "Training curves")

@@ -156,17 +156,18 @@ def load_runs(run_dirs: Iterable[str | os.PathLike]) -> list[EvalRun]:
         runs += _runs_in(Path(p))
     if not runs:
         raise DataError("report: no run directories given")
-    # disambiguate equal run names (e.g. two `.../seed0` dirs) with their parent folder
-    seen: dict[str, int] = {}
+    # disambiguate equal names of *different* runs (e.g. two `.../seed0` dirs) with their parent folder; the
+    # splits of one run share its name
+    roots: dict[str, set[Path]] = {}
     for r in runs:
-        seen[r.name] = seen.get(r.name, 0) + 1
+        roots.setdefault(r.name, set()).add((r.run_dir or r.metrics_path.parent).resolve())
     for r in runs:
-        if seen[r.name] > 1 and r.run_dir is not None:
+        if len(roots[r.name]) > 1 and r.run_dir is not None:
             r.name = f"{r.run_dir.resolve().parent.name}/{r.name}"
     labels = [r.label for r in runs]
     for r in runs:
-        if labels.count(r.label) > 1:
-            r.name = str(r.metrics_path.parent)
+        if labels.count(r.label) > 1:  # still ambiguous: the last folders of the metrics path (never absolute)
+            r.name = "/".join(r.metrics_path.parent.resolve().parts[-3:])
     return runs
 
 
@@ -182,7 +183,7 @@ def compare_table(runs: Sequence[EvalRun] | Iterable[str | os.PathLike]) -> pd.D
     rows = []
     for r in runs:
         m = r.metrics
-        row: dict[str, Any] = {"run": r.name, "model": r.model_name or "", "dataset": str(m.get("dataset") or ""),
+        row: dict[str, Any] = {"run": r.name, "model": r.model_name or "", "dataset": short_dataset(m.get("dataset")),
                                "split": r.split, "protocol": str(m.get("label_protocol") or "")}
         for col, key, _ in TABLE_COLUMNS:
             v = m.get(key)
@@ -191,15 +192,38 @@ def compare_table(runs: Sequence[EvalRun] | Iterable[str | os.PathLike]) -> pd.D
     return pd.DataFrame(rows)
 
 
+def short_dataset(spec: Any) -> str:
+    """``FORMAT:/long/absolute/path/CK+48`` -> ``ckplus:CK+48``: the table names a dataset by its format and
+    folder, never by an absolute path (the full address stays in report.json)."""
+    s = str(spec or "")
+    fmt, sep, path = s.partition(":")
+    if not sep or not path:
+        return s
+    return f"{fmt}:{Path(path).name or path}"
+
+
 def _best(df: pd.DataFrame) -> dict[str, set[int]]:
-    """Row positions holding the best value of each ranked column (ties all marked)."""
+    """Row positions holding the best value of each ranked column (ties all marked), compared only among rows of
+    the same dataset and split: figures on different test sets are not comparable, so a group of one row marks
+    nothing."""
     best: dict[str, set[int]] = {}
+    if df.empty:
+        return best
+    keys = list(zip(df["dataset"], df["split"])) if {"dataset", "split"} <= set(df.columns) else [("", "")] * len(df)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
     for col, _, higher in TABLE_COLUMNS:
-        if higher is None or col not in df or df[col].isna().all() or len(df) < 2:
+        if higher is None or col not in df:
             continue
         v = df[col].to_numpy(dtype=float)
-        target = np.nanmax(v) if higher else np.nanmin(v)
-        best[col] = {i for i, x in enumerate(v) if np.isfinite(x) and np.isclose(x, target, rtol=0, atol=1e-12)}
+        for rows in groups.values():
+            g = v[rows]
+            if len(rows) < 2 or not np.isfinite(g).any():
+                continue
+            target = np.nanmax(g) if higher else np.nanmin(g)
+            best.setdefault(col, set()).update(i for i in rows if np.isfinite(v[i]) and
+                                               np.isclose(v[i], target, rtol=0, atol=1e-12))
     return best
 
 
@@ -263,6 +287,13 @@ def _class_counts(side: dict[str, Any] | None, classes: Sequence[str]) -> list[i
     return None
 
 
+def _train_set_key(r: EvalRun) -> tuple[Any, ...]:
+    side_classes = list((r.sidecar or {}).get("classes") or r.metrics.get("classes") or [])
+    counts = _class_counts(r.sidecar, side_classes)
+    data = (r.sidecar or {}).get("data") or {}
+    return (short_dataset(data.get("train")), data.get("train_split"), tuple(side_classes), tuple(counts or ()))
+
+
 def _atomic_text(path: Path, text: str) -> None:
     plots.atomic_write(path, text.encode("utf-8"))
 
@@ -285,10 +316,11 @@ def _load_predictions(r: EvalRun) -> dict[str, np.ndarray] | None:
 
 def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, title: str | None = None,
                  *, tsne_max_points: int = plots.TSNE_MAX_POINTS, tsne_max_iter: int = 1000,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, tsne: bool = True) -> Path:
     """Write ``report.html`` (self-contained), the PNGs, ``report.json`` and ``report.md`` to
     ``out_dir``; returns the HTML path. t-SNE runs on at most ``tsne_max_points`` embeddings per
-    evaluation (seeded subsample) for ``tsne_max_iter`` steps."""
+    evaluation (seeded subsample) for ``tsne_max_iter`` steps; ``tsne=False`` skips it (it is most of a report's
+    build time). One class-imbalance chart is drawn per distinct training set, however many runs used it."""
     runs = load_runs(run_dirs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -314,6 +346,7 @@ def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
             "Per-class accuracy across runs")
 
     done_roots: set[Path] = set()
+    done_train_sets: set[tuple[Any, ...]] = set()
     for i, r in enumerate(runs):
         m, classes = r.metrics, list(r.metrics["classes"])
         slug = f"{i:02d}_{_slug(r.name)}_{_slug(r.split)}"
@@ -329,7 +362,7 @@ def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
             rel = dict(m["reliability"], ece=m.get("ece"))
             add("reliability", plots.plot_reliability(rel, out / f"reliability_{slug}.png", title=r.label),
                 f"{r.label}: reliability (15 bins)")
-        pred = _load_predictions(r)
+        pred = _load_predictions(r) if tsne else None
         if pred is not None and "embeddings" in pred:
             emb = pred["embeddings"]
             try:
@@ -354,12 +387,15 @@ def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
                     f"{r.name}: training curves ({r.metrics_csv.name})")
             except (ValueError, FileNotFoundError) as e:
                 r.warnings.append(f"training curves skipped: {e}")
-        side_classes = list((r.sidecar or {}).get("classes") or classes)
-        counts = _class_counts(r.sidecar, side_classes)
-        if counts is not None and sum(counts) > 0:
+        train_set = _train_set_key(r)
+        side_classes, counts = list(train_set[2]), list(train_set[3])
+        if sum(counts) > 0 and train_set not in done_train_sets:
+            done_train_sets.add(train_set)
+            users = list(dict.fromkeys(q.name for q in runs if _train_set_key(q) == train_set))
+            name = train_set[0] + (f" [{train_set[1]}]" if train_set[1] else "") if train_set[0] else r.name
             add("imbalance", plots.plot_imbalance(counts, side_classes, out / f"imbalance_{slug}.png",
-                                                  title=f"{r.name}: training class counts"),
-                f"{r.name}: training counts per class, ratio N_k / min_j N_j")
+                                                  title=f"{name}: training class counts"),
+                f"{name}: training counts per class, ratio N_k / min_j N_j (used by {', '.join(users)})")
     for r in runs:
         warnings += r.warnings
 
@@ -459,7 +495,7 @@ def _render_html(title: str, created: str, df: pd.DataFrame, runs: list[EvalRun]
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
              f"<p class='meta'>fairexpr {__version__} · {created} · {len(runs)} evaluation(s)</p>",
-             "<h2>Comparison</h2><p>Metrics in %; best value per column in bold (highest, or lowest for "
+             "<h2>Comparison</h2><p>Metrics in %; best value per column in bold among the rows of the same dataset and split (highest, or lowest for "
              "std, gap and ECE; max-class accuracy is not ranked: a model that calls every face the majority class "
              "has the highest). Balanced accuracy is the mean per-class accuracy over the classes present in "
              "the split; std is the population std of per-class accuracy; ECE uses 15 equal-width bins.</p>",
