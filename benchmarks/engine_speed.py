@@ -118,7 +118,56 @@ def engine_speed(recipe: str, manifest: Path, tmp: Path, images: int, epochs: in
             "memory_format": cfg["train"]["memory_format"], "precision": cfg["train"]["precision"]}
 
 
+def measure_one(spec: dict) -> dict:
+    """One measurement in this (fresh) process: ``spec["kind"]`` is ``ceiling`` | ``engine`` | ``plain``."""
+    from fairexpr.config import load_config
+    from fairexpr.models import create_model
+
+    torch.set_num_threads(int(spec["threads"]))
+    path, overrides = split_recipe(spec["recipe"])
+    cfg = load_config(path, overrides=overrides)
+    m, d, t = cfg["model"], cfg["data"], cfg["train"]
+    size, ch, batch = int(d["image_size"]), int(d["channels"]), int(t["batch_size"])
+    pretrained = m["pretrained"] if m["pretrained"] and Path(m["pretrained"]).is_file() else None
+
+    def build():
+        return create_model(m["name"], 7, pretrained=pretrained, in_chans=ch, **m["kwargs"])
+
+    if spec["kind"] == "ceiling":
+        return {"images_per_s": ceiling(build, ch, size, batch, spec["steps"], spec["precision"], spec["format"]),
+                "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    if spec["kind"] == "engine":
+        return engine_speed(spec["recipe"], Path(spec["manifest"]), Path(spec["tmp"]), spec["images"])
+    lines = Path(spec["manifest"]).read_text().splitlines()[1:]
+    from fairexpr.labels import CANONICAL7
+    files = [ln.rsplit(",", 1)[0] for ln in lines]
+    labels = [CANONICAL7.index(ln.rsplit(",", 1)[1]) for ln in lines]  # the manifest holds canonical names
+    torch.manual_seed(0)
+    return {"images_per_s": plain_loop(files, labels, build(), size, batch, spec["steps"], spec["workers"])}
+
+
+def isolated(spec: dict) -> dict:
+    """Run :func:`measure_one` in a fresh Python process with ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` set to the
+    thread count — how the recipes are run (``OMP_NUM_THREADS=1 fairexpr train ...``) — so no measurement inherits
+    another's allocator state, thread pools or warmed-up caches."""
+    import subprocess
+    import sys
+
+    n = str(spec["threads"])
+    env = {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+    r = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], env=env, capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    if r.returncode != 0:
+        raise SystemExit(f"measurement {spec} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main():
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(json.dumps(measure_one(json.loads(sys.argv[2]))), flush=True)
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", "../shared/data"))
     ap.add_argument("--recipes", nargs="+", default=["configs/mobilenet_ldam_cpu.yaml",
@@ -137,6 +186,8 @@ def main():
                     help="only the engine's images/s per recipe (no ceilings, no plain loop): the table recipes are "
                          "re-timed from (benchmarks/results/recipe_speed.json by default)")
     ap.add_argument("--out", default="benchmarks/results/engine_speed.json")
+    ap.add_argument("--same-process", action="store_true",
+                    help="measure everything in this one process (the old way) instead of a fresh process per figure")
     a = ap.parse_args()
     if a.engine_only and a.out == "benchmarks/results/engine_speed.json":
         a.out = "benchmarks/results/recipe_speed.json"
@@ -169,9 +220,20 @@ def main():
                 row = {"recipe": recipe, "model": m["name"], "model_kwargs": m["kwargs"], "input": f"{size}x{size}x{ch}",
                        "batch": batch, "threads": torch.get_num_threads(), "ceiling": {}, "ceiling_repeats": {},
                        "engine_repeats": []}
+                base = {"recipe": recipe, "threads": n, "manifest": str(manifest), "tmp": str(tmp), "images": a.images}
+
+                def run_engine(base=base):
+                    return engine_speed(recipe, manifest, tmp, a.images) if a.same_process else isolated({**base, "kind": "engine"})
+
+                def run_ceiling(prec, fmt, base=base, build=build):
+                    if a.same_process:
+                        return ceiling(build, ch, size, batch, a.ceiling_steps, prec, fmt)
+                    return isolated({**base, "kind": "ceiling", "steps": a.ceiling_steps, "precision": prec,
+                                     "format": fmt})["images_per_s"]
+
                 if a.engine_only:
                     for r in range(a.repeats):
-                        row["engine_repeats"].append(engine_speed(recipe, manifest, tmp, a.images))
+                        row["engine_repeats"].append(run_engine())
                     eng = max(row["engine_repeats"], key=lambda e: e["images_per_s"])
                     row["engine"] = eng
                     for k in ("ceiling", "ceiling_repeats"):
@@ -182,10 +244,10 @@ def main():
                     continue
                 for r in range(a.repeats):  # interleaved: a slow spell of the machine hits every figure alike
                     for prec, fmt in VARIANTS:
-                        v = ceiling(build, ch, size, batch, a.ceiling_steps, prec, fmt)
+                        v = run_ceiling(prec, fmt)
                         row["ceiling_repeats"].setdefault(f"{prec}_{fmt}", []).append(v)
                         print(f"{recipe} threads={n} repeat {r + 1} ceiling {prec} {fmt}: {v:.1f} img/s", flush=True)
-                    row["engine_repeats"].append(engine_speed(recipe, manifest, tmp, a.images))
+                    row["engine_repeats"].append(run_engine())
                     print(f"{recipe} threads={n} repeat {r + 1} engine: {row['engine_repeats'][-1]['images_per_s']:.1f} img/s",
                           flush=True)
                 row["ceiling"] = {k: max(v) for k, v in row["ceiling_repeats"].items()}
@@ -197,8 +259,12 @@ def main():
                 print(f"{recipe} threads={n} engine ({eng['precision']}, {eng['memory_format']}): {eng['images_per_s']:.1f} img/s "
                       f"= {row['engine_over_best_ceiling']:.2f} of the best ceiling ({best_key})", flush=True)
                 if not a.no_plain:
-                    torch.manual_seed(0)
-                    row["plain_images_per_s"] = plain_loop(files, labels, build(), size, batch, a.plain_steps, a.workers)
+                    if a.same_process:
+                        torch.manual_seed(0)
+                        row["plain_images_per_s"] = plain_loop(files, labels, build(), size, batch, a.plain_steps, a.workers)
+                    else:
+                        row["plain_images_per_s"] = isolated({**base, "kind": "plain", "steps": a.plain_steps,
+                                                              "workers": a.workers})["images_per_s"]
                     row["engine_over_plain"] = eng["images_per_s"] / row["plain_images_per_s"]
                     print(f"{recipe} threads={n} plain loop: {row['plain_images_per_s']:.1f} img/s "
                           f"(engine {row['engine_over_plain']:.2f}x)", flush=True)
@@ -207,12 +273,15 @@ def main():
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "images": a.images, "ceiling_steps": a.ceiling_steps, "repeats": a.repeats,
            "method": "each figure is the best of --repeats interleaved repeats; the engine's is its best epoch after the "
-                     "first of each repeat",
+                     "first of each repeat; " + ("all in one process" if a.same_process else
+                                                 "each figure in a fresh process with OMP_NUM_THREADS = MKL_NUM_THREADS = "
+                                                 "the thread count, as the recipes are run"),
            "plain_loop": f"torchvision-reference style: PIL decode + transforms.v2 per image, DataLoader workers={a.workers}, "
                          "prefetch 4, NCHW fp32",
            "command": "python benchmarks/engine_speed.py " + " ".join(
                ["--recipes", *a.recipes, "--threads", *map(str, a.threads), "--images", str(a.images),
-                "--ceiling-steps", str(a.ceiling_steps), "--repeats", str(a.repeats)] + (["--engine-only"] if a.engine_only else [])),
+                "--ceiling-steps", str(a.ceiling_steps), "--repeats", str(a.repeats)] + (["--engine-only"] if a.engine_only else [])
+               + (["--same-process"] if a.same_process else [])),
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2) + "\n")

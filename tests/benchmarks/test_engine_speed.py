@@ -42,3 +42,13 @@ def test_ceiling_every_variant_runs_and_steps():
         assert rate > 0
         m = built[-1]
         assert not torch.equal(m[0].weight.detach().contiguous(), build()[0].weight.detach()), (prec, fmt)
+
+
+def test_isolated_measurement_runs_in_a_fresh_process_with_the_thread_count(monkeypatch):
+    """Each figure comes from its own process with OMP_NUM_THREADS = the thread count (as the recipes are run)."""
+    es = _load()
+    monkeypatch.setenv("FAIREXPR_DATA", "/nonexistent")  # the recipe names its data; a ceiling never reads it
+    out = es.isolated({"kind": "ceiling", "recipe": "configs/baseline_ce_cpu.yaml@train.batch_size=4,data.image_size=32",
+                       "threads": 1, "steps": 1, "precision": "fp32", "format": "channels_last", "manifest": "", "tmp": "",
+                       "images": 0})
+    assert out["images_per_s"] > 0 and out["torch_threads"] == 1 and out["omp_num_threads"] == "1"
