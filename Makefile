@@ -31,10 +31,11 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-# Rebuild the shipped default model (src/fairexpr/zoo/): ~80 min of training on 2 cores, then packing,
-# evaluation and the model card. Needs the datasets: FAIREXPR_DATA=../shared/data make zoo [ZOO_ARGS=--resume]
+# Rebuild every packaged model (src/fairexpr/zoo/, entries in index.json, each trained after the entry it starts
+# from), then packing, evaluation and the model cards. Needs the datasets:
+# FAIREXPR_DATA=../shared/data make zoo [ZOO_ARGS=--resume]
 zoo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) benchmarks/build_zoo.py $(ZOO_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) benchmarks/build_zoo.py --all $(ZOO_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_baselines.py

@@ -170,15 +170,36 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str) -> str:
+def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str, idx: dict[str, Any] | None = None) -> str:
     cfg = side.get("config", {})
     t = zoo["test"]
     cal = side.get("calibration", {})
     classes = side["classes"]
+    is_default = idx is None or idx.get("default") == name
+    head = (side["model"].get("kwargs") or {}).get("head", "linear")
+    logits = ("logits are cosines (LDAM's normed head)" if head == "normed" else "logits of a linear head")
+    stages = zoo.get("stages") or []
+    data = cfg.get("data", {})
+    if len(stages) > 1:
+        first = stages[0]
+        start = [f"- Stage 1 (`{first['entry']}`, `{first['recipe']}`): torchvision's ImageNet MobileNetV2 "
+                 f"(`mobilenet_v2-b0353104.pth`, first conv summed to one grey channel) fine-tuned on FER2013 Training "
+                 f"(28,709 faces) with LDAM-DRW; best epoch {first['best_epoch']} of {first['epochs_run']}, "
+                 f"{first['train_minutes']:.1f} min.",
+                 f"- Stage 2 (this recipe): stage 1's backbone and a fresh {head} head trained on "
+                 f"`{data.get('train', '?').split(':')[0]}` [{data.get('train_split')}] with "
+                 f"`label_mode: {data.get('label_mode')}` {json.dumps(data.get('train_options', {}))}: the FER+ vote "
+                 "distributions of the *same* FER2013 training photos (10 annotators each) — extra supervision of images "
+                 "stage 1 already saw, never of a test image (FER+ train = FER2013 Training)."]
+    else:
+        start = ["- FER2013 (Goodfellow et al. 2013), Kaggle image-folder release: Training (28,709 faces) -> weights.",
+                 "- Start: torchvision's ImageNet MobileNetV2 (`mobilenet_v2-b0353104.pth`), first conv summed to one grey "
+                 "channel."]
     lines = [
-        f"# Model card: `{name}` (fairexpr's default model)", "",
+        f"# Model card: `{name}`" + (" (fairexpr's default model)" if is_default else ""), "",
         "Seven basic expressions (" + ", ".join(classes) + ") from one face crop, answering offline right after "
-        "`pip install fairexpr`: `fairexpr predict photo.jpg` uses it when no `--checkpoint` is given.", "",
+        "`pip install fairexpr`: " + ("`fairexpr predict photo.jpg` uses it when no `--checkpoint` is given." if is_default
+                                      else f"`fairexpr predict photo.jpg --checkpoint {name}`."), "",
         "## Model",
         f"- Architecture: `{side['model']['name']}` {json.dumps(side['model'].get('kwargs', {}))}, "
         f"{zoo['pack']['parameters_and_buffers'] / 1e6:.2f} M parameters and buffers; input "
@@ -187,20 +208,20 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
         f"- Storage: {side.get('storage_dtype')} safetensors, {zoo['pack']['bytes'] / 2**20:.2f} MB; the packed file vs the "
         f"run's weights on FER2013 PrivateTest: argmax agreement {100 * zoo['storage_parity']['argmax_agreement']:.2f} %, "
         f"max |Δp| {zoo['storage_parity']['max_abs_prob_diff']:.1e}.",
-        f"- Confidence: logits are cosines (LDAM's normed head); the stored temperature T = {side.get('temperature', 1.0):.4f} "
+        f"- Confidence: {logits}; the stored temperature T = {side.get('temperature', 1.0):.4f} "
         f"was fitted on {cal.get('dataset', '?').split(':')[0]} [{cal.get('split')}] (n = {cal.get('n')}): ECE "
         f"{pct(cal.get('before', {}).get('ece'))} % -> {pct(cal.get('after', {}).get('ece'))} %.", "",
         "## Training data and protocol",
-        f"- FER2013 (Goodfellow et al. 2013), Kaggle image-folder release: Training (28,709 faces) -> weights, "
-        f"PublicTest -> model selection (best balanced accuracy, flip TTA) and the temperature, PrivateTest -> reported once.",
-        f"- Start: torchvision's ImageNet MobileNetV2 (`mobilenet_v2-b0353104.pth`), first conv summed to one grey channel.",
+        *start,
+        "- FER2013 PublicTest -> model selection (best balanced accuracy, flip TTA) and the temperature; PrivateTest "
+        "-> reported once.",
         f"- Loss {cfg.get('loss', {}).get('name')} {json.dumps(cfg.get('loss', {}).get('kwargs', {}))}; optimiser "
         f"{json.dumps(cfg.get('optim', {}))}; schedule {json.dumps(cfg.get('schedule', {}))}; "
         f"{cfg.get('train', {}).get('epochs')} epochs, batch {cfg.get('train', {}).get('batch_size')}; augmentation "
         f"{json.dumps(cfg.get('augment', {}))}.",
         f"- Best epoch {zoo['train']['best_epoch']} of {zoo['train']['epochs_run']} (selection metric "
         f"{zoo['train']['select_metric']} = {pct(zoo['train']['best'])} %), {zoo['train']['train_minutes']:.1f} minutes of "
-        f"training on {zoo['train']['hardware']}.", "",
+        f"training{' over all stages' if len(stages) > 1 else ''} on {zoo['train']['hardware']}.", "",
         "## Rebuild", "```bash", zoo["command"], "```",
         f"Recipe: `{recipe}`. `make zoo` runs the same; an interrupted build continues with `--resume`.", "",
         f"## Results (the packaged {'fp16' if side.get('storage_dtype') == 'float16' else 'fp32'} file, PyTorch, measured by the build)", "",
@@ -247,10 +268,39 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
     return "\n".join(lines) + "\n"
 
 
+def entry_run(idx: dict[str, Any], name: str) -> Path:
+    """The training run folder of a zoo entry (``run`` in index.json, relative to the repository)."""
+    return ROOT / idx["models"][name].get("run", "benchmarks/runs/default_model")
+
+
+def train_entry(idx: dict[str, Any], name: str, fx: list[str], resume: bool, no_train: bool,
+                run: Path | None = None) -> list[dict[str, Any]]:
+    """Train ``name``'s recipe into its run folder unless finished, after the entry it starts from
+    (``start_from``: that entry's run gives the backbone, ``model.pretrained=<run>``). Returns the stages in
+    training order, each ``{"entry", "recipe", "run", "result"}``."""
+    entry = idx["models"][name]
+    stages: list[dict[str, Any]] = []
+    extra: list[str] = []
+    if entry.get("start_from"):
+        if entry["start_from"] not in idx["models"]:
+            raise SystemExit(f"{name}: start_from {entry['start_from']!r} is not in the zoo index")
+        stages = train_entry(idx, entry["start_from"], fx, resume, no_train)
+        extra = [f"model.pretrained={stages[-1]['run']}"]
+    run = run or entry_run(idx, name)
+    if not (run / "result.json").exists():
+        if no_train:
+            raise SystemExit(f"--no-train: {run} has no finished run (result.json)")
+        sh(fx + ["train", "--config", str(ROOT / entry["recipe"]), "--out", str(run), "--no-progress", *extra]
+           + (["--resume"] if resume and (run / "last.json").exists() else []))
+    return stages + [{"entry": name, "recipe": entry["recipe"], "run": run,
+                      "result": json.loads((run / "result.json").read_text())}]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", default=None, help="zoo entry (default: the index's default model)")
-    ap.add_argument("--run", default=str(ROOT / "benchmarks" / "runs" / "default_model"), help="training run folder")
+    ap.add_argument("--all", action="store_true", help="build every entry of the index (those others start from first)")
+    ap.add_argument("--run", default=None, help="training run folder (default: the entry's `run` in index.json)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA"), help="dataset root (default $FAIREXPR_DATA)")
     ap.add_argument("--no-train", action="store_true", help="use the finished run as it is (error when it is not)")
@@ -261,31 +311,39 @@ def main(argv: list[str] | None = None) -> int:
     if not a.data or not Path(a.data).is_dir():
         raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
     from fairexpr import zoo as Z
-    from fairexpr import checkpoint as ck
 
     idx = Z.index()
-    name = a.name or idx["default"]
-    if name not in idx["models"]:
-        raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
+    if a.all and (a.name or a.run):
+        raise SystemExit("--all builds every entry in its own run folder: leave out --name and --run")
+    names = list(idx["models"]) if a.all else [a.name or idx["default"]]
+    for name in names:
+        if name not in idx["models"]:
+            raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
+        build(idx, name, a, Path(a.run) if a.run else None)
+    return 0
+
+
+def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | None) -> None:
+    from fairexpr import zoo as Z
+    from fairexpr import checkpoint as ck
+
     recipe = idx["models"][name]["recipe"]
-    run, data = Path(a.run), Path(a.data).resolve()
+    data = Path(a.data).resolve()
     fx = [sys.executable, "-m", "fairexpr.cli"]
     t0 = time.time()
-    if not (run / "result.json").exists():
-        if a.no_train:
-            raise SystemExit(f"--no-train: {run} has no finished run (result.json)")
-        sh(fx + ["train", "--config", str(ROOT / recipe), "--out", str(run), "--no-progress"] + (["--resume"] if a.resume else []))
-    result = json.loads((run / "result.json").read_text())
+    stages = train_entry(idx, name, fx, a.resume, a.no_train, run)
+    run = stages[-1]["run"]
+    result = stages[-1]["result"]
     side = ck.read_json(run / "model.json")
     val = (f"{side['config']['data']['val']}", side["config"]["data"]["val_split"])
     if (side.get("calibration") or {}).get("fitted_by") != "train":  # a run from before train.calibrate existed
         from fairexpr.cli.calibrate import calibrate_checkpoint
 
         calibrate_checkpoint(run, val[0], val[1], progress=False)
-    clean = run.parent / "fer2013_clean.csv"
+    clean = ROOT / "benchmarks" / "runs" / "fer2013_clean.csv"
     if not clean.exists():
-        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(run.parent / "fer2013_audit.json"),
-                 "--clean-manifest", str(clean)], run.parent / "audit.log")
+        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(clean.parent / "fer2013_audit.json"),
+                 "--clean-manifest", str(clean)], clean.parent / "audit.log")
     dest = Z.ZOO_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     packed = pack(run, dest, a.storage)
@@ -295,19 +353,22 @@ def main(argv: list[str] | None = None) -> int:
     lat = latency(dest)
     rel = reliable_split(run)
     zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "command": "FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --run "
-                      + shlex.quote(os.path.relpath(run, ROOT)) + "   # = make zoo",
+           "command": "FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "
+                      + shlex.quote(name) + "   # make zoo builds every entry",
            "recipe": recipe, "pack": packed, "storage_parity": parity, "test": tests, "latency": lat, "reliable": rel,
            "train": {"best_epoch": result["best_epoch"], "epochs_run": result["epochs_run"], "best": result["best"],
                      "select_metric": side["config"]["train"]["select_metric"], "stopped_by": result["stopped_by"],
-                     "train_minutes": result["train_seconds"] / 60, "hardware": hardware_line()},
+                     "train_minutes": sum(st["result"]["train_seconds"] for st in stages) / 60,
+                     "hardware": hardware_line()},
+           "stages": [{"entry": st["entry"], "recipe": st["recipe"], "run": os.path.relpath(st["run"], ROOT),
+                       "best_epoch": st["result"]["best_epoch"], "epochs_run": st["result"]["epochs_run"],
+                       "train_minutes": st["result"]["train_seconds"] / 60} for st in stages],
            "build_seconds": time.time() - t0}
     side = ck.read_json(dest / "model.json")
     side["zoo"] = zoo
     ck.atomic_write_json(dest / "model.json", side)
-    ck.atomic_write_bytes(dest / "MODEL_CARD.md", model_card(name, side, zoo, recipe).encode())
+    ck.atomic_write_bytes(dest / "MODEL_CARD.md", model_card(name, side, zoo, recipe, idx).encode())
     print(f"wrote {dest}/model.json and MODEL_CARD.md", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

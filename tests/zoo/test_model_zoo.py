@@ -245,3 +245,36 @@ def test_shipped_model_on_a_real_photo_with_known_faces():
     ok = [r for r in recs if r.status == "ok"]
     assert len(ok) == 4 and len(recs) == 4
     assert sum(r.label == "happiness" for r in ok) >= 3, [(r.label, r.confidence) for r in ok]
+
+
+def test_build_zoo_trains_a_staged_entry_after_the_one_it_starts_from(tmp_path, monkeypatch):
+    """`start_from` in index.json: build_zoo trains the earlier entry first (unless finished) and starts the later
+    one from its run (model.pretrained=<run>); finished runs are not retrained; --no-train refuses a missing run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "build_zoo.py")
+    bz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bz)
+    calls = []
+
+    def fake_sh(cmd, log=None):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "result.json").write_text(json.dumps({"best_epoch": 1, "epochs_run": 2, "train_seconds": 60.0}))
+
+    monkeypatch.setattr(bz, "sh", fake_sh)
+    monkeypatch.setattr(bz, "ROOT", tmp_path)
+    idx = {"default": "b", "models": {"a": {"recipe": "configs/a.yaml", "run": "runs/a"},
+                                       "b": {"recipe": "configs/b.yaml", "run": "runs/b", "start_from": "a"}}}
+    with pytest.raises(SystemExit, match="no finished run"):
+        bz.train_entry(idx, "b", ["fairexpr"], False, True)
+    stages = bz.train_entry(idx, "b", ["fairexpr"], False, False)
+    assert [s["entry"] for s in stages] == ["a", "b"] and len(calls) == 2
+    assert calls[0][calls[0].index("--config") + 1].endswith("configs/a.yaml") and not any("pretrained" in c for c in calls[0])
+    assert f"model.pretrained={tmp_path / 'runs' / 'a'}" in calls[1]
+    bz.train_entry(idx, "b", ["fairexpr"], False, False)
+    assert len(calls) == 2  # both finished: nothing retrained
+    idx["models"]["b"]["start_from"] = "zzz"
+    with pytest.raises(SystemExit, match="start_from 'zzz'"):
+        bz.train_entry(idx, "b", ["fairexpr"], False, False)
