@@ -188,9 +188,10 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
                  f"{first['train_minutes']:.1f} min.",
                  f"- Stage 2 (this recipe): stage 1's backbone and a fresh {head} head trained on "
                  f"`{data.get('train', '?').split(':')[0]}` [{data.get('train_split')}] with "
-                 f"`label_mode: {data.get('label_mode')}` {json.dumps(data.get('train_options', {}))}: the FER+ vote "
-                 "distributions of the *same* FER2013 training photos (10 annotators each) — extra supervision of images "
-                 "stage 1 already saw, never of a test image (FER+ train = FER2013 Training)."]
+                 f"`label_mode: {data.get('label_mode')}` {json.dumps(data.get('train_options', {}))}"
+                 + (": the FER+ vote distributions of the *same* FER2013 training photos (10 annotators each) — extra "
+                    "supervision of images stage 1 already saw, never of a test image (FER+ train = FER2013 Training)."
+                    if str(data.get("train", "")).startswith("ferplus:") and data.get("train_split") == "train" else ".")]
     else:
         start = ["- FER2013 (Goodfellow et al. 2013), Kaggle image-folder release: Training (28,709 faces) -> weights.",
                  "- Start: torchvision's ImageNet MobileNetV2 (`mobilenet_v2-b0353104.pth`), first conv summed to one grey "
@@ -274,17 +275,19 @@ def entry_run(idx: dict[str, Any], name: str) -> Path:
 
 
 def train_entry(idx: dict[str, Any], name: str, fx: list[str], resume: bool, no_train: bool,
-                run: Path | None = None) -> list[dict[str, Any]]:
+                run: Path | None = None, _chain: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Train ``name``'s recipe into its run folder unless finished, after the entry it starts from
     (``start_from``: that entry's run gives the backbone, ``model.pretrained=<run>``). Returns the stages in
     training order, each ``{"entry", "recipe", "run", "result"}``."""
     entry = idx["models"][name]
+    if name in _chain:
+        raise SystemExit(f"start_from in the zoo index forms a cycle: {' -> '.join(_chain + (name,))}")
     stages: list[dict[str, Any]] = []
     extra: list[str] = []
     if entry.get("start_from"):
         if entry["start_from"] not in idx["models"]:
             raise SystemExit(f"{name}: start_from {entry['start_from']!r} is not in the zoo index")
-        stages = train_entry(idx, entry["start_from"], fx, resume, no_train)
+        stages = train_entry(idx, entry["start_from"], fx, resume, no_train, _chain=_chain + (name,))
         extra = [f"model.pretrained={stages[-1]['run']}"]
     run = run or entry_run(idx, name)
     if not (run / "result.json").exists():

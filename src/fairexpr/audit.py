@@ -252,11 +252,7 @@ class AuditReport:
         one person are different images). ``known`` is False when no sample carries a subject id; splits
         without ids are listed under ``splits_without_ids``."""
         t = self.readable
-        has = t["subject"].notna()
-        if "sequence" in t:
-            has_seq = t["sequence"].notna()
-        else:
-            has_seq = has & False
+        has, has_seq = t["subject"].notna(), t["sequence"].notna()
         if not bool(has.any()):
             return {"known": False, "splits_without_ids": list(self.splits),
                     "note": "the adapter gives no subject ids for this dataset: identity leakage cannot be checked"}

@@ -278,3 +278,6 @@ def test_build_zoo_trains_a_staged_entry_after_the_one_it_starts_from(tmp_path, 
     idx["models"]["b"]["start_from"] = "zzz"
     with pytest.raises(SystemExit, match="start_from 'zzz'"):
         bz.train_entry(idx, "b", ["fairexpr"], False, False)
+    idx["models"]["b"]["start_from"], idx["models"]["a"]["start_from"] = "a", "b"
+    with pytest.raises(SystemExit, match="cycle: b -> a -> b"):
+        bz.train_entry(idx, "b", ["fairexpr"], False, False)

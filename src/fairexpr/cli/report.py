@@ -30,10 +30,10 @@ def command(run_dirs: tuple[Path, ...], out_dir: Path, title: str | None, tsne_m
 
     try:
         runs = load_runs(run_dirs)
-        if no_tsne and click.get_current_context().get_parameter_source("tsne_max_points").name != "DEFAULT":
-            raise click.UsageError("--tsne-max-points has no effect with --no-tsne")
-        if no_tsne and click.get_current_context().get_parameter_source("tsne_iter").name != "DEFAULT":
-            raise click.UsageError("--tsne-iter has no effect with --no-tsne")
+        ctx = click.get_current_context()
+        for param, flag in (("tsne_max_points", "--tsne-max-points"), ("tsne_iter", "--tsne-iter")):
+            if no_tsne and ctx.get_parameter_source(param).name != "DEFAULT":
+                raise click.UsageError(f"{flag} has no effect with --no-tsne")
         path = build_report(run_dirs, out_dir, title=title, tsne_max_points=tsne_max_points,
                             tsne_max_iter=tsne_iter, seed=seed, tsne=not no_tsne)
     except DataError as e:

@@ -347,6 +347,11 @@ def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
 
     done_roots: set[Path] = set()
     done_train_sets: set[tuple[Any, ...]] = set()
+    train_users: dict[tuple[Any, ...], list[str]] = {}
+    for q in runs:
+        names = train_users.setdefault(_train_set_key(q), [])
+        if q.name not in names:
+            names.append(q.name)
     for i, r in enumerate(runs):
         m, classes = r.metrics, list(r.metrics["classes"])
         slug = f"{i:02d}_{_slug(r.name)}_{_slug(r.split)}"
@@ -391,7 +396,7 @@ def build_report(run_dirs: Iterable[str | os.PathLike], out_dir: str | os.PathLi
         side_classes, counts = list(train_set[2]), list(train_set[3])
         if sum(counts) > 0 and train_set not in done_train_sets:
             done_train_sets.add(train_set)
-            users = list(dict.fromkeys(q.name for q in runs if _train_set_key(q) == train_set))
+            users = train_users[train_set]
             name = train_set[0] + (f" [{train_set[1]}]" if train_set[1] else "") if train_set[0] else r.name
             add("imbalance", plots.plot_imbalance(counts, side_classes, out / f"imbalance_{slug}.png",
                                                   title=f"{name}: training class counts"),
