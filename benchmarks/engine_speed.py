@@ -4,9 +4,12 @@ one run on this machine, for each recipe's model, on 1 and on 2 threads.
 Three figures per recipe and thread count:
 
 * **ceiling** — forward + backward + optimizer step on ready tensors (one fixed batch, no data pipeline),
-  in each of fp32/bf16-autocast x contiguous/channels_last: the most this CPU can do with this model;
-* **engine** — ``fairexpr.engine.fit`` on a FER2013 subset with the recipe's own ``train.memory_format`` and
-  ``train.precision`` (decode/cache excluded: the second epoch's images/s);
+  in each of fp32/bf16-autocast x contiguous/channels_last, with glibc malloc tuned as the engine tunes it
+  (``fairexpr/engine/allocator.py``): the most this CPU can do with this model; plus the recipe's precision in
+  channels_last under glibc's default malloc (``*_system_malloc``), which shows what the allocator setting buys;
+* **engine** — ``fairexpr.engine.fit`` on a FER2013 subset with the recipe's own ``train.memory_format``,
+  ``train.precision`` and ``train.allocator`` (decode/cache excluded: the best epoch after the first), and the same
+  with ``train.allocator=system`` (``engine_system_malloc``);
 * **plain** — what torchvision's ``references/classification/train.py`` does: an image-folder dataset decoding
   JPEGs with PIL, per-image ``transforms.v2`` augmentation in DataLoader workers with prefetch, SGD, NCHW fp32.
 
@@ -31,8 +34,12 @@ from PIL import Image
 VARIANTS = [("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "contiguous"), ("bf16", "channels_last")]
 
 
-def ceiling(build, in_chans: int, size: int, batch: int, steps: int, precision: str, fmt: str) -> float:
+def ceiling(build, in_chans: int, size: int, batch: int, steps: int, precision: str, fmt: str,
+            allocator: str = "tuned") -> float:
     """Images/s of forward + backward + SGD step on one ready batch (the compute-only limit)."""
+    from fairexpr.engine.allocator import configure_allocator
+
+    configure_allocator(allocator)
     torch.manual_seed(0)
     model = build()
     model.train()
@@ -102,12 +109,15 @@ def split_recipe(spec: str) -> tuple[str, list[str]]:
     return path, [o for o in over.split(",") if o]
 
 
-def engine_speed(recipe: str, manifest: Path, tmp: Path, images: int, epochs: int = 3) -> dict:
-    """The engine's images/s on the subset: the best epoch after the first (the first decodes and fills the cache)."""
+def engine_speed(recipe: str, manifest: Path, tmp: Path, images: int, epochs: int = 3, allocator: str | None = None) -> dict:
+    """The engine's images/s on the subset: the best epoch after the first (the first decodes and fills the cache).
+    ``allocator`` overrides the recipe's ``train.allocator``."""
     from fairexpr.config import load_config
     from fairexpr.engine import fit
 
     path, overrides = split_recipe(recipe)
+    if allocator is not None:
+        overrides = [*overrides, f"train.allocator={allocator}"]
     cfg = load_config(path, overrides=overrides, extra={"data": {"train": f"csv:{manifest}", "train_split": None, "val": None, "test": None,
                                               "test_split": None, "val_split": None, "cache_dir": str(tmp / "cache")},
                                      "train": {"epochs": epochs, "max_minutes": None, "progress": False, "eval_tta": "none"}})
@@ -115,7 +125,8 @@ def engine_speed(recipe: str, manifest: Path, tmp: Path, images: int, epochs: in
     res = fit(cfg, run)
     per_epoch = [h["train_images_per_s"] for h in res["history"][1:]]
     return {"images_per_s": max(per_epoch), "epochs_images_per_s": per_epoch,
-            "memory_format": cfg["train"]["memory_format"], "precision": cfg["train"]["precision"]}
+            "memory_format": cfg["train"]["memory_format"], "precision": cfg["train"]["precision"],
+            "allocator": res["allocator"]}
 
 
 def measure_one(spec: dict) -> dict:
@@ -134,10 +145,12 @@ def measure_one(spec: dict) -> dict:
         return create_model(m["name"], 7, pretrained=pretrained, in_chans=ch, **m["kwargs"])
 
     if spec["kind"] == "ceiling":
-        return {"images_per_s": ceiling(build, ch, size, batch, spec["steps"], spec["precision"], spec["format"]),
+        return {"images_per_s": ceiling(build, ch, size, batch, spec["steps"], spec["precision"], spec["format"],
+                                        spec.get("allocator", "tuned")),
                 "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     if spec["kind"] == "engine":
-        return engine_speed(spec["recipe"], Path(spec["manifest"]), Path(spec["tmp"]), spec["images"])
+        return engine_speed(spec["recipe"], Path(spec["manifest"]), Path(spec["tmp"]), spec["images"],
+                            allocator=spec.get("allocator"))
     lines = Path(spec["manifest"]).read_text().splitlines()[1:]
     from fairexpr.labels import CANONICAL7
     files = [ln.rsplit(",", 1)[0] for ln in lines]
@@ -182,6 +195,9 @@ def main():
     ap.add_argument("--plain-steps", type=int, default=15)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-loop figure")
+    ap.add_argument("--no-system-malloc", action="store_true",
+                    help="skip the two figures under glibc's default malloc (ceiling in the recipe's precision, NHWC; engine "
+                         "with train.allocator=system)")
     ap.add_argument("--engine-only", action="store_true",
                     help="only the engine's images/s per recipe (no ceilings, no plain loop): the table recipes are "
                          "re-timed from (benchmarks/results/recipe_speed.json by default)")
@@ -222,14 +238,18 @@ def main():
                        "engine_repeats": []}
                 base = {"recipe": recipe, "threads": n, "manifest": str(manifest), "tmp": str(tmp), "images": a.images}
 
-                def run_engine(base=base):
-                    return engine_speed(recipe, manifest, tmp, a.images) if a.same_process else isolated({**base, "kind": "engine"})
-
-                def run_ceiling(prec, fmt, base=base, build=build):
+                def run_engine(allocator=None, base=base):
                     if a.same_process:
-                        return ceiling(build, ch, size, batch, a.ceiling_steps, prec, fmt)
+                        return engine_speed(recipe, manifest, tmp, a.images, allocator=allocator)
+                    return isolated({**base, "kind": "engine", "allocator": allocator})
+
+                def run_ceiling(prec, fmt, allocator="tuned", base=base, build=build):
+                    if a.same_process:
+                        return ceiling(build, ch, size, batch, a.ceiling_steps, prec, fmt, allocator)
                     return isolated({**base, "kind": "ceiling", "steps": a.ceiling_steps, "precision": prec,
-                                     "format": fmt})["images_per_s"]
+                                     "format": fmt, "allocator": allocator})["images_per_s"]
+
+                recipe_prec = "bf16" if str(t["precision"]).startswith("bf16") else "fp32"
 
                 if a.engine_only:
                     for r in range(a.repeats):
@@ -247,12 +267,27 @@ def main():
                         v = run_ceiling(prec, fmt)
                         row["ceiling_repeats"].setdefault(f"{prec}_{fmt}", []).append(v)
                         print(f"{recipe} threads={n} repeat {r + 1} ceiling {prec} {fmt}: {v:.1f} img/s", flush=True)
+                    if not a.no_system_malloc:
+                        v = run_ceiling(recipe_prec, "channels_last", "system")
+                        row["ceiling_repeats"].setdefault(f"{recipe_prec}_channels_last_system_malloc", []).append(v)
+                        print(f"{recipe} threads={n} repeat {r + 1} ceiling {recipe_prec} channels_last, glibc default "
+                              f"malloc: {v:.1f} img/s", flush=True)
                     row["engine_repeats"].append(run_engine())
                     print(f"{recipe} threads={n} repeat {r + 1} engine: {row['engine_repeats'][-1]['images_per_s']:.1f} img/s",
                           flush=True)
+                    if not a.no_system_malloc:
+                        row.setdefault("engine_system_malloc_repeats", []).append(run_engine("system"))
+                        print(f"{recipe} threads={n} repeat {r + 1} engine, glibc default malloc: "
+                              f"{row['engine_system_malloc_repeats'][-1]['images_per_s']:.1f} img/s", flush=True)
                 row["ceiling"] = {k: max(v) for k, v in row["ceiling_repeats"].items()}
                 eng = max(row["engine_repeats"], key=lambda e: e["images_per_s"])
                 row["engine"] = eng
+                if not a.no_system_malloc:
+                    row["engine_system_malloc"] = max(row["engine_system_malloc_repeats"], key=lambda e: e["images_per_s"])
+                    row["allocator_gain"] = {
+                        "engine": eng["images_per_s"] / row["engine_system_malloc"]["images_per_s"],
+                        "ceiling": row["ceiling"][f"{recipe_prec}_channels_last"]
+                        / row["ceiling"][f"{recipe_prec}_channels_last_system_malloc"]}
                 best_key = max(row["ceiling"], key=row["ceiling"].get)
                 row["best_ceiling"] = {"variant": best_key, "images_per_s": row["ceiling"][best_key]}
                 row["engine_over_best_ceiling"] = eng["images_per_s"] / row["ceiling"][best_key]
@@ -273,7 +308,8 @@ def main():
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "images": a.images, "ceiling_steps": a.ceiling_steps, "repeats": a.repeats,
            "method": "each figure is the best of --repeats interleaved repeats; the engine's is its best epoch after the "
-                     "first of each repeat; " + ("all in one process" if a.same_process else
+                     "first of each repeat; ceilings run with glibc malloc tuned as the engine's train.allocator=auto tunes it "
+                     "(the *_system_malloc figures with glibc's defaults); " + ("all in one process" if a.same_process else
                                                  "each figure in a fresh process with OMP_NUM_THREADS = MKL_NUM_THREADS = "
                                                  "the thread count, as the recipes are run"),
            "plain_loop": f"torchvision-reference style: PIL decode + transforms.v2 per image, DataLoader workers={a.workers}, "
@@ -281,6 +317,7 @@ def main():
            "command": "python benchmarks/engine_speed.py " + " ".join(
                ["--recipes", *a.recipes, "--threads", *map(str, a.threads), "--images", str(a.images),
                 "--ceiling-steps", str(a.ceiling_steps), "--repeats", str(a.repeats)] + (["--engine-only"] if a.engine_only else [])
+               + (["--no-system-malloc"] if a.no_system_malloc else [])
                + (["--same-process"] if a.same_process else [])),
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

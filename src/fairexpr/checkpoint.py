@@ -109,6 +109,19 @@ def resolve_checkpoint(path: str | Path, stem: str = "model") -> tuple[Path, Pat
     return w, s
 
 
+def resolve_source(ref: str | Path) -> tuple[Path, Path]:
+    """(weights, sidecar) of a trained model named by a run directory / checkpoint file, or by a packaged model's name
+    or ``default`` (``model.init``, ``--init``)."""
+    from . import zoo
+
+    if isinstance(ref, str) and zoo.is_reference(ref):
+        ref = zoo.pretrained_path(ref)
+    w, s = resolve_checkpoint(ref)
+    if read_json(s).get("format") != "fairexpr-checkpoint":
+        raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
+    return w, s
+
+
 def load_model(path: str | Path, *, stem: str = "model", map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the deployable model from a checkpoint; returns ``(model.eval(), sidecar)``."""
     from .models import create_model

@@ -52,7 +52,10 @@ DEFAULTS: dict[str, Any] = {
         "on_bad_file": "error",
         "cache_dir": None,
     },
-    "model": {"name": "resnet18", "pretrained": None, "kwargs": {}},
+    # init: start from a whole trained model, backbone *and* classifier (a run directory, a packaged model's name or
+    # `default`); the method decides what of it fits its networks (Method.init_from). `pretrained` starts the
+    # backbone only.
+    "model": {"name": "resnet18", "pretrained": None, "kwargs": {}, "init": None},
     "loss": {"name": "ce", "kwargs": {}},
     "method": {"name": "supervised"},
     "sampler": {"name": "random", "kwargs": {}},
@@ -95,6 +98,9 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,
         # auto: channels_last (NHWC) for a network with 2-D convolutions, else contiguous | channels_last | contiguous
         "memory_format": "auto",
+        # auto: glibc malloc tuned to keep freed activation buffers (CPU training, glibc) | tuned | system
+        # (fairexpr/engine/allocator.py)
+        "allocator": "auto",
         "val_every": 1,
     },
 }
@@ -104,6 +110,8 @@ METHODS_READING_LOSS = ("supervised", "face2exp")
 
 #: ``train.memory_format`` values and the precisions the engine accepts (Lightning's names; 16-* need a GPU)
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+#: ``train.allocator`` values (fairexpr.engine.allocator applies them)
+ALLOCATORS = ("auto", "tuned", "system")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 #: test-time augmentation modes of `train.eval_tta` and of `--tta` (fairexpr.evaluation.tta implements them)
 TTA_MODES = ("none", "hflip")
@@ -243,6 +251,12 @@ def validate(cfg: dict[str, Any]) -> None:
     need(isinstance(t["calibrate"], bool), "train.calibrate", f"must be true or false, got {t['calibrate']!r}")
     need(t["eval_tta"] in TTA_MODES, "train.eval_tta", f"must be {'|'.join(TTA_MODES)}, got {t['eval_tta']!r}")
     need(t["memory_format"] in MEMORY_FORMATS, "train.memory_format", f"must be {'|'.join(MEMORY_FORMATS)}, got {t['memory_format']!r}")
+    mi = cfg["model"]["init"]
+    need(mi is None or (isinstance(mi, str) and mi.strip() != ""), "model.init",
+         f"must be null or a run directory / packaged model name (e.g. default), got {mi!r}")
+    need(mi is None or cfg["model"]["pretrained"] is None, "model.init",
+         "and model.pretrained are both set: model.init replaces every weight pretrained would load; drop model.pretrained")
+    need(t["allocator"] in ALLOCATORS, "train.allocator", f"must be {'|'.join(ALLOCATORS)}, got {t['allocator']!r}")
     need(str(t["precision"]) in PRECISIONS, "train.precision", f"must be {'|'.join(PRECISIONS)}, got {t['precision']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")

@@ -11,14 +11,49 @@ import click
 from .common import emit, json_option, train_overrides
 
 
+def init_settings(ref: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    """What ``--init REF`` changes in a resolved adaptation config so the method's networks can start from the trained
+    model REF (a run directory, a packaged model's name or ``default``): ``model`` becomes REF's network (name and
+    options, ``init: REF``, no ``pretrained``), ``data.image_size`` / ``data.channels`` REF's input; with a normed
+    (cosine) source classifier, MCD's classifiers are normed too (``method.head``) and the DI/DIFC loss scale
+    ``method.s`` is the one REF was trained with (its LDAM ``s``, 30 by default), since cosine logits need it.
+    Overrides given after it still win."""
+    from .. import checkpoint as ck
+    from ..errors import ConfigError
+
+    try:
+        _, s = ck.resolve_source(ref)
+    except (ck.CheckpointError, ValueError) as e:
+        raise ConfigError(f"--init: {e}") from None
+    side = ck.read_json(s)
+    m, pre = side["model"], side.get("preprocess") or {}
+    kwargs = dict(m.get("kwargs") or {})
+    in_chans = int(kwargs.pop("in_chans", pre.get("in_chans", cfg["data"]["channels"])))
+    if m["name"] in ("mcd_net", "afn_net"):
+        raise ConfigError(f"--init: {ref} is an adapted {m['name']} network; start from a supervised (source-only) model")
+    out: dict[str, Any] = {"model": {"name": m["name"], "pretrained": None, "kwargs": kwargs, "init": str(ref)},
+                           "data": {"image_size": int((pre.get("input_size") or [cfg["data"]["image_size"]])[0]),
+                                    "channels": in_chans},
+                           "method": {}}
+    method = cfg["method"]["name"]
+    if kwargs.get("head") == "normed" and method in ("mcd", "dann"):
+        src_loss = (side.get("config") or {}).get("loss") or {}
+        s_val = float((src_loss.get("kwargs") or {}).get("s", 30.0)) if src_loss.get("name") == "ldam" else 30.0
+        out["method"]["s"] = s_val
+        if method == "mcd":
+            out["method"]["head"] = "normed"
+    return out
+
+
 def build_adapt_config(config_path: str | None, source: str, target: str, target_eval: str | None = None,
                        overrides: tuple[str, ...] | list[str] = (), *, epochs: int | None = None,
-                       minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:
-    """Resolve the config: file <- ``data.train/target/target_eval`` from the options <- overrides.
+                       minutes: float | None = None, no_progress: bool = False, init: str | None = None) -> dict[str, Any]:
+    """Resolve the config: file <- ``data.train/target/target_eval`` from the options <- ``--init`` <- overrides.
 
     ``data.target_eval`` is set from ``target_eval`` (``None`` without it) unless an override sets it.
     """
     from ..config import load_config
+    from ..errors import ConfigError
     from ..methods.base import get_method
 
     # the evaluation set always comes from --target-eval (null without it), never from a config default
@@ -27,12 +62,16 @@ def build_adapt_config(config_path: str | None, source: str, target: str, target
     tr = train_overrides(epochs, minutes, no_progress)
     if tr:
         extra["train"] = tr
-    cfg = load_config(config_path, list(overrides), extra=extra)
+    cfg = load_config(config_path, [] if init else list(overrides), extra=extra)
     if not get_method(cfg["method"]["name"]).needs_target:
-        from ..errors import ConfigError
-
         raise ConfigError(f"method.name={cfg['method']['name']!r} is not an adaptation method; "
                           "use mcd, dann or safn (or `fairexpr train` for supervised recipes)")
+    if init:
+        change = init_settings(init, cfg)
+        cfg["model"] = change["model"]  # the source's network replaces the recipe's (its kwargs are not merged)
+        cfg["data"].update(change["data"])
+        cfg["method"].update(change["method"])
+        cfg = load_config(None, list(overrides), extra=cfg)
     return cfg
 
 
@@ -71,11 +110,15 @@ def summarize(result: dict[str, Any]) -> str:
 @click.option("--out", default="runs/adapt", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--epochs", type=click.IntRange(min=1), help="= train.epochs")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget (= train.max_minutes).")
+@click.option("--init", "init", metavar="RUN|default",
+              help="Start from a trained source model, backbone and classifier (a run directory, a packaged model or "
+                   "`default`): sets model.* and the input size from it (= model.init; MCD: C1 = its classifier, "
+                   "C2 = the same + noise).")
 @click.option("--resume", is_flag=True, help="Continue a killed run (DIFC phase and margins are restored).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option
 @click.argument("overrides", nargs=-1)
-def command(config_path, source, target, target_eval, out, epochs, minutes, resume, no_progress, as_json, overrides):
+def command(config_path, source, target, target_eval, out, epochs, minutes, init, resume, no_progress, as_json, overrides):
     """Adapt a FER model from SOURCE to TARGET. OVERRIDES are config keys, e.g. `method.cls_loss=di`.
 
     \b
@@ -83,11 +126,13 @@ def command(config_path, source, target, target_eval, out, epochs, minutes, resu
       fairexpr adapt --config configs/difc_mcd_cpu.yaml --source fer2013:$FAIREXPR_DATA/fer2013 \\
           --target ckplus:$FAIREXPR_DATA/ckplus/CK+48 --target-eval ckplus:$FAIREXPR_DATA/ckplus/CK+48 \\
           --out runs/difc_mcd method.cls_loss=difc
+      # from the shipped default model (backbone and classifier) instead of ImageNet weights:
+      fairexpr adapt --config configs/difc_mcd_cpu.yaml --init default --source ... --target ... --out runs/difc_mcd_init
     """
     from ..engine import fit
 
     cfg = build_adapt_config(config_path, source, target, target_eval, overrides, epochs=epochs, minutes=minutes,
-                             no_progress=no_progress)
+                             no_progress=no_progress, init=init)
     result = fit(cfg, Path(out), resume=resume)
     emit({k: v for k, v in result.items() if k != "history"} | {"last_epoch": (result.get("history") or [{}])[-1]},
          as_json, summarize(result))

@@ -113,8 +113,12 @@ class Engine:
         self.method = method_cls(cfg, self.info)
         self.model_cfg = self.method.model.pretrained_cfg
         self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
+        self.init_notes = self._init_from_model(cfg["model"]["init"]) if cfg["model"]["init"] else None
+        from .allocator import configure_allocator
         from .precision import keep_losses_fp32, resolve_memory_format
 
+        # glibc malloc kept from returning each step's activation buffers to the kernel (engine/allocator.py)
+        self.allocator = configure_allocator(cfg["train"]["allocator"], fabric.device.type)
         self.memory_format = resolve_memory_format(cfg["train"]["memory_format"], self.method)
         self.channels_last = self.memory_format is torch.channels_last
         if self.channels_last:
@@ -535,7 +539,10 @@ class Engine:
         fabric.barrier()
         result: dict[str, Any] = {"out": str(self.out), "epochs_run": int(self.state["epoch"]), "steps": int(self.state["step"]),
                                   "stopped_by": stopped, "best_epoch": self.state["best_epoch"], "best": self.state["best"],
-                                  "train_seconds": float(self.state["elapsed"]), "history": log_rows}
+                                  "train_seconds": float(self.state["elapsed"]), "history": log_rows,
+                                  "allocator": self.allocator}
+        if self.init_notes:
+            result["init"] = self.init_notes
         if fabric.is_global_zero:
             result["eval"] = self.final_evaluation()
             companions = self.companion_evaluation()
@@ -543,6 +550,32 @@ class Engine:
                 result["eval_companions"] = companions
             ck.atomic_write_json(self.out / "result.json", result)
         return result
+
+    def _init_from_model(self, ref: str) -> dict[str, Any]:
+        """``model.init``: check the source model against this run (classes, input size, channels, normalisation)
+        and hand its weights to the method (:meth:`Method.init_from`). Runs before a resume, which then replaces
+        every weight with the checkpointed ones."""
+        try:
+            w, s = ck.resolve_source(ref)
+        except (ck.CheckpointError, ValueError) as e:
+            raise ConfigError(f"model.init: {e}") from None
+        side = ck.read_json(s)
+        if list(side.get("classes") or []) != list(self.classes):
+            raise ConfigError(f"model.init: {ref} predicts {side.get('classes')}, this run's training classes are "
+                              f"{list(self.classes)} (same classes in the same order needed)")
+        pre = side.get("preprocess") or {}
+        size, ch = int(self.cfg["data"]["image_size"]), int(self.cfg["data"]["channels"])
+        if list(pre.get("input_size") or []) != [size, size] or int(pre.get("in_chans", -1)) != ch:
+            raise ConfigError(f"model.init: {ref} takes {pre.get('input_size')} x {pre.get('in_chans')} channel(s); this run "
+                              f"feeds {size}x{size} x {ch} (set data.image_size / data.channels to the source's)")
+        if [round(float(v), 6) for v in pre.get("mean", [])] != [round(float(v), 6) for v in self.mean] or \
+                [round(float(v), 6) for v in pre.get("std", [])] != [round(float(v), 6) for v in self.std]:
+            raise ConfigError(f"model.init: {ref} was trained on inputs normalised with mean {pre.get('mean')} / std "
+                              f"{pre.get('std')}, this network uses {self.mean} / {self.std}")
+        notes = self.method.init_from(ck.load_tensors(w), side, str(ref))
+        if self.progress and self.fabric.is_global_zero:
+            print(f"model.init from {ref}: " + "; ".join(notes), flush=True)
+        return {"source": str(ref), "weights": str(w), "notes": notes}
 
     def _check_sampler(self, train: Split) -> None:
         """Fail before building anything when the sampler options cannot work with this training split:

@@ -7,7 +7,7 @@ import torch
 
 from ..models import create_model
 from ..losses.uda import AdaptiveFeatureNorm, entropy
-from .base import DataInfo, StepContext, register_method
+from .base import DataInfo, StepContext, register_method, strict_load
 from .uda import COMMON_DEFAULTS, UDAMethod, _model_args
 
 
@@ -31,6 +31,14 @@ class SAFN(UDAMethod):
         self.model = create_model("afn_net", num_classes=self.num_classes, pretrained=pretrained, backbone=name,
                                   backbone_kwargs=kw, bottleneck_dim=int(o["bottleneck_dim"]), dropout=float(o["dropout"]))
         self.afn = AdaptiveFeatureNorm(float(o["delta_r"]))
+
+    def init_from(self, state: dict[str, torch.Tensor], sidecar: dict[str, Any], source: str) -> list[str]:
+        """``model.init`` for SAFN: the backbone = the source network (strict); the AFN bottleneck and the classifier
+        on it stay freshly initialised (the source classifier acts on the backbone's features, not on the
+        bottleneck's, so it has no place to go)."""
+        strict_load(self.model.backbone, state, source, "SAFN's backbone")
+        return [f"backbone from {source} ({len(state)} tensors, strict)",
+                "AFN bottleneck and classifier freshly initialised (the source classifier does not act on the bottleneck)"]
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         xs, ys, xt = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]

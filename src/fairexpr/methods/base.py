@@ -110,6 +110,16 @@ class Method(nn.Module):
         logits = self.model.forward_head(feats)
         return {"logits": logits, "probs": logits.softmax(-1), "embedding": feats}
 
+    def init_from(self, state: dict[str, torch.Tensor], sidecar: dict[str, Any], source: str) -> list[str]:
+        """``model.init``: start from a whole trained model (backbone *and* classifier), e.g. a converged source
+        model for domain adaptation. ``state`` is its ``model.safetensors``, ``sidecar`` its ``model.json``.
+
+        Default: ``self.model`` is the same network as the source model and is loaded strictly (every tensor,
+        every shape). Methods whose network wraps the backbone in other heads (MCD, SAFN) override this. Returns
+        notes on what was loaded, for the run log."""
+        strict_load(self.model, state, source, f"method {getattr(type(self), 'method_name', type(self).__name__)}'s network")
+        return [f"whole network from {source} ({len(state)} tensors, strict)"]
+
     def companion_networks(self) -> dict[str, nn.Module]:
         """Networks kept next to ``self.model`` (same architecture): the engine saves each as
         ``<name>.safetensors`` + ``<name>.json`` at the best epoch (loadable with ``fairexpr eval DIR/<name>.json``)
@@ -127,6 +137,22 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def strict_load(net: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
+    """Load a whole source network into ``net`` (every tensor, every shape) or raise one clear ConfigError."""
+    from ..errors import ConfigError
+
+    target = net.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        raise ConfigError(f"model.init: {source} does not fit {what} ({type(net).__name__}): missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}, shape-mismatched {mismatched[:3]}; model.name/model.kwargs must be "
+                          "the source model's (fairexpr adapt --init sets them)")
+    net.load_state_dict(state, strict=True)
 
 
 _METHODS: dict[str, type[Method]] = {}

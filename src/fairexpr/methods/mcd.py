@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError
 from ..models import create_model
 from ..losses.uda import classifier_discrepancy, entropy
-from .base import DataInfo, StepContext, register_method
+from .base import DataInfo, StepContext, register_method, strict_load
 from .uda import COMMON_DEFAULTS, UDAMethod, _model_args
 
 
@@ -26,17 +27,63 @@ class MCD(UDAMethod):
     """
 
     automatic_optimization = False
+    # head: linear | normed (LDAM-DRW's cosine classifier, e.g. to start C1 and C2 from a normed-head source model);
+    # init_noise: with model.init, C2 = C1 + init_noise * std(weight) * N(0, 1) per tensor, so the two classifiers
+    # start from the source classifier but disagree (MCD's discrepancy needs two different classifiers)
     option_defaults = {**COMMON_DEFAULTS, "num_k": 4, "trade_off": 1.0, "entropy_weight": 0.01,
-                       "head_hidden": 0, "dropout": 0.5}
+                       "head_hidden": 0, "dropout": 0.5, "head": "linear", "init_noise": 0.05}
 
     def __init__(self, config: dict[str, Any], data_info: DataInfo) -> None:
         super().__init__(config, data_info)
         o = self.opts
         if isinstance(o["num_k"], bool) or not isinstance(o["num_k"], int) or o["num_k"] < 1:
             raise ConfigError(f"method.num_k must be an integer >= 1, got {o['num_k']!r}")
+        if o["head"] not in ("linear", "normed"):
+            raise ConfigError(f"method.head must be linear or normed, got {o['head']!r}")
+        if isinstance(o["init_noise"], bool) or not isinstance(o["init_noise"], (int, float)) or o["init_noise"] < 0:
+            raise ConfigError(f"method.init_noise must be a number >= 0, got {o['init_noise']!r}")
         name, pretrained, kw = _model_args(config, data_info)
         self.model = create_model("mcd_net", num_classes=self.num_classes, pretrained=pretrained, backbone=name,
-                                  backbone_kwargs=kw, head_hidden=int(o["head_hidden"]), dropout=float(o["dropout"]))
+                                  backbone_kwargs=kw, head_hidden=int(o["head_hidden"]), dropout=float(o["dropout"]),
+                                  head=o["head"], logit_scale=float(o["s"]) if o["head"] == "normed" else 1.0)
+
+    def init_from(self, state: dict[str, torch.Tensor], sidecar: dict[str, Any], source: str) -> list[str]:
+        """``model.init`` for MCD: ``F`` = the source network (loaded strictly; its own classifier stays unused),
+        ``C1`` = the source classifier, ``C2`` = the source classifier plus noise (``method.init_noise`` times each
+        tensor's standard deviation, drawn from the run's seeded generator)."""
+        from ..models.heads import NormedLinear
+
+        backbone = self.model.backbone
+        strict_load(backbone, state, source, "MCD's backbone F")
+        src_head = backbone.get_classifier()
+        last1, last2 = self.model.c1.net[-1], self.model.c2.net[-1]
+        if int(self.opts["head_hidden"]):
+            raise ConfigError("model.init: MCD's classifiers start from the source classifier only with "
+                              f"method.head_hidden=0 (got {self.opts['head_hidden']})")
+        want = "normed" if isinstance(src_head, NormedLinear) else "linear" if isinstance(src_head, nn.Linear) else None
+        if want is None:
+            raise ConfigError(f"model.init: the source classifier of {source} is a {type(src_head).__name__}; MCD's "
+                              "classifiers can start from a linear or normed (cosine) classifier only")
+        if want != self.opts["head"]:
+            raise ConfigError(f"model.init: {source} has a {want} classifier; set method.head={want} so C1 and C2 can "
+                              "start from it (fairexpr adapt --init sets it)")
+        sd = src_head.state_dict()
+        last1.load_state_dict(sd)
+        # the source's forward_head must be its classifier and nothing else (dropout aside), or C1 is not the source
+        modes = (backbone.training, self.model.c1.training)
+        backbone.eval(), self.model.c1.eval()
+        with torch.no_grad():
+            f = torch.randn(4, int(self.model.num_features), generator=torch.Generator().manual_seed(0))
+            same = torch.allclose(backbone.forward_head(f), self.model.c1(f), atol=1e-5, rtol=1e-4)
+        backbone.train(modes[0]), self.model.c1.train(modes[1])
+        if not same:
+            raise ConfigError(f"model.init: the classifier of {source} ({type(backbone).__name__}.forward_head) does more "
+                              "than its last layer; MCD's classifiers cannot reproduce it")
+        noise = float(self.opts["init_noise"])
+        last2.load_state_dict({k: v + noise * v.float().std() * torch.randn_like(v) if v.numel() > 1 else v.clone()
+                               for k, v in sd.items()})
+        return [f"F from {source} ({len(state)} tensors, strict)",
+                f"C1 = its {want} classifier, C2 = the same + {noise:g} x std noise"]
 
     def configure_optimizers(self, build_optimizer: Callable[..., torch.optim.Optimizer]) -> list[torch.optim.Optimizer]:
         lr = build_optimizer.base_lr  # type: ignore[attr-defined]
@@ -53,7 +100,7 @@ class MCD(UDAMethod):
 
     def _heads(self, f: torch.Tensor, n_s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         z1, z2 = self.model.forward_heads(f)
-        p1_t, p2_t = z1[n_s:].float().softmax(-1), z2[n_s:].float().softmax(-1)
+        p1_t, p2_t = self.model.probs(z1[n_s:]), self.model.probs(z2[n_s:])
         return z1[:n_s], z2[:n_s], p1_t, p2_t
 
     def _loss_ab(self, x: torch.Tensor, ys: torch.Tensor, n_s: int, features_grad: bool,
@@ -105,7 +152,7 @@ class MCD(UDAMethod):
             for _ in range(int(self.opts["num_k"])):
                 opt_g.zero_grad(set_to_none=True)
                 z1_t, z2_t = self.model.forward_heads(self.features(xt, lm_t))
-                disc = classifier_discrepancy(z1_t.float().softmax(-1), z2_t.float().softmax(-1))
+                disc = classifier_discrepancy(self.model.probs(z1_t), self.model.probs(z2_t))
                 ctx.backward(lam * disc)
                 ctx.step_optimizer(opt_g)
         finally:

@@ -35,6 +35,13 @@ class FERModel(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier layer ``forward_head`` ends with. Default: ``self.fc`` (the zoo's models name theirs)."""
+        fc = self._modules.get("fc")
+        if fc is None:
+            raise ModelError(f"{type(self).__name__} does not name its classifier layer (get_classifier)")
+        return fc
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 

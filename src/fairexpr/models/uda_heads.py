@@ -134,17 +134,25 @@ class ClassifierHead(nn.Module):
     """An MCD classifier ``C_j``: ``hidden = 0`` -> Dropout-Linear; else (MCD_DA / TLlib style)
     Dropout-Linear-BN-ReLU-Dropout-Linear-BN-ReLU-Linear with ``hidden`` units."""
 
-    def __init__(self, in_features: int, num_classes: int, hidden: int = 0, dropout: float = 0.5) -> None:
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 0, dropout: float = 0.5, head: str = "linear") -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ModelError(f"ClassifierHead: dropout must be in [0, 1), got {dropout}")
+        if head not in ("linear", "normed"):
+            raise ModelError(f"ClassifierHead: head must be linear or normed, got {head!r}")
+        from .heads import NormedLinear
+
+        def last(n_in: int) -> nn.Module:
+            # normed: LDAM-DRW's cosine classifier (its logits are cosines; the DI/DIFC loss scales them by s)
+            return NormedLinear(n_in, num_classes) if head == "normed" else nn.Linear(n_in, num_classes)
+
         if hidden and hidden > 0:
             self.net = nn.Sequential(
                 nn.Dropout(dropout), nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                 nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                nn.Linear(hidden, num_classes))
+                last(hidden))
         else:
-            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
+            self.net = nn.Sequential(nn.Dropout(dropout), last(in_features))
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return self.net(f)
@@ -214,15 +222,19 @@ class MCDNet(FERModel):
     not used.
     """
 
-    def __init__(self, backbone: FERModel, num_classes: int, head_hidden: int = 0, dropout: float = 0.5) -> None:
+    def __init__(self, backbone: FERModel, num_classes: int, head_hidden: int = 0, dropout: float = 0.5,
+                 head: str = "linear", logit_scale: float = 1.0) -> None:
         super().__init__()
+        if not float(logit_scale) > 0:
+            raise ModelError(f"mcd_net: logit_scale must be > 0, got {logit_scale!r}")
+        self.logit_scale = float(logit_scale)
         self.backbone = backbone
         self.num_classes = num_classes
         self.num_features = backbone.num_features
         self.pretrained_cfg = dict(backbone.pretrained_cfg)
-        self.head_hidden, self.dropout = head_hidden, dropout
-        self.c1 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
-        self.c2 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout)
+        self.head_hidden, self.dropout, self.head_kind = head_hidden, dropout, head
+        self.c1 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout, head)
+        self.c2 = ClassifierHead(self.num_features, num_classes, head_hidden, dropout, head)
 
     @property
     def uses_landmarks(self) -> bool:
@@ -236,23 +248,28 @@ class MCDNet(FERModel):
     def forward_heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.c1(f), self.c2(f)
 
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """A classifier's class probabilities, ``softmax(logit_scale · z)`` in fp32 (``logit_scale`` = the DI loss's
+        ``s`` for normed classifiers, whose logits are cosines; 1 for linear ones)."""
+        return (z.float() * self.logit_scale).softmax(-1)
+
     def averaged_probs(self, f: torch.Tensor) -> torch.Tensor:
         z1, z2 = self.forward_heads(f)
-        return 0.5 * (z1.float().softmax(-1) + z2.float().softmax(-1))
+        return 0.5 * (self.probs(z1) + self.probs(z2))
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.averaged_probs(f).clamp_min(1e-12).log()
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.c1 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout)
-        self.c2 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout)
+        self.c1 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout, self.head_kind)
+        self.c2 = ClassifierHead(self.num_features, num_classes, self.head_hidden, self.dropout, self.head_kind)
 
 
 @register_model("mcd_net", description="MCD: any backbone + two classifiers; prediction = averaged softmax")
 def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str = "resnet18",
             backbone_kwargs: dict[str, Any] | None = None, in_chans: int | None = None, head_hidden: int = 0,
-            dropout: float = 0.5) -> MCDNet:
+            dropout: float = 0.5, head: str = "linear", logit_scale: float = 1.0) -> MCDNet:
     """MCD network on any registered ``backbone`` (built with ``backbone_kwargs``; ``in_chans`` is passed on).
 
     ``pretrained`` is a local weight file: either a whole ``mcd_net`` (keys ``backbone.*`` and ``c1.*``/``c2.*``,
@@ -261,10 +278,12 @@ def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str =
     """
     bkw = _backbone_kwargs("mcd_net", backbone_kwargs, in_chans)
     backbone_file, state = _split_pretrained(pretrained, ("c1.", "c2."))
-    net = MCDNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, head_hidden, dropout)
+    net = MCDNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, head_hidden, dropout, head,
+                 logit_scale)
     if state is not None:
         _load_whole(net, state, pretrained, "mcd_net")
-    _record(net, "mcd_net", backbone=backbone, backbone_kwargs=bkw, head_hidden=head_hidden, dropout=dropout)
+    _record(net, "mcd_net", backbone=backbone, backbone_kwargs=bkw, head_hidden=head_hidden, dropout=dropout, head=head,
+            logit_scale=float(logit_scale))
     return net
 
 

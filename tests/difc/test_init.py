@@ -1,0 +1,149 @@
+"""model.init / `fairexpr adapt --init RUN|default`: adaptation starts from a whole trained source model.
+
+MCD: F = the source network, C1 = its classifier, C2 = the same + noise, so with no noise the adapted network's
+first prediction *is* the source model's; DANN loads the whole network; SAFN the backbone (its classifier sits on
+the AFN bottleneck). Mismatches (network, head kind, classes, input size, pretrained + init) are one-line errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from difc_helpers import TINY, data_info, make_config
+from fairexpr.config import ConfigError, load_config
+from fairexpr.methods.afn import SAFN
+from fairexpr.methods.dann import DANN
+from fairexpr.methods.mcd import MCD
+from fairexpr.models import create_model
+
+from test_adapt_engine import domains, tiny_overrides  # noqa: F401  (the module-scoped two-domain fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
+MOBILE = {"small_input": False, "head": "normed", "drop_rate": 0.2}
+
+
+def _source(name: str = TINY, **kw) -> torch.nn.Module:
+    torch.manual_seed(5)
+    m = create_model(name, 7, in_chans=1, **kw)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # not the fresh initialisation a wrong load would also give
+    return m.eval()
+
+
+def test_mcd_without_noise_predicts_exactly_what_the_source_model_predicts():
+    src = _source()
+    mcd = MCD(make_config("mcd", init_noise=0.0), data_info())
+    notes = mcd.init_from(src.state_dict(), {}, "src")
+    assert any("C1 = its linear classifier" in n for n in notes)
+    mcd.eval()
+    x = torch.randn(5, 1, 16, 16)
+    p = mcd.predict(x)["probs"]
+    assert torch.allclose(p, src(x).softmax(-1), atol=1e-6)
+
+
+def test_mcd_second_classifier_is_the_first_plus_scaled_noise():
+    src = _source()
+    torch.manual_seed(0)
+    mcd = MCD(make_config("mcd", init_noise=0.05), data_info())
+    mcd.init_from(src.state_dict(), {}, "src")
+    w1, w2 = mcd.model.c1.net[-1].weight, mcd.model.c2.net[-1].weight
+    assert torch.equal(w1, src.fc.weight)
+    rel = ((w2 - w1).abs().mean() / w1.std()).item()  # E|N(0, 0.05^2)| = 0.05 * sqrt(2/pi) = 0.040
+    assert 0.025 < rel < 0.055, rel
+
+
+def test_mcd_normed_head_scales_cosines_by_s_like_the_source_loss():
+    src = _source("mobilenet_v2", **MOBILE)
+    cfg = {"model": {"name": "mobilenet_v2", "pretrained": None, "kwargs": dict(MOBILE)},
+           "method": {"name": "mcd", "head": "normed", "s": 30.0, "init_noise": 0.0}}
+    mcd = MCD(cfg, data_info())
+    mcd.init_from(src.state_dict(), {}, "src")
+    mcd.eval()
+    x = torch.randn(4, 1, 32, 32)
+    # the source's logits are cosines; trained with LDAM s = 30, its probabilities are softmax(30 cos)
+    assert torch.allclose(mcd.predict(x)["probs"], (30.0 * src(x)).softmax(-1), atol=1e-5)
+    cfg["method"]["head"] = "linear"
+    with pytest.raises(ConfigError, match="has a normed classifier; set method.head=normed"):
+        MCD(cfg, data_info()).init_from(src.state_dict(), {}, "src")
+
+
+def test_dann_loads_the_whole_network_and_refuses_another():
+    src = _source()
+    dann = DANN(make_config("dann"), data_info())
+    assert dann.init_from(src.state_dict(), {}, "src") == [f"whole network from src ({len(src.state_dict())} tensors, strict)"]
+    dann.eval()
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.allclose(dann.predict(x)["logits"], src(x), atol=1e-6)
+    other = _source("mobilenet_v2", **MOBILE)
+    with pytest.raises(ConfigError, match=r"model.init: mnet does not fit method dann's network \(TinyNet\): missing"):
+        dann.init_from(other.state_dict(), {}, "mnet")
+
+
+def test_safn_takes_the_backbone_only():
+    src = _source()
+    safn = SAFN(make_config("safn", bottleneck_dim=16), data_info())
+    fc_before = safn.model.fc.weight.clone()
+    notes = safn.init_from(src.state_dict(), {}, "src")
+    assert "freshly initialised" in notes[1]
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in safn.model.backbone.state_dict().items())
+    assert torch.equal(safn.model.fc.weight, fc_before)
+
+
+def test_init_settings_from_the_packaged_default_model(domains):  # noqa: F811
+    from fairexpr.cli.adapt import build_adapt_config
+
+    src, tgt = domains
+    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, init="default")
+    side = json.loads((ROOT / "src" / "fairexpr" / "zoo" / "fer2013-mobilenetv2-ldam" / "model.json").read_text())
+    assert cfg["model"] == {"name": "mobilenet_v2", "pretrained": None, "init": "default",
+                            "kwargs": {k: v for k, v in side["model"]["kwargs"].items() if k != "in_chans"}}
+    assert (cfg["data"]["image_size"], cfg["data"]["channels"]) == (64, 1)
+    assert cfg["method"]["head"] == "normed" and cfg["method"]["s"] == side["config"]["loss"]["kwargs"]["s"] == 30.0
+    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["method.s=10"], init="default")
+    assert cfg["method"]["s"] == 10.0  # an override given on the command line still wins
+
+
+def test_pretrained_and_init_together_is_an_error():
+    with pytest.raises(ConfigError, match="model.init.*and model.pretrained are both set"):
+        load_config(None, ["model.init=default", "model.pretrained=/x.pth"])
+
+
+def _train_source(src: str, out: Path) -> Path:
+    from fairexpr.engine import fit
+
+    cfg = load_config(None, [f"data.train={src}", "data.train_split=null", f"model.name={TINY}", "data.image_size=16",
+                             "data.channels=1", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+                             "train.eval_batch_size=64"])
+    fit(cfg, out)
+    return out
+
+
+def test_cli_adapt_init_end_to_end(domains, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from fairexpr.cli import main
+
+    src, tgt = domains
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    source_run = _train_source(src, tmp_path / "source")
+    over = [o for o in tiny_overrides("mcd", 1) if not o.startswith(("model.name=", "data.image_size=", "data.channels="))]
+    out = tmp_path / "adapted"
+    rc = main(["adapt", "--config", "configs/difc_mcd_cpu.yaml", "--init", str(source_run), "--source", src, "--target", tgt,
+               "--target-eval", tgt, "--out", str(out), "--json", *over, "method.num_k=1"])
+    assert rc == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["init"]["source"] == str(source_run)
+    assert result["init"]["notes"][0].startswith(f"F from {source_run}")
+    side = json.loads((out / "model.json").read_text())
+    assert side["config"]["model"]["init"] == str(source_run) and side["model"]["kwargs"]["backbone"] == TINY
+    capsys.readouterr()
+    # the source takes 16x16 inputs: a run feeding 32x32 is refused with one line
+    rc = main(["adapt", "--config", "configs/difc_mcd_cpu.yaml", "--init", str(source_run), "--source", src, "--target", tgt,
+               "--out", str(tmp_path / "bad"), *over, "method.num_k=1", "data.image_size=32"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "takes [16, 16] x 1 channel(s); this run feeds 32x32" in err and "Traceback" not in err
+    rc = main(["adapt", "--config", "configs/difc_mcd_cpu.yaml", "--init", str(tmp_path / "nowhere"), "--source", src,
+               "--target", tgt, "--out", str(tmp_path / "bad2"), *over])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--init:" in err and "nowhere" in err and "Traceback" not in err
