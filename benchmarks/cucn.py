@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 ROWS: dict[str, tuple[str, list[str]]] = {
     "resnet18_ce": ("ResNet-18 CE", ["model.name=resnet18", "method.mixing=false", "method.class_weights=none"]),
@@ -57,9 +58,12 @@ def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
+def cell_argv(args: list[str]) -> list[str]:
+    return ["train", "--config", str(ROOT / "configs" / "cucn_cpu.yaml"), "--no-progress", *args]
+
+
 def run_one(run_dir: Path, args: list[str], log: Path) -> None:
-    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", str(ROOT / "configs" / "cucn_cpu.yaml"),
-           "--out", str(run_dir), "--no-progress", *args]
+    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(args), "--out", str(run_dir)]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     with open(log, "w") as f:
@@ -78,6 +82,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="*", help="subset of datasets (fer2013, ferplus)")
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
     a = ap.parse_args()
+    from _cells import keyed_dir
     from fairexpr.evaluation.cucn_tables import table2, table2_markdown, write_report
 
     out, res_dir = Path(a.out), Path(a.results_dir)
@@ -94,7 +99,8 @@ def main() -> None:
         for row, (label, row_args) in ROWS.items():
             if a.only and row not in a.only:
                 continue
-            run_dir = out / f"{ds}_{row}_s{a.seed}"
+            # keyed by the resolved config's hash: a run made with other settings is never reused (rule 5)
+            run_dir = keyed_dir(out, f"{ds}_{row}_s{a.seed}", cell_argv(ds_args + row_args + common))
             if not (run_dir / "result.json").exists():
                 print(f"[cucn] {ds} / {row} ...", flush=True)
                 t0 = time.time()

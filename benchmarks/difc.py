@@ -3,8 +3,9 @@ cross-dataset FER, and mostly on the confusing classes?
 
 Grid: {MCD, DANN} x {CE, DI, DIFC} x seeds x targets, one source (default FER2013 train), every cell with
 the same epoch and wall-clock budget (the CPU configs `configs/difc_{mcd,dann}_cpu.yaml`). Each run is a
-separate `fairexpr adapt` process (a crash loses one run, not all; finished runs are skipped when the script
-is re-run). Target labels are used only for the final evaluation (`--target-eval` = the target set).
+separate `fairexpr adapt` process (a crash loses one run, not all; a finished run is reused when the script is
+re-run only if its config is the requested one: run directories are keyed by the resolved config's hash,
+benchmarks/_cells.py). ``--init RUN|default`` starts every cell from a trained source model. Target labels are used only for the final evaluation (`--target-eval` = the target set).
 
 Writes benchmarks/results/difc_runs.json (one record per run), difc_tables.json and difc_tables.md
 (Tables 2/3/4/5-shaped, mean ± std over seeds).
@@ -26,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
 
@@ -39,8 +41,27 @@ def parse_target(t: str) -> tuple[str, str | None]:
 RECIPES = {"cpu": "_cpu", "mobilenet": "_mobilenet_cpu"}
 
 
-def cell_dir(out: Path, method: str, loss: str, seed: int, target: str, target_split: str | None) -> Path:
-    return out / f"{method}_{loss}_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_s{seed}"
+def cell_argv(method: str, loss: str, seed: int, source: str, source_split: str, target: str, target_split: str | None,
+              args: argparse.Namespace) -> list[str]:
+    """The `fairexpr adapt` command of one cell (without --out / --resume)."""
+    recipe = ROOT / "configs" / f"difc_{method}{RECIPES[args.recipe]}.yaml"
+    budget = [f"method.t1_epochs={args.t1}"] if args.t1 is not None else []
+    budget += [f"train.epochs={args.epochs}"] if args.epochs is not None else []
+    budget += [f"train.max_minutes={args.minutes}"] if args.minutes is not None else []
+    budget += [f"train.iters_per_epoch={args.iters}"] if args.iters is not None else []
+    init = ["--init", args.init] if args.init else []
+    return ["adapt", "--config", str(recipe), *init, "--source", source, "--target", target, "--target-eval", target,
+            "--no-progress", f"seed={seed}", f"method.cls_loss={loss}", *budget, f"data.train_split={source_split}",
+            f"data.target_split={target_split if target_split else 'null'}",
+            f"data.target_eval_split={target_split if target_split else 'null'}", *target_options(target), *args.override]
+
+
+def cell_dir(out: Path, method: str, loss: str, seed: int, target: str, target_split: str | None, argv: list[str]) -> Path:
+    """Named by the cell and keyed by the hash of the config its command resolves to (rule 5: a run made with other
+    settings is never reused)."""
+    from _cells import keyed_dir
+
+    return keyed_dir(out, f"{method}_{loss}_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_s{seed}", argv)
 
 
 def target_options(target: str) -> list[str]:
@@ -53,19 +74,12 @@ def target_options(target: str) -> list[str]:
 
 def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_split: str, target: str,
              target_split: str | None, args: argparse.Namespace) -> Path:
-    run_dir = cell_dir(out, method, loss, seed, target, target_split)
+    argv = cell_argv(method, loss, seed, source, source_split, target, target_split, args)
+    run_dir = cell_dir(out, method, loss, seed, target, target_split, argv)
     if (run_dir / "result.json").exists():
         return run_dir
-    recipe = ROOT / "configs" / f"difc_{method}{RECIPES[args.recipe]}.yaml"
-    budget = [f"method.t1_epochs={args.t1}"] if args.t1 is not None else []
-    budget += [f"train.epochs={args.epochs}"] if args.epochs is not None else []
-    budget += [f"train.max_minutes={args.minutes}"] if args.minutes is not None else []
-    budget += [f"train.iters_per_epoch={args.iters}"] if args.iters is not None else []
-    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", "adapt", "--config", str(recipe),
-           "--source", source, "--target", target, "--target-eval", target, "--out", str(run_dir), "--no-progress",
-           f"seed={seed}", f"method.cls_loss={loss}", *budget, f"data.train_split={source_split}",
-           f"data.target_split={target_split if target_split else 'null'}",
-           f"data.target_eval_split={target_split if target_split else 'null'}", *target_options(target), *args.override]
+    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", *argv,
+           "--out", str(run_dir)]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     print("+", " ".join(cmd), flush=True)
@@ -122,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
+    p.add_argument("--init", metavar="RUN|default",
+                   help="start every cell from this trained source model (fairexpr adapt --init: backbone and classifier; "
+                        "rule 1 of docs/benchmarks.md)")
     args = p.parse_args(argv)
     data = Path(args.data)
     source, source_split = parse_target(args.source or f"fer2013:{data}/fer2013@train")
@@ -135,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     per_target = len(args.methods) * len(args.losses)
     for k, (seed, ti, target, tsplit, method, loss) in enumerate(cells):
         if args.collect or shard_of(k, ti, per_target, shard_n) != shard_i:
-            runs.append(cell_dir(out, method, loss, seed, target, tsplit))
+            argv = cell_argv(method, loss, seed, source, source_split or "train", target, tsplit, args)
+            runs.append(cell_dir(out, method, loss, seed, target, tsplit, argv))
         else:
             runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
     records = []
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "recipe": args.recipe, "budget": budget_meta(records),
             "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
-            "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
+            "overrides": args.override, "init": args.init, "wall_minutes": (time.time() - t_start) / 60}
     (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
         {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]]}
         for r in records]}, indent=2, default=str))

@@ -38,6 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
@@ -81,16 +82,32 @@ def sl_recipe(out: Path, recipe: Path) -> Path:
     return path
 
 
+def cell_argv(recipe: Path, method: str, frac: float, seed: int, overrides: list[str], args: argparse.Namespace) -> list[str]:
+    """The `fairexpr train` command of one cell (without --out / --resume)."""
+    argv = ["train", "--config", str(recipe), "--no-progress", f"seed={seed}", f"data.label_fraction={frac}",
+            f"train.epochs={args.epochs}", f"train.max_minutes={args.minutes}", f"train.budget_clock={args.clock}",
+            *overrides, *args.override]
+    if method == "sl":
+        argv = [c for c in argv if not c.startswith(("data.unlabelled=", "data.unlabelled_options="))]
+    return argv
+
+
+def cell_dir(out: Path, recipe: Path, method: str, dataset: str, frac: float, seed: int, overrides: list[str],
+             args: argparse.Namespace) -> Path:
+    """Named by the cell, keyed by the hash of its resolved config (rule 5: a run made with other settings is never
+    reused)."""
+    from _cells import keyed_dir
+
+    return keyed_dir(out, f"{dataset}_{int(round(frac * 100))}pct_{method}_s{seed}",
+                     cell_argv(recipe, method, frac, seed, overrides, args))
+
+
 def run_cell(out: Path, recipe: Path, method: str, dataset: str, frac: float, seed: int, overrides: list[str],
              args: argparse.Namespace) -> Path:
-    run_dir = out / f"{dataset}_{int(round(frac * 100))}pct_{method}_s{seed}"
+    run_dir = cell_dir(out, recipe, method, dataset, frac, seed, overrides, args)
     if (run_dir / "result.json").exists():
         return run_dir
-    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", str(recipe), "--out", str(run_dir), "--no-progress",
-           f"seed={seed}", f"data.label_fraction={frac}", f"train.epochs={args.epochs}",
-           f"train.max_minutes={args.minutes}", f"train.budget_clock={args.clock}", *overrides, *args.override]
-    if method == "sl":
-        cmd = [c for c in cmd if not c.startswith(("data.unlabelled=", "data.unlabelled_options="))]
+    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(recipe, method, frac, seed, overrides, args), "--out", str(run_dir)]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     print("+", " ".join(cmd), flush=True)
@@ -164,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 for method, cfg in (("sl", sl), ("face2exp", recipe)):
                     if method in args.methods:
                         run_cell(out, cfg, method, ds, frac, seed, list(grid[ds]["overrides"]), args)  # type: ignore[arg-type]
-                    cells.append((ds, frac, method, seed, out / f"{ds}_{int(round(frac * 100))}pct_{method}_s{seed}"))
+                    cells.append((ds, frac, method, seed, cell_dir(out, cfg, method, ds, frac, seed,
+                                                                   list(grid[ds]["overrides"]), args)))  # type: ignore[arg-type]
     records = []
     for ds, frac, method, seed, run in cells:
         try:

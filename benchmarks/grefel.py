@@ -45,6 +45,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fairexpr.evaluation.grefel_tables import (cluster_table, load_run, loss_table, noise_table,  # noqa: E402
                                                rb_table, to_markdown)
@@ -130,13 +131,18 @@ def cell_overrides(variant: str, loss: str, noise: float, recipe: dict[str, Any]
             f"data.label_noise={noise}", "data.label_noise_kind=symmetric"]
 
 
+def cell_argv(recipe: Path, overrides: list[str], args: argparse.Namespace) -> list[str]:
+    """The `fairexpr train` command of one cell (without --out / --resume)."""
+    return ["train", "--config", str(recipe), "--no-progress", f"train.epochs={args.epochs}",
+            f"train.budget_clock={args.clock}", f"train.max_minutes={args.minutes if args.minutes else 'null'}",
+            *overrides, *args.override]
+
+
 def run_cell(run_dir: Path, recipe: Path, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Train one cell unless finished; resume it when a previous process was killed."""
     if (run_dir / "result.json").exists():
         return {"run": str(run_dir), "status": "done before"}
-    cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", str(recipe), "--out", str(run_dir),
-           "--no-progress", f"train.epochs={args.epochs}", f"train.budget_clock={args.clock}",
-           f"train.max_minutes={args.minutes if args.minutes else 'null'}", *overrides, *args.override]
+    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(recipe, overrides, args), "--out", str(run_dir)]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     print("+", " ".join(cmd), flush=True)
@@ -241,13 +247,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.model
     run_recipe = model_recipe(Path(args.recipe), args.model, out)
     t_start = time.time()
+    from _cells import keyed_dir
+
     log, dirs = [], []
+    tsne_dirs: dict[tuple, Path] = {}
     for ds in args.datasets:
         base = dataset_overrides(ds, Path(args.data), args.synthetic_total)
         for seed in args.seeds:
             for variant, loss, noise in cells(args.tables, tuple(args.noise), tuple(args.variants)):
-                run_dir = out / f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}"
                 ov = [*base, f"seed={seed}", *cell_overrides(variant, loss, noise, recipe)]
+                # keyed by the resolved config's hash: a run made with other settings is never reused (rule 5)
+                run_dir = keyed_dir(out, f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}",
+                                    cell_argv(run_recipe, ov, args))
+                tsne_dirs.setdefault((ds, variant, loss, noise, seed), run_dir)
                 status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
                           if args.collect else run_cell(run_dir, run_recipe, ov, args))
                 log.append({**status, "dataset": ds, "seed": seed, "variant": variant, "loss": loss, "label_noise": noise})
@@ -279,10 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     (res / "grefel_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
                                                         for k, v in tables.items()}, indent=2, ensure_ascii=False))
     figures = []
-    first = f"{args.datasets[0]}_{{}}_cls_a_c_n0_s{args.seeds[0]}"
     for variant, name, label in (("rb", "grefel_tsne.png", "with RB"), ("norb", "grefel_tsne_without_rb.png", "without RB")):
-        run_dir = out / first.format(variant)
-        if (run_dir / "result.json").exists() and tsne(run_dir, res / name,
+        run_dir = tsne_dirs.get((args.datasets[0], variant, "cls_a_c", 0.0, args.seeds[0]))
+        if run_dir is not None and (run_dir / "result.json").exists() and tsne(run_dir, res / name,
                                                        f"t-SNE, {args.datasets[0]} test, {args.model} {label}",
                                                        seed=args.seeds[0]):
             figures.append(name)

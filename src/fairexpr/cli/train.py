@@ -36,10 +36,10 @@ def train_options(f):
     return f
 
 
-def run_training(config_path, out, train_spec, val_spec, test_spec, epochs, minutes, resume, no_progress, overrides,
-                 extra: dict | None = None) -> dict:
+def build_train_config(config_path, train_spec, val_spec, test_spec, epochs, minutes, no_progress, overrides,
+                       extra: dict | None = None) -> dict:
+    """The resolved config `fairexpr train` runs: file <- --train/--val/--test/--epochs/--minutes <- overrides."""
     from ..config import load_config
-    from ..engine import fit
 
     extra = dict(extra or {})
     data: dict = extra.setdefault("data", {})
@@ -50,7 +50,14 @@ def run_training(config_path, out, train_spec, val_spec, test_spec, epochs, minu
     if test_spec:
         data["test"] = test_spec
     extra.setdefault("train", {}).update(train_overrides(epochs, minutes, no_progress))
-    cfg = load_config(config_path, overrides, extra=extra)
+    return load_config(config_path, overrides, extra=extra)
+
+
+def run_training(config_path, out, train_spec, val_spec, test_spec, epochs, minutes, resume, no_progress, overrides,
+                 extra: dict | None = None) -> dict:
+    from ..engine import fit
+
+    cfg = build_train_config(config_path, train_spec, val_spec, test_spec, epochs, minutes, no_progress, overrides, extra)
     return fit(cfg, Path(out), resume=resume)
 
 

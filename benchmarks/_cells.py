@@ -1,0 +1,52 @@
+"""Rule 5 of docs/benchmarks.md, *no stale numbers*, for every benchmark that runs `fairexpr train` / `fairexpr adapt`
+cells: a cell's run directory is named after a hash of the **resolved config** its command runs (recipe file,
+command-line options, overrides, ``--init`` and the environment variables the recipe expands, all resolved here
+exactly as the CLI resolves them). A finished run is therefore reused only by a request that would run the same
+config; change the recipe, an override or the budget and the cell goes to a new directory.
+
+    argv = ["train", "--config", "configs/cucn_cpu.yaml", "seed=0", "train.epochs=8"]
+    run_dir = keyed_dir(out, "fer2013_full_s0", argv)         # out/fer2013_full_s0_<10 hex>
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+#: config keys that change what a run prints, not what it computes
+VOLATILE = (("train", "progress"),)
+
+
+def resolved_config(argv: list[str]) -> dict[str, Any]:
+    """The config ``fairexpr <argv>`` would run (``argv[0]`` = ``train`` or ``adapt``), resolved in this process by
+    the CLI's own option parsing and config builders. ``--out`` may be left out."""
+    from fairexpr.cli import adapt, train
+
+    sub, rest = argv[0], list(argv[1:])
+    if "--out" not in rest:
+        rest += ["--out", "unused"]
+    if sub == "train":
+        p = train.command.make_context("train", rest).params
+        return train.build_train_config(p["config_path"], p["train_spec"], p["val_spec"], p["test_spec"], p["epochs"],
+                                        p["minutes"], p["no_progress"], list(p["overrides"]))
+    if sub == "adapt":
+        p = adapt.command.make_context("adapt", rest).params
+        return adapt.build_adapt_config(p["config_path"], p["source"], p["target"], p["target_eval"], list(p["overrides"]),
+                                        epochs=p["epochs"], minutes=p["minutes"], no_progress=p["no_progress"],
+                                        init=p["init"])
+    raise ValueError(f"resolved_config: expected a train or adapt command, got {sub!r}")
+
+
+def config_key(cfg: dict[str, Any]) -> str:
+    """10 hex digits of the SHA-256 of the config (keys sorted; :data:`VOLATILE` keys dropped)."""
+    c = copy.deepcopy(cfg)
+    for section, key in VOLATILE:
+        (c.get(section) or {}).pop(key, None)
+    return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def keyed_dir(base: Path, name: str, argv: list[str]) -> Path:
+    """``base / f"{name}_{config_key(resolved_config(argv))}"``: the run directory of one cell."""
+    return Path(base) / f"{name}_{config_key(resolved_config(argv))}"

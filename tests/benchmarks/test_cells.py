@@ -1,0 +1,78 @@
+"""Rule 5 (no stale numbers): benchmark cells are keyed by the hash of the config their command resolves to."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _cells  # noqa: E402
+from fairexpr.config import load_config  # noqa: E402
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_train_command_resolves_like_the_cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    argv = ["train", "--config", str(ROOT / "configs" / "cucn_cpu.yaml"), "--epochs", "3", "seed=4", "train.batch_size=32"]
+    cfg = _cells.resolved_config(argv)
+    want = load_config(ROOT / "configs" / "cucn_cpu.yaml", ["seed=4", "train.batch_size=32"], extra={"train": {"epochs": 3}})
+    assert cfg == want
+    key = _cells.config_key(cfg)
+    assert len(key) == 10
+    assert _cells.config_key(_cells.resolved_config(argv + ["--no-progress"])) == key  # display only
+    assert _cells.config_key(_cells.resolved_config(argv[:-1] + ["train.batch_size=16"])) != key
+    assert _cells.config_key(_cells.resolved_config(["train", "--config", argv[2], "--epochs", "4", *argv[5:]])) != key
+
+
+def test_a_changed_recipe_file_changes_the_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    recipe = tmp_path / "r.yaml"
+    text = (ROOT / "configs" / "cucn_cpu.yaml").read_text()
+    recipe.write_text(text)
+    a = _cells.keyed_dir(tmp_path, "cell", ["train", "--config", str(recipe)])
+    recipe.write_text(text.replace("batch_size: 64", "batch_size: 32") if "batch_size: 64" in text else text + "\nseed: 9\n")
+    b = _cells.keyed_dir(tmp_path, "cell", ["train", "--config", str(recipe)])
+    assert a.parent == b.parent == tmp_path and a.name.startswith("cell_") and a != b
+
+
+def test_difc_cells_with_other_settings_get_other_directories(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    difc = _load("difc")
+    base = dict(recipe="mobilenet", t1=None, epochs=None, minutes=None, iters=None, init=None, override=[])
+    src, tgt = f"fer2013:{tmp_path}/fer2013", f"ckplus:{tmp_path}/ckplus/CK+48"
+
+    def d(**kw):
+        a = argparse.Namespace(**{**base, **kw})
+        argv = difc.cell_argv("mcd", "difc", 0, src, "train", tgt, None, a)
+        return difc.cell_dir(tmp_path, "mcd", "difc", 0, tgt, None, argv)
+
+    same = d()
+    assert d() == same and same.name.startswith("mcd_difc_CK+48_all_s0_")
+    assert len({same, d(epochs=3), d(t1=2), d(init="default"), d(override=["method.epsilon=0.2"])}) == 5
+
+
+def test_face2exp_grefel_cucn_cells_are_keyed(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    f2e, grefel, cucn = _load("face2exp"), _load("grefel"), _load("cucn")
+    a = argparse.Namespace(epochs=8, minutes=12.0, clock="process", override=[])
+    ov = list(f2e.datasets(tmp_path, smoke=True)["fer2013"]["overrides"])
+    recipe = ROOT / "configs" / "face2exp_mobilenet_cpu.yaml"
+    d = f2e.cell_dir(tmp_path, recipe, "face2exp", "fer2013", 0.1, 0, ov, a)
+    assert d.name.startswith("fer2013_10pct_face2exp_s0_")
+    assert d != f2e.cell_dir(tmp_path, recipe, "face2exp", "fer2013", 0.1, 0, ov, argparse.Namespace(**{**vars(a), "epochs": 9}))
+    sl = f2e.cell_argv(recipe, "sl", 0.1, 0, ov, a)
+    assert not any(c.startswith("data.unlabelled") for c in sl)
+    g = argparse.Namespace(epochs=3, clock="process", minutes=20.0, override=[])
+    ga = grefel.cell_argv(ROOT / "configs" / "grefel_cpu.yaml", ["seed=0", "data.label_noise=0.1"], g)
+    gb = grefel.cell_argv(ROOT / "configs" / "grefel_cpu.yaml", ["seed=0", "data.label_noise=0.2"], g)
+    assert _cells.keyed_dir(tmp_path, "x", ga) != _cells.keyed_dir(tmp_path, "x", gb)
+    assert _cells.resolved_config(cucn.cell_argv(["seed=1"]))["seed"] == 1
