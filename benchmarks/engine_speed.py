@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -195,6 +196,8 @@ def main():
     ap.add_argument("--plain-steps", type=int, default=15)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-loop figure")
+    ap.add_argument("--variants", nargs="+", choices=[f"{p}_{f}" for p, f in VARIANTS],
+                    help="ceiling variants to measure (default: all four)")
     ap.add_argument("--no-system-malloc", action="store_true",
                     help="skip the two figures under glibc's default malloc (ceiling in the recipe's precision, NHWC; engine "
                          "with train.allocator=system)")
@@ -250,6 +253,7 @@ def main():
                                      "format": fmt, "allocator": allocator})["images_per_s"]
 
                 recipe_prec = "bf16" if str(t["precision"]).startswith("bf16") else "fp32"
+                variants = [v for v in VARIANTS if not a.variants or f"{v[0]}_{v[1]}" in a.variants]
 
                 if a.engine_only:
                     for r in range(a.repeats):
@@ -263,7 +267,7 @@ def main():
                     rows.append(row)
                     continue
                 for r in range(a.repeats):  # interleaved: a slow spell of the machine hits every figure alike
-                    for prec, fmt in VARIANTS:
+                    for prec, fmt in variants:
                         v = run_ceiling(prec, fmt)
                         row["ceiling_repeats"].setdefault(f"{prec}_{fmt}", []).append(v)
                         print(f"{recipe} threads={n} repeat {r + 1} ceiling {prec} {fmt}: {v:.1f} img/s", flush=True)
@@ -291,8 +295,15 @@ def main():
                 best_key = max(row["ceiling"], key=row["ceiling"].get)
                 row["best_ceiling"] = {"variant": best_key, "images_per_s": row["ceiling"][best_key]}
                 row["engine_over_best_ceiling"] = eng["images_per_s"] / row["ceiling"][best_key]
+                # paired by repeat: the engine against the best ceiling measured in the same repeat (minutes apart),
+                # so a slow or fast spell of the shared machine hits both sides of each ratio
+                row["paired_ratios"] = [e["images_per_s"] / max(v[r] for v in row["ceiling_repeats"].values())
+                                        for r, e in enumerate(row["engine_repeats"])]
+                row["paired_ratio_median"] = float(statistics.median(row["paired_ratios"]))
                 print(f"{recipe} threads={n} engine ({eng['precision']}, {eng['memory_format']}): {eng['images_per_s']:.1f} img/s "
-                      f"= {row['engine_over_best_ceiling']:.2f} of the best ceiling ({best_key})", flush=True)
+                      f"= {row['engine_over_best_ceiling']:.2f} of the best ceiling ({best_key}); paired by repeat: "
+                      f"{', '.join(f'{x:.2f}' for x in row['paired_ratios'])} (median {row['paired_ratio_median']:.2f})",
+                      flush=True)
                 if not a.no_plain:
                     if a.same_process:
                         torch.manual_seed(0)
@@ -307,7 +318,8 @@ def main():
     out = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
            "images": a.images, "ceiling_steps": a.ceiling_steps, "repeats": a.repeats,
-           "method": "each figure is the best of --repeats interleaved repeats; the engine's is its best epoch after the "
+           "method": "each figure is the best of --repeats interleaved repeats (paired_ratios: the engine over the best "
+                     "ceiling of the same repeat); the engine's is its best epoch after the "
                      "first of each repeat; ceilings run with glibc malloc tuned as the engine's train.allocator=auto tunes it "
                      "(the *_system_malloc figures with glibc's defaults); " + ("all in one process" if a.same_process else
                                                  "each figure in a fresh process with OMP_NUM_THREADS = MKL_NUM_THREADS = "
@@ -317,7 +329,8 @@ def main():
            "command": "python benchmarks/engine_speed.py " + " ".join(
                ["--recipes", *a.recipes, "--threads", *map(str, a.threads), "--images", str(a.images),
                 "--ceiling-steps", str(a.ceiling_steps), "--repeats", str(a.repeats)] + (["--engine-only"] if a.engine_only else [])
-               + (["--no-system-malloc"] if a.no_system_malloc else [])
+               + (["--no-system-malloc"] if a.no_system_malloc else []) + (["--variants", *a.variants] if a.variants else [])
+               + (["--no-plain"] if a.no_plain else [])
                + (["--same-process"] if a.same_process else [])),
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

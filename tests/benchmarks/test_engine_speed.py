@@ -52,3 +52,26 @@ def test_isolated_measurement_runs_in_a_fresh_process_with_the_thread_count(monk
                        "threads": 1, "steps": 1, "precision": "fp32", "format": "channels_last", "manifest": "", "tmp": "",
                        "images": 0})
     assert out["images_per_s"] > 0 and out["torch_threads"] == 1 and out["omp_num_threads"] == "1"
+
+
+def test_ceiling_under_either_allocator_and_the_variant_filter(monkeypatch):
+    """The ceiling runs with glibc malloc tuned (as the engine's train.allocator=auto) or with its defaults; --variants
+    keeps the named ceiling variants only."""
+    es = _load()
+    applied = []
+    import fairexpr.engine.allocator as al
+
+    monkeypatch.setattr(al, "configure_allocator", lambda mode, device_type="cpu": applied.append(mode) or mode)
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 7))
+
+    assert es.ceiling(build, 1, 16, 8, 1, "fp32", "channels_last") > 0
+    assert es.ceiling(build, 1, 16, 8, 1, "fp32", "channels_last", "system") > 0
+    assert applied == ["tuned", "system"]
+    import pytest
+
+    with pytest.raises(SystemExit):  # argparse refuses an unknown variant name
+        monkeypatch.setattr(sys, "argv", ["engine_speed.py", "--variants", "fp16_channels_last"])
+        es.main()
