@@ -38,7 +38,7 @@ def parse_target(t: str) -> tuple[str, str | None]:
     return spec, (split or None)
 
 
-RECIPES = {"cpu": "_cpu", "mobilenet": "_mobilenet_cpu"}
+RECIPES = {"cpu": "_cpu", "mobilenet": "_mobilenet_cpu", "dlib": "_dlib"}
 
 
 def cell_argv(method: str, loss: str, seed: int, source: str, source_split: str, target: str, target_split: str | None,
@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--losses", nargs="+", default=["ce", "di", "difc"], choices=["ce", "di", "difc"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--recipe", choices=sorted(RECIPES), default="mobilenet",
-                   help="configs/difc_{method}_cpu.yaml (small-stem ResNet-18 from scratch) or "
-                        "configs/difc_{method}_mobilenet_cpu.yaml (ImageNet MobileNetV2; the benchmark recipe)")
+                   help="configs/difc_{method}_cpu.yaml (small-stem ResNet-18 from scratch), "
+                        "configs/difc_{method}_mobilenet_cpu.yaml (ImageNet MobileNetV2; the CPU benchmark recipe) or "
+                        "configs/difc_mcd_dlib.yaml (dlib's face ResNet-29 at 112 px; the GPU run, MCD only)")
     p.add_argument("--epochs", type=int, help="epochs per run (default: the recipe's)")
     p.add_argument("--iters", type=int, help="steps per epoch, train.iters_per_epoch (default: the recipe's)")
     p.add_argument("--t1", type=int, help="DI phase length in epochs, DIFC from this epoch on (default: the recipe's)")
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="start every cell from this trained source model (fairexpr adapt --init: backbone and classifier; "
                         "rule 1 of docs/benchmarks.md)")
     args = p.parse_args(argv)
+    missing = [m for m in args.methods if not (ROOT / "configs" / f"difc_{m}{RECIPES[args.recipe]}.yaml").is_file()]
+    if missing:
+        p.error(f"--recipe {args.recipe} has no recipe for {', '.join(missing)} (configs/difc_<method>{RECIPES[args.recipe]}.yaml)")
     data = Path(args.data)
     source, source_split = parse_target(args.source or f"fer2013:{data}/fer2013@train")
     targets = [parse_target(t) for t in (args.target or [f"ckplus:{data}/ckplus/CK+48", f"ferplus:{data}/ferplus@test"])]
@@ -172,7 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
             "overrides": args.override, "init": args.init, "wall_minutes": (time.time() - t_start) / 60}
     (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
-        {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]]}
+        {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]],
+                                                          "difc_phase_reached": max([int(h.get("difc_phase") or 1)
+                                                                                     for h in r["history"]] or [1]),
+                                                          "best_epoch": json.loads((Path(r["run"]) / "result.json")
+                                                                                   .read_text()).get("best_epoch"),
+                                                          "epochs_run": len(r["history"])}
         for r in records]}, indent=2, default=str))
     header = (f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
               f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n")

@@ -66,6 +66,10 @@ MODELS: dict[str, tuple[str, dict[str, Any], int, int, str | None]] = {
     "reliability_balanced": ("reliability_balanced", {"backbone": "resnet18", "backbone_kwargs": {"small_input": False}}, 48, 1, None),
     "rb_mobilenet": ("reliability_balanced", {"backbone": "mobilenet_v2", "backbone_kwargs": {"small_input": False}}, 48, 1,
                      MOBILENET_WEIGHTS),
+    # the RB head on dlib's face-recognition ResNet-29 (issue 15's better backbone; `dlib` = the packaged CC0 weights)
+    "rb_dlib": ("reliability_balanced", {"backbone": "dlib_resnet29", "backbone_kwargs": {"feature_stage": 3}}, 64, 1, "dlib"),
+    "rb_dlib_112": ("reliability_balanced", {"backbone": "dlib_resnet29", "backbone_kwargs": {"feature_stage": 3}}, 112, 3,
+                    "dlib"),
     "grefel_small": ("grefel_small", {}, 112, 1, None),
     "grefel": ("grefel", {}, 112, 3, None),
 }

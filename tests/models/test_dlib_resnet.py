@@ -207,3 +207,17 @@ def test_the_dlib_recipes_optimiser_keeps_the_unnormalised_network_stable(recipe
         opt.step()
         norms.append(float(f.detach().norm(dim=1).mean()))
     assert all(np.isfinite(norms)) and max(norms) < 5 * norms[0], norms
+
+
+@needs_dat
+@pytest.mark.parametrize("wrapper", ["mcd_net", "afn_net"])
+def test_uda_wrappers_take_the_packaged_dlib_weights_by_name(wrapper):
+    """`pretrained: dlib` is a name the backbone resolves itself; the MCD/SAFN wrappers hand it on (they used to try to
+    read a file called 'dlib')."""
+    from fairexpr.models import create_model
+
+    net = create_model(wrapper, 7, pretrained="dlib", backbone="dlib_resnet29", backbone_kwargs={"feature_stage": 3},
+                       in_chans=1)
+    ref = create_model("dlib_resnet29", 7, pretrained="dlib", feature_stage=3, in_chans=1)
+    key = next(k for k, v in ref.state_dict().items() if v.dim() == 4)
+    assert torch.equal(net.backbone.state_dict()[key], ref.state_dict()[key])

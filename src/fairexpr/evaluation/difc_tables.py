@@ -15,6 +15,7 @@ of them. Seeds of the same cell are aggregated as ``mean ± std`` (population st
 from __future__ import annotations
 
 import json
+import os
 import math
 import warnings
 from pathlib import Path
@@ -226,7 +227,7 @@ def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], 
         ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(path)
-    tmp = out.with_suffix(".tmp.png")
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")  # unique per writer: parallel shards write the same table
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(out)

@@ -166,7 +166,7 @@ def agra_net(num_classes: int = 7, pretrained: str | None = None, backbone: str 
     if backbone in ("mcd_net", "afn_net", "agra_net"):
         raise ModelError(f"agra_net: backbone {backbone!r} is a wrapper; name a plain backbone (ir50, resnet18, ...)")
     bkw = _backbone_kwargs("agra_net", {**backbone_options, **(backbone_kwargs or {})}, in_chans)
-    backbone_file, state = _split_pretrained(pretrained, ("global_head.",))
+    backbone_file, state = _split_pretrained(pretrained, ("global_head.",), backbone)
     base = create_model(backbone, num_classes=num_classes, pretrained=backbone_file, **bkw)
     if not (hasattr(base, "body") and hasattr(base, "input_layer")) and \
             not all(hasattr(base, f"layer{i}") for i in range(1, 5)):

@@ -170,15 +170,22 @@ def _backbone_kwargs(model: str, backbone_kwargs: dict[str, Any] | None, in_chan
     return bkw
 
 
-def _split_pretrained(pretrained: Any, head_prefixes: tuple[str, ...]) -> tuple[Any, dict[str, torch.Tensor] | None]:
+def _split_pretrained(pretrained: Any, head_prefixes: tuple[str, ...],
+                      backbone: str | None = None) -> tuple[Any, dict[str, torch.Tensor] | None]:
     """Tell a whole-network weight file from a backbone-only one by its keys.
 
     A file with ``backbone.*`` keys *and* keys of this wrapper's own heads (``head_prefixes``) is a whole
     network (e.g. a saved ``state_dict`` or a fairexpr checkpoint): returns ``(None, state)``. Anything else
-    is handed on to the backbone's own loader: returns ``(pretrained, None)``.
+    is handed on to the backbone's own loader: returns ``(pretrained, None)`` — so is a name the backbone resolves
+    itself (``dlib`` for ``dlib_resnet29``: the packaged weights), which is no file to read here.
     """
     if pretrained is None:
         return None, None
+    if backbone is not None:
+        from .registry import is_named_pretrained
+
+        if is_named_pretrained(backbone, pretrained):
+            return pretrained, None
     sd = load_state_file(pretrained)
     if any(k.startswith("backbone.") for k in sd) and any(k.startswith(head_prefixes) for k in sd):
         return None, sd
@@ -277,7 +284,7 @@ def mcd_net(num_classes: int = 7, pretrained: str | None = None, backbone: str =
     handed to the backbone's own loader (key remaps, first-conv adaptation, load report).
     """
     bkw = _backbone_kwargs("mcd_net", backbone_kwargs, in_chans)
-    backbone_file, state = _split_pretrained(pretrained, ("c1.", "c2."))
+    backbone_file, state = _split_pretrained(pretrained, ("c1.", "c2."), backbone)
     net = MCDNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, head_hidden, dropout, head,
                  logit_scale)
     if state is not None:
@@ -348,7 +355,7 @@ def afn_net(num_classes: int = 7, pretrained: str | None = None, backbone: str =
     the backbone alone, handed to the backbone's own loader.
     """
     bkw = _backbone_kwargs("afn_net", backbone_kwargs, in_chans)
-    backbone_file, state = _split_pretrained(pretrained, ("bottleneck.",))
+    backbone_file, state = _split_pretrained(pretrained, ("bottleneck.",), backbone)
     net = AFNNet(_build_backbone(backbone, num_classes, backbone_file, bkw), num_classes, bottleneck_dim, dropout)
     if state is not None:
         _load_whole(net, state, pretrained, "afn_net")
