@@ -17,7 +17,11 @@ def test_difc_recipes_load(path, monkeypatch):
     cfg = load_config(str(path), [])
     assert cfg["method"]["name"] in ("mcd", "dann", "safn")
     assert cfg["method"]["cls_loss"] in ("ce", "di", "difc")
-    if "_cpu" not in path.stem:  # paper-sized: 112 px, 20 + 20 epochs, the AGRA head
+    if path.stem.endswith("_dlib"):  # the GPU run's recipe (benchmarks/gpu/run.sh): 112 px on the face backbone
+        t = cfg["train"]
+        assert cfg["data"]["image_size"] == 112 and cfg["model"]["name"] == "dlib_resnet29"
+        assert cfg["model"]["pretrained"] == "dlib" and t["iters_per_epoch"] and 0 < cfg["method"]["t1_epochs"] < t["epochs"]
+    elif "_cpu" not in path.stem:  # paper-sized: 112 px, 20 + 20 epochs, the AGRA head
         assert cfg["data"]["image_size"] == 112 and cfg["method"]["t1_epochs"] == 20 and cfg["train"]["epochs"] == 40
         assert cfg["model"]["name"] == "agra_net" and cfg["model"]["kwargs"]["backbone"] == "ir50"
     if "mobilenet" in path.stem:
