@@ -84,7 +84,9 @@ def cell(name: str, seed: int, a: argparse.Namespace) -> dict:
     out = a.runs / f"{name.split(' ')[0]}_s{seed}"
     if a.study == "face2exp":
         recipe = str(derived_config(name, a.runs / f"{name.split(' ')[0]}.yaml"))
-        epochs = int(__import__("yaml").safe_load(Path(recipe).read_text())["train"]["epochs"])
+        import yaml
+
+        epochs = int(yaml.safe_load(Path(recipe).read_text())["train"]["epochs"])
         cmd = [sys.executable, "-m", "fairexpr.cli", "train", "--config", recipe, f"data.train={fer}", "data.train_split=train",
                f"data.test={fer}", "data.test_split=private_test", f"data.unlabelled=faces:{a.data / 'utkface' / 'crop_part1'}",
                f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"seed={seed}", "--no-progress"]

@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def by_seed(records: list[dict], key: str, value: str, metric: str, field: str = "metrics") -> dict[int, float]:
-    return {int(r["seed"]): float(r[field][metric]) for r in records
-            if r.get(key) == value and isinstance(r.get(field), dict) and r[field].get(metric) is not None}
+def by_seed(records: list[dict], cls_loss: str, metric: str) -> dict[int, float]:
+    """``{seed: metrics[metric]}`` of the DIFC cells with this classification loss."""
+    return {int(r["seed"]): float(r["metrics"][metric]) for r in records
+            if r.get("cls_loss") == cls_loss and isinstance(r.get("metrics"), dict) and r["metrics"].get(metric) is not None}
 
 
 def pair(a: dict[int, float], b: dict[int, float]) -> tuple[dict, str]:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                "|---|---|---|---|"]
         for lo, hi in (("ce", "di"), ("di", "difc"), ("ce", "difc")):
             for m in ("accuracy", "balanced_accuracy"):
-                d, text = pair(by_seed(runs, "cls_loss", lo, m), by_seed(runs, "cls_loss", hi, m))
+                d, text = pair(by_seed(runs, lo, m), by_seed(runs, hi, m))
                 rep["difc"][f"{hi}-{lo}/{m}"] = d
                 md.append(f"| {hi.upper()} − {lo.upper()} | {m} | {text} | {d['verdict']} |")
         reached = {r["seed"]: r.get("difc_phase_reached") for r in runs if r["cls_loss"] == "difc"}

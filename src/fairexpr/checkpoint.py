@@ -109,17 +109,22 @@ def resolve_checkpoint(path: str | Path, stem: str = "model") -> tuple[Path, Pat
     return w, s
 
 
-def resolve_source(ref: str | Path) -> tuple[Path, Path]:
-    """(weights, sidecar) of a trained model named by a run directory / checkpoint file, or by a packaged model's name
-    or ``default`` (``model.init``, ``--init``)."""
+def read_source(ref: str | Path, option: str) -> tuple[Path, dict[str, Any]]:
+    """(weights file, sidecar) of a trained model named by a run directory / checkpoint file, or by a packaged model's
+    name or ``default`` — what ``model.init`` / ``--init`` start from. Any problem is one ConfigError naming ``option``."""
     from . import zoo
+    from .errors import ConfigError
 
-    if isinstance(ref, str) and zoo.is_reference(ref):
-        ref = zoo.pretrained_path(ref)
-    w, s = resolve_checkpoint(ref)
-    if read_json(s).get("format") != "fairexpr-checkpoint":
-        raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
-    return w, s
+    try:
+        if isinstance(ref, str) and zoo.is_reference(ref):
+            ref = zoo.pretrained_path(ref)
+        w, s = resolve_checkpoint(ref)
+        side = read_json(s)
+        if side.get("format") != "fairexpr-checkpoint":
+            raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
+    except (CheckpointError, ValueError) as e:
+        raise ConfigError(f"{option}: {e}") from None
+    return w, side
 
 
 def load_model(path: str | Path, *, stem: str = "model", map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

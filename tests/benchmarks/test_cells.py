@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -10,14 +9,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _cells  # noqa: E402
+from _bench import load_bench  # noqa: E402
 from fairexpr.config import load_config  # noqa: E402
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench(name, f"{name}_bench")
 
 
 def test_train_command_resolves_like_the_cli(tmp_path, monkeypatch):

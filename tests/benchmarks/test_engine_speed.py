@@ -2,22 +2,15 @@
 precision/format variant on a tiny model (that it trains: the weights move)."""
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
+from _bench import load_bench
 from torch import nn
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("engine_speed", BENCH / "engine_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["engine_speed"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("engine_speed")
 
 
 def test_split_recipe():

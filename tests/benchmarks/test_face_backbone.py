@@ -2,21 +2,12 @@
 in the backbone and its optimiser/precision settings, every Meta-Face2Exp setting is shared, and it is a valid config."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import yaml
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from _bench import load_bench
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("face_backbone", BENCH / "face_backbone.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["face_backbone"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("face_backbone")
 
 
 def test_face2exp_arms_share_every_method_setting(tmp_path, monkeypatch):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu" / "run.sh"
@@ -52,11 +51,9 @@ def test_refusals(tmp_path):
 
 def test_paired_report_survives_cells_without_a_partner(tmp_path):
     """A failed cell leaves one side of a comparison without seeds: the report says so instead of stopping."""
-    import importlib.util
+    from _bench import load_bench
 
-    spec = importlib.util.spec_from_file_location("gpu_paired", ROOT / "benchmarks" / "gpu" / "paired.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("gpu/paired")
     res = tmp_path / "res"
     res.mkdir()
     m = {"accuracy": 0.5, "balanced_accuracy": 0.4}

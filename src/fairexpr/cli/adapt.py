@@ -21,11 +21,7 @@ def init_settings(ref: str, cfg: dict[str, Any]) -> dict[str, Any]:
     from .. import checkpoint as ck
     from ..errors import ConfigError
 
-    try:
-        _, s = ck.resolve_source(ref)
-    except (ck.CheckpointError, ValueError) as e:
-        raise ConfigError(f"--init: {e}") from None
-    side = ck.read_json(s)
+    _, side = ck.read_source(ref, "--init")
     m, pre = side["model"], side.get("preprocess") or {}
     kwargs = dict(m.get("kwargs") or {})
     in_chans = int(kwargs.pop("in_chans", pre.get("in_chans", cfg["data"]["channels"])))

@@ -555,11 +555,7 @@ class Engine:
         """``model.init``: check the source model against this run (classes, input size, channels, normalisation)
         and hand its weights to the method (:meth:`Method.init_from`). Runs before a resume, which then replaces
         every weight with the checkpointed ones."""
-        try:
-            w, s = ck.resolve_source(ref)
-        except (ck.CheckpointError, ValueError) as e:
-            raise ConfigError(f"model.init: {e}") from None
-        side = ck.read_json(s)
+        w, side = ck.read_source(ref, "model.init")
         if list(side.get("classes") or []) != list(self.classes):
             raise ConfigError(f"model.init: {ref} predicts {side.get('classes')}, this run's training classes are "
                               f"{list(self.classes)} (same classes in the same order needed)")

@@ -142,15 +142,13 @@ class Method(nn.Module):
 def strict_load(net: nn.Module, state: dict[str, torch.Tensor], source: str, what: str) -> None:
     """Load a whole source network into ``net`` (every tensor, every shape) or raise one clear ConfigError."""
     from ..errors import ConfigError
+    from ..models.registry import state_mismatch
 
-    target = net.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in target.items()
-                  if k in state and state[k].shape != v.shape]
+    missing, unexpected, mismatched = state_mismatch(net, state)
     if missing or unexpected or mismatched:
+        shapes = [f"{k} {a} vs {b}" for k, a, b in mismatched[:3]]
         raise ConfigError(f"model.init: {source} does not fit {what} ({type(net).__name__}): missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}, shape-mismatched {mismatched[:3]}; model.name/model.kwargs must be "
+                          f"unexpected {unexpected[:3]}, shape-mismatched {shapes}; model.name/model.kwargs must be "
                           "the source model's (fairexpr adapt --init sets them)")
     net.load_state_dict(state, strict=True)
 

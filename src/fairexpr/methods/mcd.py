@@ -53,13 +53,13 @@ class MCD(UDAMethod):
         tensor's standard deviation, drawn from the run's seeded generator)."""
         from ..models.heads import NormedLinear
 
+        if int(self.opts["head_hidden"]):
+            raise ConfigError("model.init: MCD's classifiers start from the source classifier only with "
+                              f"method.head_hidden=0 (got {self.opts['head_hidden']})")
         backbone = self.model.backbone
         strict_load(backbone, state, source, "MCD's backbone F")
         src_head = backbone.get_classifier()
         last1, last2 = self.model.c1.net[-1], self.model.c2.net[-1]
-        if int(self.opts["head_hidden"]):
-            raise ConfigError("model.init: MCD's classifiers start from the source classifier only with "
-                              f"method.head_hidden=0 (got {self.opts['head_hidden']})")
         want = "normed" if isinstance(src_head, NormedLinear) else "linear" if isinstance(src_head, nn.Linear) else None
         if want is None:
             raise ConfigError(f"model.init: the source classifier of {source} is a {type(src_head).__name__}; MCD's "
@@ -70,12 +70,12 @@ class MCD(UDAMethod):
         sd = src_head.state_dict()
         last1.load_state_dict(sd)
         # the source's forward_head must be its classifier and nothing else (dropout aside), or C1 is not the source
-        modes = (backbone.training, self.model.c1.training)
-        backbone.eval(), self.model.c1.eval()
+        was = self.model.training
+        self.model.eval()
         with torch.no_grad():
             f = torch.randn(4, int(self.model.num_features), generator=torch.Generator().manual_seed(0))
             same = torch.allclose(backbone.forward_head(f), self.model.c1(f), atol=1e-5, rtol=1e-4)
-        backbone.train(modes[0]), self.model.c1.train(modes[1])
+        self.model.train(was)
         if not same:
             raise ConfigError(f"model.init: the classifier of {source} ({type(backbone).__name__}.forward_head) does more "
                               "than its last layer; MCD's classifiers cannot reproduce it")

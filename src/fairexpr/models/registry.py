@@ -140,6 +140,17 @@ def checkpoint_weight_file(path: str | Path) -> Path | None:
     return None
 
 
+def state_mismatch(net: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[tuple]]:
+    """How ``state`` fails to fit ``net`` exactly: (keys missing from it, keys ``net`` does not have,
+    ``(key, shape in state, shape in net)`` of the mis-shaped ones); all empty = a strict load fits."""
+    target = net.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
+                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    return missing, unexpected, mismatched
+
+
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Load a weight file safely: safetensors, or ``torch.load(weights_only=True)``. ``path`` may also name a
     fairexpr checkpoint (packaged model name / ``default``, run directory; :func:`checkpoint_weight_file`).

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LoadReport
-from .registry import FERModel, ModelError, create_model, load_state_file, register_model
+from .registry import FERModel, ModelError, create_model, load_state_file, register_model, state_mismatch
 
 __all__ = [
     "GradientReverseLayer",
@@ -194,11 +194,7 @@ def _split_pretrained(pretrained: Any, head_prefixes: tuple[str, ...],
 
 def _load_whole(net: FERModel, state: dict[str, torch.Tensor], source: Any, model: str) -> None:
     """Load a whole-network state strictly; any missing, unexpected or mis-shaped tensor is a ModelError."""
-    target = net.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    mismatched = [(k, tuple(v.shape), tuple(target[k].shape)) for k, v in state.items()
-                  if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    missing, unexpected, mismatched = state_mismatch(net, state)
     if missing or unexpected or mismatched:
         raise ModelError(
             f"{source}: this whole-{model} weight file does not fit the network built with these options "
