@@ -8,8 +8,7 @@ from .common import checkpoint_option, emit, json_option, resolve_checkpoint_arg
 
 def parse_options(options: tuple[str, ...]) -> dict:
     """``--option key=value`` (repeatable) -> adapter options; values are read as YAML (numbers, lists, ...)."""
-    import yaml
-
+    from ..config import yaml_load
     from ..errors import ConfigError
 
     opts = {}
@@ -17,7 +16,7 @@ def parse_options(options: tuple[str, ...]) -> dict:
         if "=" not in o:
             raise ConfigError(f"--option {o!r} must look like key=value")
         k, _, v = o.partition("=")
-        opts[k] = yaml.safe_load(v)
+        opts[k] = yaml_load(v)
     return opts
 
 
