@@ -1,7 +1,7 @@
 """Rule 5 of docs/benchmarks.md, *no stale numbers*, for every benchmark that runs `fairexpr train` / `fairexpr adapt`
 cells: a cell's run directory is named after a hash of the **resolved config** its command runs (recipe file,
 command-line options, overrides, ``--init`` and the environment variables the recipe expands, all resolved here
-exactly as the CLI resolves them). A finished run is therefore reused only by a request that would run the same
+exactly as the CLI resolves them; with ``model.init`` also the SHA-256 of the weights the cell starts from). A finished run is therefore reused only by a request that would run the same
 config; change the recipe, an override or the budget and the cell goes to a new directory.
 
     argv = ["train", "--config", "configs/cucn_cpu.yaml", "seed=0", "train.epochs=8"]
@@ -44,6 +44,12 @@ def config_key(cfg: dict[str, Any]) -> str:
     c = copy.deepcopy(cfg)
     for section, key in VOLATILE:
         (c.get(section) or {}).pop(key, None)
+    init = (c.get("model") or {}).get("init")
+    if init:  # the model a cell starts from is part of what it computes: a rebuilt `default` is another cell
+        from fairexpr.checkpoint import read_source
+
+        weights, _ = read_source(init, "model.init")
+        c["model"]["init_sha256"] = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

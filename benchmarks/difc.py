@@ -99,6 +99,31 @@ def shard_of(k: int, target_index: int, per_target: int, n: int) -> int:
     return (k + (target_index if per_target % 2 == 0 else 0)) % n
 
 
+def source_only(init: str, target: str, target_split: str | None, out: Path) -> dict:
+    """The ``--init`` model itself on a target (the source-only row every adapted cell is compared with): one
+    ``fairexpr eval`` of the same crops, cached in a directory keyed like the cells (by the command and the weights)."""
+    import hashlib
+
+    from fairexpr.checkpoint import read_source
+
+    weights, _ = read_source(init, "--init")
+    argv = ["eval", "--checkpoint", init, "--data", target, "--no-progress", "--json"]
+    argv += ["--split", target_split] if target_split else []
+    if target.split(":", 1)[0] == "ferplus":
+        argv += ["--option", "protocol=majority", "--option", "num_classes=7"]
+    key = hashlib.sha256(json.dumps([argv, hashlib.sha256(Path(weights).read_bytes()).hexdigest()]).encode()).hexdigest()[:10]
+    run_dir = out / f"source_only_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_{key}"
+    if not (run_dir / "metrics.json").exists():
+        cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", *argv,
+               "--out", str(run_dir)]
+        print("+", " ".join(cmd), flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise SystemExit(f"source-only evaluation failed (exit {proc.returncode}): {' '.join(cmd)}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return metrics | {"checkpoint": init, "run": str(run_dir)}
+
+
 def budget_meta(records: list[dict]) -> dict:
     """The budget the finished runs actually used (from their saved configs)."""
     seen = {}
@@ -140,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", metavar="RUN|default",
                    help="start every cell from this trained source model (fairexpr adapt --init: backbone and classifier; "
                         "rule 1 of docs/benchmarks.md)")
+    p.add_argument("--tag", default="difc",
+                   help="results file prefix: <results>/<tag>_runs.json, <tag>_tables.md/.json, <tag>_per_class.png "
+                        "(default difc; e.g. difc_init_default for the study from the shipped model)")
     args = p.parse_args(argv)
+    if not args.tag.replace("_", "").replace("-", "").isalnum():
+        p.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it names files)")
     missing = [m for m in args.methods if not (ROOT / "configs" / f"difc_{m}{RECIPES[args.recipe]}.yaml").is_file()]
     if missing:
         p.error(f"--recipe {args.recipe} has no recipe for {', '.join(missing)} (configs/difc_<method>{RECIPES[args.recipe]}.yaml)")
@@ -166,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append(load_run(r))
         except (FileNotFoundError, KeyError) as e:
             print(f"skipping unfinished run {r}: {e}", flush=True)
+    # the --init model itself on every target: the source-only baseline of rule 1 (paired claims "adapted > source-only")
+    so = {target: source_only(args.init, target, tsplit, out) for target, tsplit in targets} if args.init else None
     from fairexpr.labels import CANONICAL7
 
     classes = list(CANONICAL7)
@@ -175,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": args.recipe, "budget": budget_meta(records),
             "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
             "overrides": args.override, "init": args.init, "wall_minutes": (time.time() - t_start) / 60}
-    (res / "difc_runs.json").write_text(json.dumps({"meta": meta, "runs": [
+    if so:
+        meta["source_only"] = {t: {k: m[k] for k in ("accuracy", "balanced_accuracy", "n", "run")} for t, m in so.items()}
+    (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": [
         {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]],
                                                           "difc_phase_reached": max([int(h.get("difc_phase") or 1)
                                                                                      for h in r["history"]] or [1]),
@@ -185,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in records]}, indent=2, default=str))
     header = (f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
               f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n")
-    paths = write_tables(records, classes, res, prefix="difc", header=header)
+    if args.init:
+        header += (f"\nEvery cell starts from `{args.init}` (`fairexpr adapt --init`); *source-only* = that model on the "
+                   "target. Overrides: " + (" ".join(f"`{o}`" for o in args.override) or "none") + ".\n")
+    paths = write_tables(records, classes, res, prefix=args.tag, header=header, source_only=so)
     md = [paths["markdown"].read_text()]
     print("\n".join(md))
     return 0

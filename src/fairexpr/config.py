@@ -92,7 +92,7 @@ DEFAULTS: dict[str, Any] = {
         "devices": 1,
         "strategy": "auto",
         "num_nodes": 1,
-        "select_metric": "balanced_accuracy",
+        "select_metric": "balanced_accuracy",  # balanced_accuracy | accuracy | macro_f1 | loss | last (SELECT_METRICS)
         "early_stop_patience": None,
         "tensorboard": False,
         "progress": True,
@@ -101,6 +101,10 @@ DEFAULTS: dict[str, Any] = {
         # auto: glibc malloc tuned to keep freed activation buffers (CPU training, glibc) | tuned | system
         # (fairexpr/engine/allocator.py)
         "allocator": "auto",
+        # train | frozen: BatchNorm layers normalise with their running statistics and never update them while
+        # training (their affine weights still learn; mmcv's norm_eval). For a start from a converged model, whose
+        # statistics small or mixed-domain batches would overwrite (engine/batchnorm.py); adapt --init sets frozen
+        "batchnorm": "train",
         "val_every": 1,
     },
 }
@@ -112,6 +116,11 @@ METHODS_READING_LOSS = ("supervised", "face2exp")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 #: ``train.allocator`` values (fairexpr.engine.allocator applies them)
 ALLOCATORS = ("auto", "tuned", "system")
+#: ``train.select_metric`` values: the validation metric that picks the kept epoch, or ``last`` (the end of the
+#: schedule is kept and validation is only logged: a fixed-length protocol such as adaptation from a strong start)
+SELECT_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "loss", "last")
+#: ``train.batchnorm`` values (fairexpr.engine.batchnorm applies them)
+BATCHNORM_MODES = ("train", "frozen")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 #: test-time augmentation modes of `train.eval_tta` and of `--tta` (fairexpr.evaluation.tta implements them)
 TTA_MODES = ("none", "hflip")
@@ -277,6 +286,8 @@ def validate(cfg: dict[str, Any]) -> None:
     need(mi is None or cfg["model"]["pretrained"] is None, "model.init",
          "and model.pretrained are both set: model.init replaces every weight pretrained would load; drop model.pretrained")
     need(t["allocator"] in ALLOCATORS, "train.allocator", f"must be {'|'.join(ALLOCATORS)}, got {t['allocator']!r}")
+    need(t["batchnorm"] in BATCHNORM_MODES, "train.batchnorm",
+         f"must be {'|'.join(BATCHNORM_MODES)}, got {t['batchnorm']!r}")
     need(str(t["precision"]) in PRECISIONS, "train.precision", f"must be {'|'.join(PRECISIONS)}, got {t['precision']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
@@ -289,8 +300,10 @@ def validate(cfg: dict[str, Any]) -> None:
     need(d["label_mode"] in ("hard", "soft"), "data.label_mode", f"must be hard|soft, got {d['label_mode']!r}")
     need(0 < float(d["label_fraction"]) <= 1, "data.label_fraction", f"must be in (0, 1], got {d['label_fraction']!r}")
     need(0 <= float(d["label_noise"]) < 1, "data.label_noise", f"must be in [0, 1), got {d['label_noise']!r}")
-    need(t["select_metric"] in ("balanced_accuracy", "accuracy", "macro_f1", "loss"), "train.select_metric",
-         f"must be balanced_accuracy|accuracy|macro_f1|loss, got {t['select_metric']!r}")
+    need(t["select_metric"] in SELECT_METRICS, "train.select_metric",
+         f"must be {'|'.join(SELECT_METRICS)}, got {t['select_metric']!r}")
+    need(not (t["select_metric"] == "last" and t["early_stop_patience"]), "train.early_stop_patience",
+         "cannot be used with train.select_metric=last (nothing is selected, so nothing can stop improving)")
     need(isinstance(d["train"], str) and ":" in d["train"], "data.train", f"must be a FORMAT:PATH dataset address, got {d['train']!r}")
     need(cfg["sampler"]["name"] in ("random", "class_balanced", "sqrt"), "sampler.name",
          f"must be random|class_balanced|sqrt, got {cfg['sampler']['name']!r}")

@@ -73,3 +73,23 @@ def test_face2exp_grefel_cucn_cells_are_keyed(tmp_path, monkeypatch):
     gb = grefel.cell_argv(ROOT / "configs" / "grefel_cpu.yaml", ["seed=0", "data.label_noise=0.2"], g)
     assert _cells.keyed_dir(tmp_path, "x", ga) != _cells.keyed_dir(tmp_path, "x", gb)
     assert _cells.resolved_config(cucn.cell_argv(["seed=1"]))["seed"] == 1
+
+
+def test_the_init_weights_are_part_of_the_key(tmp_path, monkeypatch):
+    """A cell started from a source model that was rebuilt (same run folder, other weights) is another cell."""
+    from fairexpr.checkpoint import read_source
+
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    weights, _ = read_source("default", "test")
+    run = tmp_path / "src_run"
+    run.mkdir()
+    (run / "model.json").write_bytes((weights.parent / "model.json").read_bytes())
+    (run / "model.safetensors").write_bytes(weights.read_bytes())
+    argv = ["adapt", "--config", str(ROOT / "configs" / "difc_mcd_mobilenet_cpu.yaml"), "--init", str(run),
+            "--source", f"fer2013:{tmp_path}/f", "--target", f"ckplus:{tmp_path}/c"]
+    a = _cells.keyed_dir(tmp_path, "cell", argv)
+    assert _cells.keyed_dir(tmp_path, "cell", argv) == a
+    data = bytearray((run / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    (run / "model.safetensors").write_bytes(bytes(data))
+    assert _cells.keyed_dir(tmp_path, "cell", argv) != a

@@ -131,3 +131,45 @@ def test_adapt_report_cli(tmp_path):
     assert r.exit_code != 0 and "not a finished `fairexpr adapt` run" in r.output
     r = CliRunner().invoke(cli, ["adapt-report", runs[0], "--out", str(tmp_path / "x"), "--top", "4"])
     assert r.exit_code != 0 and "--top 4" in r.output
+
+
+def _three_seed_records():
+    bal = {"ce": [0.40, 0.42, 0.44], "di": [0.45, 0.46, 0.50], "difc": [0.45, 0.45, 0.47]}
+    out = []
+    for loss, vals in bal.items():
+        for seed, b in enumerate(vals):
+            out.append(rec("mcd", loss, seed, b + 0.1, b, [b, b, b, b], order=[3, 2, 1, 0] if loss == "difc" else None))
+    return out
+
+
+def test_paired_claims_table_hand_computed_intervals():
+    from fairexpr.evaluation.difc_tables import paired_claims_table
+
+    so = {"ck": {"accuracy": 0.60, "balanced_accuracy": 0.50, "per_class_accuracy": dict(zip(CLASSES, [0.5] * 4))}}
+    t = paired_claims_table(_three_seed_records(), CLASSES, source_only=so, top=2)
+    row = lambda claim, metric: t[(t.claim == claim) & (t.metric == metric)].iloc[0]  # noqa: E731
+    # DI - CE: d = 5, 4, 6 points; mean 5, sd 1, t(0.975, 2) = 4.303 -> half 2.48
+    r = row("DI > CE", "balanced_accuracy")
+    assert (r.A, r.B) == ("42.00", "47.00")
+    assert r["B − A [95 % CI] (points)"] == "+5.00 [+2.52, +7.48] (n=3)" and r.verdict == "**reproduced**"
+    # DIFC - DI: d = 0, -1, -3; mean -1.33, sd 1.53 -> half 3.79: not shown
+    r = row("DIFC > DI", "balanced_accuracy")
+    assert r["B − A [95 % CI] (points)"] == "-1.33 [-5.13, +2.46] (n=3)" and r.verdict == "not shown"
+    # the confusing classes come from the DIFC runs' order (d, c first)
+    assert "top-2 confusing (d, c)" in set(t.metric)
+    # CE adapted - source-only 50: d = -10, -8, -6 -> [-12.97, -3.03]: the opposite of the claim is shown
+    r = row("CE adapted > source-only", "balanced_accuracy")
+    assert r["B − A [95 % CI] (points)"] == "-8.00 [-12.97, -3.03] (n=3)" and r.verdict == "opposite shown"
+    # without source-only metrics there are no such rows
+    t2 = paired_claims_table(_three_seed_records(), CLASSES, top=2)
+    assert not any("source-only" in c for c in t2.claim)
+
+
+def test_write_tables_includes_paired_claims_and_source_only(tmp_path):
+    from fairexpr.evaluation.difc_tables import write_tables
+
+    so = {"ck": {"accuracy": 0.60, "balanced_accuracy": 0.50, "checkpoint": "default"}}
+    paths = write_tables(_three_seed_records(), CLASSES, tmp_path, prefix="x", source_only=so)
+    md = paths["markdown"].read_text()
+    assert "## paired_claims" in md and "## source_only" in md and "| ck | 60.00 | 50.00 | default |" in md
+    assert "paired_claims" in json.loads(paths["json"].read_text())

@@ -104,6 +104,11 @@ def test_init_settings_from_the_packaged_default_model(domains):  # noqa: F811
     assert cfg["method"]["head"] == "normed" and cfg["method"]["s"] == side["config"]["loss"]["kwargs"]["s"] == 30.0
     cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["method.s=10"], init="default")
     assert cfg["method"]["s"] == 10.0  # an override given on the command line still wins
+    assert cfg["train"]["batchnorm"] == "frozen"  # the converged source's BatchNorm statistics are kept
+    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["train.batchnorm=train"],
+                             init="default")
+    assert cfg["train"]["batchnorm"] == "train"
+    assert build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt)["train"]["batchnorm"] == "train"
 
 
 def test_pretrained_and_init_together_is_an_error():
@@ -137,6 +142,15 @@ def test_cli_adapt_init_end_to_end(domains, tmp_path, monkeypatch, capsys):  # n
     assert result["init"]["notes"][0].startswith(f"F from {source_run}")
     side = json.loads((out / "model.json").read_text())
     assert side["config"]["model"]["init"] == str(source_run) and side["model"]["kwargs"]["backbone"] == TINY
+    # BatchNorm statistics frozen (adapt --init's default): the adapted backbone still has the source's
+    assert result["batchnorm"]["mode"] == "frozen" and result["batchnorm"]["frozen_layers"] > 0
+    from safetensors.torch import load_file
+
+    src_state, ad_state = load_file(str(source_run / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    stats = [k for k in src_state if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for k in stats:
+        torch.testing.assert_close(ad_state[f"backbone.{k}"].float(), src_state[k].float())
     capsys.readouterr()
     # the source takes 16x16 inputs: a run feeding 32x32 is refused with one line
     rc = main(["adapt", "--config", "configs/difc_mcd_cpu.yaml", "--init", str(source_run), "--source", src, "--target", tgt,

@@ -16,8 +16,9 @@ def init_settings(ref: str, cfg: dict[str, Any]) -> dict[str, Any]:
     model REF (a run directory, a packaged model's name or ``default``): ``model`` becomes REF's network (name and
     options, ``init: REF``, no ``pretrained``), ``data.image_size`` / ``data.channels`` REF's input; with a normed
     (cosine) source classifier, MCD's classifiers are normed too (``method.head``) and the DI/DIFC loss scale
-    ``method.s`` is the one REF was trained with (its LDAM ``s``, 30 by default), since cosine logits need it.
-    Overrides given after it still win."""
+    ``method.s`` is the one REF was trained with (its LDAM ``s``, 30 by default), since cosine logits need it;
+    ``train.batchnorm`` is ``frozen`` (REF's BatchNorm statistics are kept: mixed source+target batches would
+    overwrite them within tens of steps, ``fairexpr/engine/batchnorm.py``). Overrides given after it still win."""
     from .. import checkpoint as ck
     from ..errors import ConfigError
 
@@ -30,7 +31,9 @@ def init_settings(ref: str, cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"model": {"name": m["name"], "pretrained": None, "kwargs": kwargs, "init": str(ref)},
                            "data": {"image_size": int((pre.get("input_size") or [cfg["data"]["image_size"]])[0]),
                                     "channels": in_chans},
-                           "method": {}}
+                           "method": {},
+                           # the converged source's BatchNorm statistics are kept (engine/batchnorm.py)
+                           "train": {"batchnorm": "frozen"}}
     method = cfg["method"]["name"]
     if kwargs.get("head") == "normed" and method in ("mcd", "dann"):
         src_loss = (side.get("config") or {}).get("loss") or {}
@@ -67,6 +70,7 @@ def build_adapt_config(config_path: str | None, source: str, target: str, target
         cfg["model"] = change["model"]  # the source's network replaces the recipe's (its kwargs are not merged)
         cfg["data"].update(change["data"])
         cfg["method"].update(change["method"])
+        cfg["train"].update(change["train"])
         cfg = load_config(None, list(overrides), extra=cfg)
     return cfg
 

@@ -114,6 +114,14 @@ class Engine:
         self.model_cfg = self.method.model.pretrained_cfg
         self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
         self.init_notes = self._init_from_model(cfg["model"]["init"]) if cfg["model"]["init"] else None
+        self.frozen_batchnorm = 0
+        if cfg["train"]["batchnorm"] == "frozen":
+            from .batchnorm import freeze_batchnorm
+
+            self.frozen_batchnorm = freeze_batchnorm(self.method)
+            if not self.frozen_batchnorm:
+                raise ConfigError(f"train.batchnorm=frozen: {cfg['model']['name']} has no BatchNorm layer to freeze "
+                                  "(set train.batchnorm=train)")
         from .allocator import configure_allocator
         from .precision import keep_losses_fp32, resolve_memory_format
 
@@ -540,7 +548,9 @@ class Engine:
         result: dict[str, Any] = {"out": str(self.out), "epochs_run": int(self.state["epoch"]), "steps": int(self.state["step"]),
                                   "stopped_by": stopped, "best_epoch": self.state["best_epoch"], "best": self.state["best"],
                                   "train_seconds": float(self.state["elapsed"]), "history": log_rows,
-                                  "allocator": self.allocator}
+                                  "allocator": self.allocator,
+                                  "batchnorm": {"mode": self.cfg["train"]["batchnorm"],
+                                                "frozen_layers": self.frozen_batchnorm}}
         if self.init_notes:
             result["init"] = self.init_notes
         if fabric.is_global_zero:
@@ -676,6 +686,9 @@ class Engine:
     def _select(self, row: dict[str, Any]) -> bool:
         metric = self.cfg["train"]["select_metric"]
         key = "val_loss" if metric == "loss" else f"val_{metric}"
+        if metric == "last":  # the model at the end of the schedule, validation logged but not used to choose
+            self.state["best"], self.state["best_epoch"] = row.get("val_balanced_accuracy"), row["epoch"]
+            return True
         if key not in row:  # no validation set: the last epoch is the one we keep
             self.state["best_epoch"] = row["epoch"]
             return True

@@ -11,6 +11,8 @@ of them. Seeds of the same cell are aggregated as ``mean ± std`` (population st
 * :func:`confusing_classes_table` — Table 4: mean per-class accuracy of the top-k confusing classes vs
   the rest, DI run (before) vs DIFC run (after), per (method, target).
 * :func:`plug_and_play_table` — Table 5: rows CE/DI/DIFC, columns DANN/SAFN/MCD.
+* :func:`paired_claims_table` — each claim (DI > CE, DIFC > DI, adapted > source-only) as a paired per-seed
+  difference with its 95 % interval and verdict (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -179,13 +181,89 @@ def plug_and_play_table(records: Sequence[dict[str, Any]], metric: str = "accura
     return table.fillna("–")
 
 
-def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: int = 3) -> dict[str, pd.DataFrame]:
-    """Tables 2, 3, 4 and one Table 5 per target (accuracy) for any list of run records."""
+def _verdict(d: dict[str, Any], lower_is_better: bool = False) -> str:
+    """docs/benchmarks.md rule 3: *reproduced* only when the paired interval excludes 0 in the claimed direction."""
+    if d["ci"] is None:
+        return "one seed: no interval"
+    lo, hi = d["ci"]
+    good, bad = (hi < 0, lo > 0) if lower_is_better else (lo > 0, hi < 0)
+    return "**reproduced**" if good else "opposite shown" if bad else "not shown"
+
+
+def paired_claims_table(records: Sequence[dict[str, Any]], classes: Sequence[str],
+                        source_only: dict[str, dict[str, Any]] | None = None, top: int = 3) -> pd.DataFrame:
+    """The DIFC claims as paired per-seed differences B − A with 95 % t intervals (points), per (method, target):
+
+    * ``DI > CE`` and ``DIFC > DI``: accuracy, balanced accuracy and the mean accuracy of the ``top`` most confusing
+      classes (those of :func:`confusing_classes_table`: the DIFC runs' confusion order after the DI phase);
+    * ``adapted > source-only`` for each loss, when ``source_only`` maps a target to the source model's metrics on it
+      (one deterministic model: each seed's difference is taken against the same value).
+
+    A claim is reproduced only when the interval excludes 0 in the claimed direction (docs/benchmarks.md, rule 3)."""
+    from .stats import format_difference, paired_difference
+
+    cells: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
+    for r in records:
+        cells.setdefault((r["method"], r["target"]), {}).setdefault(r["cls_loss"], {})[int(r["seed"])] = _need_metrics(r)
+    rows = []
+
+    def add(method: str, target: str, claim: str, metric: str, a: dict[int, float], b: dict[int, float]) -> None:
+        if not set(a) & set(b):  # e.g. one seed of each arm, different seeds: nothing to pair, said in the row
+            rows.append({"method": METHOD_COLUMNS.get(method, method), "target": target, "claim": claim, "metric": metric,
+                         "A": f"{np.mean(list(a.values())) * 100:.2f}", "B": f"{np.mean(list(b.values())) * 100:.2f}",
+                         "B − A [95 % CI] (points)": "–", "verdict": f"no shared seed (A {sorted(a)}, B {sorted(b)})"})
+            return
+        d = paired_difference(a, b)
+        seeds = d["seeds"]
+        rows.append({"method": METHOD_COLUMNS.get(method, method), "target": target, "claim": claim, "metric": metric,
+                     "A": f"{np.mean([a[k] for k in seeds]) * 100:.2f}", "B": f"{np.mean([b[k] for k in seeds]) * 100:.2f}",
+                     "B − A [95 % CI] (points)": format_difference(d), "verdict": _verdict(d)})
+
+    for (method, target), by_loss in cells.items():
+        confusing = None
+        if "difc" in by_loss:
+            order_tab = confusion_order_table([r for r in records if r["method"] == method and r["target"] == target
+                                               and r["cls_loss"] == "difc"], classes)
+            if not order_tab.empty:
+                confusing = [classes.index(order_tab.iloc[0][str(j + 1)]) for j in range(top)]
+        for claim, lo, hi in (("DI > CE", "ce", "di"), ("DIFC > DI", "di", "difc")):
+            if lo not in by_loss or hi not in by_loss:
+                continue
+            for metric in ("accuracy", "balanced_accuracy"):
+                add(method, target, claim, metric, {k: m[metric] for k, m in by_loss[lo].items()},
+                    {k: m[metric] for k, m in by_loss[hi].items()})
+            if confusing is not None:
+                add(method, target, claim, f"top-{top} confusing ({', '.join(classes[c] for c in confusing)})",
+                    {k: _group_accuracy(m, classes, confusing) for k, m in by_loss[lo].items()},
+                    {k: _group_accuracy(m, classes, confusing) for k, m in by_loss[hi].items()})
+        so = (source_only or {}).get(target)
+        if so is None:
+            continue
+        for loss in ("ce", "di", "difc"):
+            if loss not in by_loss:
+                continue
+            for metric in ("accuracy", "balanced_accuracy"):
+                add(method, target, f"{LOSS_ROWS[loss]} adapted > source-only", metric,
+                    {k: float(so[metric]) for k in by_loss[loss]}, {k: m[metric] for k, m in by_loss[loss].items()})
+    return pd.DataFrame(rows, columns=["method", "target", "claim", "metric", "A", "B", "B − A [95 % CI] (points)",
+                                       "verdict"])
+
+
+def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: int = 3,
+               source_only: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
+    """Tables 2, 3, 4, one Table 5 per target (accuracy) and the paired claims for any list of run records
+    (with the source-only rows when ``source_only`` gives the source model's metrics per target)."""
     tables = {
         "table2_accuracy": accuracy_table(records),
         "table3_confusion_order": confusion_order_table(records, classes),
         "table4_confusing_vs_rest": confusing_classes_table(records, classes, top=top),
+        "paired_claims": paired_claims_table(records, classes, source_only=source_only, top=top),
     }
+    if source_only:
+        tables["source_only"] = pd.DataFrame(
+            [{"target": t, "accuracy": f"{m['accuracy'] * 100:.2f}", "balanced_accuracy": f"{m['balanced_accuracy'] * 100:.2f}",
+              "model": m.get("checkpoint", "")} for t, m in source_only.items()],
+            columns=["target", "accuracy", "balanced_accuracy", "model"])
     for target in sorted({r["target"] for r in records}):
         name = Path(str(target).split(":", 1)[-1]).name or str(target)
         tables[f"table5_plug_and_play_{name}"] = plug_and_play_table(records, target=target)
@@ -235,13 +313,14 @@ def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], 
 
 
 def write_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], out_dir: str | Path,
-                 prefix: str = "difc", header: str = "", top: int = 3) -> dict[str, Path]:
+                 prefix: str = "difc", header: str = "", top: int = 3,
+                 source_only: dict[str, dict[str, Any]] | None = None) -> dict[str, Path]:
     """``<prefix>_tables.md`` / ``.json`` and ``<prefix>_per_class.png`` in ``out_dir`` (written atomically)."""
     import json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = all_tables(records, classes, top)
+    tables = all_tables(records, classes, top, source_only=source_only)
     md = [header] if header else []
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df, index=name.startswith("table5")), ""]

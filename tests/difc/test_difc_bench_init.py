@@ -1,0 +1,63 @@
+"""benchmarks/difc.py --init RUN at toy size, end to end: every cell starts from the source run, the source model
+itself is evaluated on the target once (source-only row), and the paired claims table is written under --tag."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+
+from _bench import load_bench  # noqa: E402
+from test_adapt_engine import domains, tiny_overrides  # noqa: E402,F401
+
+
+def _train_source(src: str, out: Path) -> Path:
+    """A registered network (the cells run as subprocesses, where the tests' tiny network is unknown)."""
+    from fairexpr.config import load_config
+    from fairexpr.engine import fit
+
+    cfg = load_config(None, [f"data.train={src}", "data.train_split=null", "model.name=mobilenet_v2",
+                             "model.kwargs={small_input: true, width_mult: 0.25}", "data.image_size=16",
+                             "data.channels=1", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+                             "train.eval_batch_size=64"])
+    fit(cfg, out)
+    return out
+
+
+def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: F811
+    src, tgt = domains
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    source_run = _train_source(src, tmp_path / "source")
+    difc = load_bench("difc", "difc_bench_init")
+    over = [o for o in tiny_overrides("mcd", 1) if not o.startswith(("model.name=", "data.image_size=", "data.channels=",
+                                                                     "method.cls_loss="))]
+    res, out = tmp_path / "results", tmp_path / "cells"
+    argv = ["--source", src, "--target", tgt, "--init", str(source_run), "--methods", "mcd", "--losses", "ce", "di",
+            "--seeds", "0", "1", "--epochs", "2", "--iters", "2", "--t1", "1", "--out", str(out), "--results", str(res),
+            "--tag", "toy_init", "--override", *over, "method.num_k=1"]
+    assert difc.main(argv) == 0
+    runs = json.loads((res / "toy_init_runs.json").read_text())
+    assert runs["meta"]["init"] == str(source_run) and len(runs["runs"]) == 4
+    so = runs["meta"]["source_only"][tgt]
+    assert 0.0 <= so["accuracy"] <= 1.0 and so["n"] > 0
+    md = (res / "toy_init_tables.md").read_text()
+    assert "## paired_claims" in md and "CE adapted > source-only" in md and "DI > CE" in md
+    assert f"Every cell starts from `{source_run}`" in md
+    assert not (res / "difc_runs.json").exists()  # --tag names every results file
+    # a second call reuses every cell and the source-only evaluation (nothing is re-run)
+    stamps = {p: p.stat().st_mtime for p in out.glob("*/result.json")} | {p: p.stat().st_mtime
+                                                                          for p in out.glob("source_only_*/metrics.json")}
+    assert len(stamps) == 5
+    assert difc.main(argv) == 0
+    assert all(p.stat().st_mtime == t for p, t in stamps.items())
+
+
+def test_difc_bench_refuses_a_bad_tag(capsys):
+    difc = load_bench("difc", "difc_bench_tag")
+    try:
+        difc.main(["--tag", "../x"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert "--tag '../x'" in capsys.readouterr().err
