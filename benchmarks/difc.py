@@ -124,6 +124,13 @@ def source_only(init: str, target: str, target_split: str | None, out: Path) -> 
     return metrics | {"checkpoint": init, "run": str(run_dir)}
 
 
+def best_val_epoch(history: list[dict]) -> int | None:
+    """1-based epoch of the highest source-validation balanced accuracy in a run's history (None without validation)."""
+    vals = [(float(h["val_balanced_accuracy"]), int(h["epoch"])) for h in history
+            if h.get("val_balanced_accuracy") not in (None, "")]
+    return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None
+
+
 def budget_meta(records: list[dict]) -> dict:
     """The budget the finished runs actually used (from their saved configs)."""
     seen = {}
@@ -215,7 +222,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                      for h in r["history"]] or [1]),
                                                           "best_epoch": json.loads((Path(r["run"]) / "result.json")
                                                                                    .read_text()).get("best_epoch"),
-                                                          "epochs_run": len(r["history"])}
+                                                          "epochs_run": len(r["history"]),
+                                                          # the epoch the source validation split liked best (with
+                                                          # train.select_metric=last the kept model is the last one)
+                                                          "best_val_epoch": best_val_epoch(r["history"]),
+                                                          "val_balanced_accuracy_history": [
+                                                              h.get("val_balanced_accuracy") for h in r["history"]]}
         for r in records]}, indent=2, default=str))
     header = (f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
               f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n")

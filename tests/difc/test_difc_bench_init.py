@@ -40,6 +40,7 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     assert difc.main(argv) == 0
     runs = json.loads((res / "toy_init_runs.json").read_text())
     assert runs["meta"]["init"] == str(source_run) and len(runs["runs"]) == 4
+    assert all(r["best_val_epoch"] is None and r["epochs_run"] == 2 for r in runs["runs"])  # no validation split here
     so = runs["meta"]["source_only"][tgt]
     assert 0.0 <= so["accuracy"] <= 1.0 and so["n"] > 0
     md = (res / "toy_init_tables.md").read_text()
@@ -61,3 +62,11 @@ def test_difc_bench_refuses_a_bad_tag(capsys):
     except SystemExit as e:
         assert e.code == 2
     assert "--tag '../x'" in capsys.readouterr().err
+
+
+def test_best_val_epoch():
+    difc = load_bench("difc", "difc_bench_bve")
+    h = [{"epoch": 1, "val_balanced_accuracy": 0.60}, {"epoch": 2, "val_balanced_accuracy": 0.62},
+         {"epoch": 3, "val_balanced_accuracy": 0.62}, {"epoch": 4, "val_balanced_accuracy": 0.61}]
+    assert difc.best_val_epoch(h) == 2  # ties: the earlier epoch
+    assert difc.best_val_epoch([{"epoch": 1}]) is None
