@@ -31,7 +31,7 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
     source_run = _train_source(src, tmp_path / "source")
     difc = load_bench("difc", "difc_bench_init")
-    over = [o for o in tiny_overrides("mcd", 1) if not o.startswith(("model.name=", "data.image_size=", "data.channels=",
+    over = [o for o in tiny_overrides("mcd", 1) if not o.startswith(("model.name=", "data.image_size=", "data.channels=", "train.epochs=",
                                                                      "method.cls_loss="))]
     res, out = tmp_path / "results", tmp_path / "cells"
     argv = ["--source", src, "--target", tgt, "--init", str(source_run), "--methods", "mcd", "--losses", "ce", "di",
