@@ -39,6 +39,14 @@ def resolved_config(argv: list[str]) -> dict[str, Any]:
     raise ValueError(f"resolved_config: expected a train or adapt command, got {sub!r}")
 
 
+def weights_sha256(ref: str, option: str) -> str:
+    """SHA-256 of the weights file of a trained model (run folder, checkpoint, packaged name or ``default``)."""
+    from fairexpr.checkpoint import read_source
+
+    weights, _ = read_source(ref, option)
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+
 def config_key(cfg: dict[str, Any]) -> str:
     """10 hex digits of the SHA-256 of the config (keys sorted; :data:`VOLATILE` keys dropped)."""
     c = copy.deepcopy(cfg)
@@ -46,10 +54,7 @@ def config_key(cfg: dict[str, Any]) -> str:
         (c.get(section) or {}).pop(key, None)
     init = (c.get("model") or {}).get("init")
     if init:  # the model a cell starts from is part of what it computes: a rebuilt `default` is another cell
-        from fairexpr.checkpoint import read_source
-
-        weights, _ = read_source(init, "model.init")
-        c["model"]["init_sha256"] = hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+        c["model"]["init_sha256"] = weights_sha256(init, "model.init")
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -104,14 +104,13 @@ def source_only(init: str, target: str, target_split: str | None, out: Path) -> 
     ``fairexpr eval`` of the same crops, cached in a directory keyed like the cells (by the command and the weights)."""
     import hashlib
 
-    from fairexpr.checkpoint import read_source
+    from _cells import weights_sha256
 
-    weights, _ = read_source(init, "--init")
     argv = ["eval", "--checkpoint", init, "--data", target, "--no-progress", "--json"]
     argv += ["--split", target_split] if target_split else []
     if target.split(":", 1)[0] == "ferplus":
         argv += ["--option", "protocol=majority", "--option", "num_classes=7"]
-    key = hashlib.sha256(json.dumps([argv, hashlib.sha256(Path(weights).read_bytes()).hexdigest()]).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([argv, weights_sha256(init, "--init")]).encode()).hexdigest()[:10]
     run_dir = out / f"source_only_{Path(target.split(':', 1)[1]).name}_{target_split or 'all'}_{key}"
     if not (run_dir / "metrics.json").exists():
         cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", *argv,
