@@ -291,6 +291,9 @@ def validate(cfg: dict[str, Any]) -> None:
     need(str(t["precision"]) in PRECISIONS, "train.precision", f"must be {'|'.join(PRECISIONS)}, got {t['precision']!r}")
     need(t["budget_clock"] in ("wall", "process"), "train.budget_clock", f"must be wall|process, got {t['budget_clock']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, "optim.lr", f"must be > 0, got {cfg['optim']['lr']!r}")
+    hm = cfg["optim"].get("head_lr_mult", 1.0)
+    need(isinstance(hm, (int, float)) and not isinstance(hm, bool) and hm > 0, "optim.head_lr_mult",
+         f"must be a number > 0, got {hm!r}")
     need(cfg["optim"]["name"] in ("sgd", "adam", "adamw"), "optim.name", f"must be sgd|adam|adamw, got {cfg['optim']['name']!r}")
     need(cfg["schedule"]["name"] in ("cosine", "step", "exponential", "constant"), "schedule.name",
          f"must be cosine|step|exponential|constant, got {cfg['schedule']['name']!r}")

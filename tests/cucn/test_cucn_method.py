@@ -150,6 +150,11 @@ def test_parameter_groups_backbone_vs_classifier():
     assert fast2["lr"] == 2e-3 and ids(fast2) == {id(p) for p in m2.head.parameters()}
 
 
+def test_head_lr_and_head_lr_mult_together_are_refused():
+    with pytest.raises(ConfigError, match=r"method.head_lr=0.002 and optim.head_lr_mult=5.0 both set"):
+        make({"head_lr": 2e-3}, optim={"head_lr_mult": 5.0})
+
+
 def test_class_weight_options():
     info = DataInfo(classes=("anger", "happiness"), class_counts=[10, 30], in_chans=1, image_size=32)
     torch.testing.assert_close(resolve_class_weights("inverse", info), torch.tensor([2.0, 40 / 60]))  # N/(K n_k)

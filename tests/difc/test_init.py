@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from difc_helpers import TINY, data_info, make_config
+from difc_helpers import TINY, data_info, make_config, sgd_builder
 from fairexpr.config import ConfigError, load_config
 from fairexpr.methods.afn import SAFN
 from fairexpr.methods.dann import DANN
 from fairexpr.methods.mcd import MCD
 from fairexpr.models import create_model
 
-from test_adapt_engine import domains, tiny_overrides  # noqa: F401  (the module-scoped two-domain fixture)
+from test_adapt_engine import cfg_for, domains, tiny_overrides  # noqa: F401  (the module-scoped two-domain fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 MOBILE = {"small_input": False, "head": "normed", "drop_rate": 0.2}
@@ -90,6 +90,40 @@ def test_safn_takes_the_backbone_only():
     assert "freshly initialised" in notes[1]
     assert all(torch.equal(v, src.state_dict()[k]) for k, v in safn.model.backbone.state_dict().items())
     assert torch.equal(safn.model.fc.weight, fc_before)
+
+
+def test_safn_bottleneck_and_classifier_train_at_head_lr_mult():
+    cfg = make_config("safn", bottleneck_dim=16) | {"optim": {"lr": 1e-5, "head_lr_mult": 100.0}}
+    safn = SAFN(cfg, data_info())
+    slow, fast = safn.parameter_groups(1e-5)
+    assert slow["lr"] == 1e-5 and fast["lr"] == pytest.approx(1e-3)
+    ids = lambda g: {id(p) for p in g["params"]}  # noqa: E731
+    assert ids(fast) == {id(p) for m in (safn.model.bottleneck, safn.model.fc) for p in m.parameters()}
+    assert ids(slow) == {id(p) for p in safn.model.backbone.parameters()}
+    # one SGD step with equal gradients: the head's weights move 100x as far as the backbone's
+    opt = sgd_builder(1e-5)(safn.parameter_groups(1e-5))
+    before = {id(p): p.detach().clone() for p in safn.parameters()}
+    for p in safn.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    step = {id(p): (p.detach() - before[id(p)]).abs().max().item() for p in safn.parameters()}
+    assert step[id(safn.model.fc.weight)] == pytest.approx(1e-3, rel=1e-2)
+    assert step[id(next(safn.model.backbone.parameters()))] == pytest.approx(1e-5, rel=1e-2)
+    # without the option: one lr for everything (the recipes' behaviour)
+    plain = SAFN(make_config("safn", bottleneck_dim=16), data_info()).parameter_groups(0.01)
+    assert [g["lr"] for g in plain] == [0.01, 0.01]
+
+
+def test_head_lr_mult_is_refused_by_a_method_that_ignores_it(domains, tmp_path):  # noqa: F811
+    from fairexpr.engine import fit
+
+    src, tgt = domains
+    with pytest.raises(ConfigError, match=r"optim.head_lr_mult=10: method 'dann' .*would ignore it; .*cucn, safn"):
+        fit(cfg_for(src, tgt, "dann", 1, ["optim.head_lr_mult=10"]), tmp_path / "dann")
+    with pytest.raises(ConfigError, match="'optim.head_lr_mult' must be a number > 0, got 0"):
+        cfg_for(src, tgt, "safn", 1, ["optim.head_lr_mult=0"])
+    res = fit(cfg_for(src, tgt, "safn", 1, ["optim.head_lr_mult=10"]), tmp_path / "safn")
+    assert res["epochs_run"] == 1
 
 
 def test_init_settings_from_the_packaged_default_model(domains):  # noqa: F811

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import ConfigError, dump_config
 from ..data.augment import AugmentConfig, apply_params, normalize, sample_params, slice_params, to_float
-from ..methods.base import DataInfo, StepContext, get_method
+from ..methods.base import DataInfo, StepContext, get_method, list_methods
 from .. import checkpoint as ck
 from .data import Split, build_splits, cycle_indices, epoch_indices
 from .schedule import lr_factor
@@ -72,6 +72,11 @@ class Engine:
         if unknown:
             raise ConfigError(f"method.{sorted(unknown)[0]}: unknown option for method {cfg['method']['name']!r}; "
                               f"known: {', '.join(sorted(method_cls.option_defaults)) or '(none)'}")
+        mult = cfg["optim"].get("head_lr_mult", 1.0)
+        if mult != 1.0 and not method_cls.uses_head_lr_mult:
+            raise ConfigError(f"optim.head_lr_mult={mult}: method {cfg['method']['name']!r} trains every parameter at "
+                              "optim.lr and would ignore it; methods that use it: "
+                              + ", ".join(n for n in list_methods() if get_method(n).uses_head_lr_mult))
         if self._splits is None:
             if method_cls.needs_target and not cfg["data"].get("target"):
                 raise ConfigError(f"method {cfg['method']['name']!r} adapts to a target domain: set data.target (FORMAT:PATH)")

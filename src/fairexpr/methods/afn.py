@@ -20,6 +20,10 @@ class SAFN(UDAMethod):
     """
     #: the AFN bottleneck's parameters are not all used in every step under DDP
     ddp_unused_parameters = True
+    #: the AFN bottleneck and the classifier train at ``optim.lr * optim.head_lr_mult`` (Transfer-Learning-Library's
+    #: SAFN: backbone at 0.1x the bottleneck/head lr); needed to start a fresh head on a converged ``model.init``
+    #: backbone without moving it
+    uses_head_lr_mult = True
 
     option_defaults = {**COMMON_DEFAULTS, "delta_r": 1.0, "afn_weight": 0.05, "entropy_weight": 0.0,
                        "bottleneck_dim": 1000, "dropout": 0.5}
@@ -31,6 +35,7 @@ class SAFN(UDAMethod):
         self.model = create_model("afn_net", num_classes=self.num_classes, pretrained=pretrained, backbone=name,
                                   backbone_kwargs=kw, bottleneck_dim=int(o["bottleneck_dim"]), dropout=float(o["dropout"]))
         self.afn = AdaptiveFeatureNorm(float(o["delta_r"]))
+        self.head_lr_mult = float((config.get("optim") or {}).get("head_lr_mult", 1.0))
 
     def init_from(self, state: dict[str, torch.Tensor], sidecar: dict[str, Any], source: str) -> list[str]:
         """``model.init`` for SAFN: the backbone = the source network (strict); the AFN bottleneck and the classifier
@@ -39,6 +44,14 @@ class SAFN(UDAMethod):
         strict_load(self.model.backbone, state, source, "SAFN's backbone")
         return [f"backbone from {source} ({len(state)} tensors, strict)",
                 "AFN bottleneck and classifier freshly initialised (the source classifier does not act on the bottleneck)"]
+
+    def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """The backbone at ``base_lr``; the AFN bottleneck and the classifier at ``base_lr * optim.head_lr_mult``."""
+        mult = self.head_lr_mult
+        head = [*self.model.bottleneck.parameters(), *self.model.fc.parameters()]
+        head_ids = {id(p) for p in head}
+        slow = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+        return [{"params": slow, "lr": base_lr}, {"params": [p for p in head if p.requires_grad], "lr": base_lr * mult}]
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
         xs, ys, xt = batch["source"]["image"], batch["source"]["label"], batch["target"]["image"]

@@ -80,6 +80,9 @@ class Method(nn.Module):
     #: landmark-cropping network (``uses_landmarks``) under a method that would silently ignore them
     accepts_landmarks: bool = False
     needs_unlabelled: bool = False
+    #: the method gives part of its parameters ``optim.lr * optim.head_lr_mult`` (``parameter_groups``); the engine
+    #: refuses ``head_lr_mult != 1`` for a method that would silently ignore it
+    uses_head_lr_mult: bool = False
 
     #: the deployable network (what eval/predict/export use); sub-classes set it in __init__
     model: nn.Module

@@ -84,6 +84,8 @@ def resolve_class_weights(spec: Any, info: DataInfo, beta: float = 0.9999) -> to
 class CUCN(Method):
     """CUCN: class-weighted, uncertainty-mixed training of a two-feature (μ, log σ²) network."""
 
+    uses_head_lr_mult = True
+
     option_defaults: dict[str, Any] = {
         "mixing": True,  # RUL uncertainty mixing of μ (false: weighted CE on μ; ablation)
         "class_weights": "inverse",  # Eq. 1 W_n: none | inverse | sqrt | effective | [w_0..] | {class: w}
@@ -114,6 +116,9 @@ class CUCN(Method):
         self.plain_criterion = MixedUncertaintyLoss(self.weights, average_terms=True, num_classes=info.num_classes)
         o = config.get("optim") or {}
         base_lr = float(o.get("lr", 1e-4))
+        if opts["head_lr"] is not None and float(o.get("head_lr_mult", 1.0)) != 1.0:
+            raise ConfigError(f"method.head_lr={opts['head_lr']} and optim.head_lr_mult={o['head_lr_mult']} both set the "
+                              "classifier's learning rate; keep one (head_lr is absolute, head_lr_mult multiplies optim.lr)")
         self.head_lr = float(opts["head_lr"]) if opts["head_lr"] is not None else base_lr * float(o.get("head_lr_mult", 1.0))
 
     @classmethod
