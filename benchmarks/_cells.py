@@ -52,6 +52,10 @@ def config_key(cfg: dict[str, Any]) -> str:
     c = copy.deepcopy(cfg)
     for section, key in VOLATILE:
         (c.get(section) or {}).pop(key, None)
+    if (c.get("train") or {}).get("batchnorm") == "frozen":  # what `frozen` freezes is part of what a cell computes
+        from fairexpr.engine.batchnorm import FREEZE_RULE
+
+        c["train"]["batchnorm_rule"] = FREEZE_RULE
     init = (c.get("model") or {}).get("init")
     if init:  # the model a cell starts from is part of what it computes: a rebuilt `default` is another cell
         c["model"]["init_sha256"] = weights_sha256(init, "model.init")

@@ -195,3 +195,47 @@ def test_cli_adapt_init_end_to_end(domains, tmp_path, monkeypatch, capsys):  # n
                "--target", tgt, "--out", str(tmp_path / "bad2"), *over])
     err = capsys.readouterr().err
     assert rc == 2 and "--init:" in err and "nowhere" in err and "Traceback" not in err
+
+
+def test_dann_init_freezes_the_source_statistics_but_not_the_fresh_discriminator(domains, tmp_path, monkeypatch):  # noqa: F811
+    """adapt --init with DANN: the source network's BatchNorm layers are frozen, the new domain discriminator's two
+    (still at their initial statistics) normalise with the batch and learn their statistics."""
+    from fairexpr.cli import main
+    from safetensors.torch import load_file
+
+    src, tgt = domains
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    source_run = _train_source(src, tmp_path / "source")
+    n_source_bn = sum(1 for k in load_file(str(source_run / "model.safetensors")) if k.endswith("running_mean"))
+    over = [o for o in tiny_overrides("dann", 1) if not o.startswith(("model.name=", "data.image_size=", "data.channels="))]
+    out = tmp_path / "adapted"
+    rc = main(["adapt", "--config", "configs/difc_dann_cpu.yaml", "--init", str(source_run), "--source", src,
+               "--target", tgt, "--target-eval", tgt, "--out", str(out), "--json", *over])
+    assert rc == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["batchnorm"] == {"mode": "frozen", "frozen_layers": n_source_bn, "training_layers": 2}
+    # the training state: the discriminator's statistics moved away from their initial (0, 1), the source's did not
+    last = load_file(str(out / "last.safetensors"))
+    disc = [k for k in last if k.startswith("method/discriminator.") and k.endswith("running_mean")]
+    assert len(disc) == 2 and all(last[k].abs().sum() > 0 for k in disc)
+    src_state = load_file(str(source_run / "model.safetensors"))
+    for k in (k for k in src_state if k.endswith("running_mean")):
+        torch.testing.assert_close(last[f"method/model.{k}"].float(), src_state[k].float())
+
+
+def test_cell_key_includes_the_batchnorm_freeze_rule(monkeypatch):
+    """A benchmark cell run under another `frozen` rule is another cell (rule 5: no stale numbers)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _cells
+    from fairexpr.engine import batchnorm
+
+    cfg = load_config(None, ["train.batchnorm=frozen"])
+    k1 = _cells.config_key(cfg)
+    monkeypatch.setattr(batchnorm, "FREEZE_RULE", "every-layer")
+    assert _cells.config_key(cfg) != k1
+    plain = load_config(None, [])
+    k2 = _cells.config_key(plain)
+    monkeypatch.setattr(batchnorm, "FREEZE_RULE", "another")
+    assert _cells.config_key(plain) == k2  # train mode: the rule does not apply

@@ -21,7 +21,7 @@ def _net():
 
 def test_frozen_statistics_are_used_and_kept():
     net = _net()
-    assert freeze_batchnorm(net) == 2
+    assert freeze_batchnorm(net) == (1, 1)  # net[5] still has its initial statistics: left training
     bn = net[1]
     mean0, var0 = bn.running_mean.clone(), bn.running_var.clone()
     net.train()
@@ -47,7 +47,7 @@ def test_train_mode_updates_without_freeze():
 
 def test_freeze_survives_train_calls_and_is_idempotent():
     net = _net()
-    assert freeze_batchnorm(net) == 2 and freeze_batchnorm(net) == 2
+    assert freeze_batchnorm(net) == (1, 1) and freeze_batchnorm(net) == (1, 1)
     assert len(net[1]._forward_pre_hooks) == 1
     net.train()
     net.train(True)
@@ -56,7 +56,26 @@ def test_freeze_survives_train_calls_and_is_idempotent():
 
 
 def test_no_batchnorm_counts_zero():
-    assert freeze_batchnorm(nn.Sequential(nn.Linear(2, 2))) == 0
+    assert freeze_batchnorm(nn.Sequential(nn.Linear(2, 2))) == (0, 0)
+
+
+def test_a_layer_with_initial_statistics_keeps_training_behaviour():
+    """A fresh layer (a DANN discriminator's, SAFN's bottleneck's) beside a loaded backbone normalises with the batch
+    and learns its statistics; frozen at mean 0 / variance 1 it would not normalise at all."""
+    net = _net()
+    freeze_batchnorm(net)
+    fresh = net[5]
+    assert not getattr(fresh, "_fairexpr_frozen_stats", False) and len(fresh._forward_pre_hooks) == 0
+    net.train()
+    x = torch.randn(16, 1, 6, 6) * 3 + 1
+    net(x)
+    assert int(fresh.num_batches_tracked) == 1 and not torch.all(fresh.running_mean == 0)
+    # batch statistics: the layer's output has (per feature) mean = bias (0) and variance = weight^2 (1)
+    h = net[:5](x)
+    y = fresh(h)
+    torch.testing.assert_close(y.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(0, unbiased=False), torch.ones(3), atol=1e-3, rtol=0)
+    assert int(net[1].num_batches_tracked) == 0  # the loaded one stays frozen
 
 
 def test_config_value_checked():

@@ -48,7 +48,8 @@ def test_frozen_batchnorm_through_a_training_run(cfg_factory, tmp_path):
     out = tmp_path / "run"
     fit(cfg, out)
     result = json.loads((out / "result.json").read_text())
-    assert result["batchnorm"] == {"mode": "frozen", "frozen_layers": 20}  # ResNet-18: 20 BatchNorm2d layers
+    # ResNet-18: 20 BatchNorm2d layers, all loaded from the source run
+    assert result["batchnorm"] == {"mode": "frozen", "frozen_layers": 20, "training_layers": 0}
     after = load_file(str(out / "model.safetensors"))
     for k, v in before.items():
         assert (after[k] == v).all(), k
@@ -59,11 +60,9 @@ def test_frozen_batchnorm_through_a_training_run(cfg_factory, tmp_path):
     load_model(out)  # and the run is a loadable model
 
 
-def test_frozen_batchnorm_without_batchnorm_is_an_error(cfg_factory, tmp_path, monkeypatch):
-    """An option that would do nothing is an error (a network with no BatchNorm layer, simulated here)."""
-    from fairexpr.engine import batchnorm
-
-    monkeypatch.setattr(batchnorm, "freeze_batchnorm", lambda net: 0)
+def test_frozen_batchnorm_with_nothing_loaded_is_an_error(cfg_factory, tmp_path):
+    """An option that would do nothing is an error: a network trained from scratch has only initial statistics."""
     cfg = cfg_factory(train={"epochs": 1, "batch_size": 32, "batchnorm": "frozen"})
-    with pytest.raises(ConfigError, match="train.batchnorm=frozen: resnet18 has no BatchNorm layer"):
+    with pytest.raises(ConfigError, match=r"train.batchnorm=frozen: nothing to freeze in resnet18: its 20 BatchNorm "
+                                          r"layer\(s\) all still have their initial statistics"):
         fit(cfg, tmp_path / "run")

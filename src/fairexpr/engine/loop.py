@@ -119,14 +119,16 @@ class Engine:
         self.model_cfg = self.method.model.pretrained_cfg
         self.mean, self.std = self.model_cfg.get("mean", [0.5]), self.model_cfg.get("std", [0.5])
         self.init_notes = self._init_from_model(cfg["model"]["init"]) if cfg["model"]["init"] else None
-        self.frozen_batchnorm = 0
+        self.frozen_batchnorm, self.fresh_batchnorm = 0, 0
         if cfg["train"]["batchnorm"] == "frozen":
             from .batchnorm import freeze_batchnorm
 
-            self.frozen_batchnorm = freeze_batchnorm(self.method)
+            self.frozen_batchnorm, self.fresh_batchnorm = freeze_batchnorm(self.method)
             if not self.frozen_batchnorm:
-                raise ConfigError(f"train.batchnorm=frozen: {cfg['model']['name']} has no BatchNorm layer to freeze "
-                                  "(set train.batchnorm=train)")
+                what = (f"its {self.fresh_batchnorm} BatchNorm layer(s) all still have their initial statistics"
+                        if self.fresh_batchnorm else "it has no BatchNorm layer")
+                raise ConfigError(f"train.batchnorm=frozen: nothing to freeze in {cfg['model']['name']}: {what} "
+                                  "(start from trained weights with model.init/model.pretrained, or set train.batchnorm=train)")
         from .allocator import configure_allocator
         from .precision import keep_losses_fp32, resolve_memory_format
 
@@ -555,7 +557,8 @@ class Engine:
                                   "train_seconds": float(self.state["elapsed"]), "history": log_rows,
                                   "allocator": self.allocator,
                                   "batchnorm": {"mode": self.cfg["train"]["batchnorm"],
-                                                "frozen_layers": self.frozen_batchnorm}}
+                                                "frozen_layers": self.frozen_batchnorm,
+                                                "training_layers": self.fresh_batchnorm}}
         if self.init_notes:
             result["init"] = self.init_notes
         if fabric.is_global_zero:
