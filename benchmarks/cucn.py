@@ -1,19 +1,27 @@
-"""Issue-5 benchmark: the CUCN ablation (Fan et al. 2022, Table II shape) on real data, same CPU budget per row.
+"""Issue-5/16 benchmark: the CUCN ablation (Fan et al. 2022, Table II shape) on real data, seeds paired, claims tested.
 
-Rows (each a `fairexpr train` of configs/cucn_cpu.yaml with overrides; fixed seed, from scratch — no
-pretrained ResNet weights can be had on these machines, whereas the paper fine-tunes an MS-Celeb ResNet-18):
+Rows (each a `fairexpr train` of the recipe with overrides; ``<plain>`` = the recipe's backbone without CBAM:
+``resnet18`` for ``--recipe cpu``, dlib's face ResNet-29 ``dlib_resnet29`` for ``--recipe dlib``):
 
-    resnet18_ce        ResNet-18 + μ head, unweighted CE on μ     model.name=resnet18 method.mixing=false method.class_weights=none
-    resnet18_weights   + class weights (Eq. 1, inverse frequency)  model.name=resnet18 method.mixing=false
-    cbam_weights       + CBAM                                      method.mixing=false
-    cucn               + uncertainty mixing (full CUCN)            (the recipe as is)
+    plain_ce        backbone + μ head, unweighted CE on μ      model.name=<plain> method.mixing=false method.class_weights=none
+    plain_weights   + class weights (Eq. 1, inverse frequency)  model.name=<plain> method.mixing=false
+    cbam_weights    + CBAM                                      method.mixing=false
+    cucn            + uncertainty mixing (full CUCN)            (the recipe as is)
 
-Datasets: FER2013 train (minus a 10 % stratified holdout) -> PrivateTest; FER+ majority train -> test
-(FER2013Valid as validation). Results: benchmarks/results/cucn.json, cucn.md, and per dataset the
-Table II CSV/Markdown and the Fig. 4 per-class line chart (cucn_<dataset>_*). Finished runs are skipped
-when the script is re-run; a killed run is resumed.
+The claims, each a paired per-seed difference B − A with its 95 % t interval (docs/benchmarks.md, rule 3):
 
-    python benchmarks/cucn.py --data $FAIREXPR_DATA --cpu-minutes 20 --epochs 8
+    class weights shrink the max–min class gap      plain_ce -> plain_weights   gap (lower is the claim)
+    CBAM recovers the accuracy the weights cost     plain_weights -> cbam_weights   accuracy, balanced accuracy
+    mixing helps (under --noise label noise)        cbam_weights -> cucn        accuracy, balanced accuracy
+
+Datasets: FER2013 train (minus a 10 % stratified holdout, seeded) -> PrivateTest; FER+ majority train -> test
+(FER2013Valid as validation). ``--noise R`` flips round(R·N) training labels to uniformly drawn other classes
+(``data.label_noise``, drawn per seed; validation and test stay clean). Each cell's directory is keyed by the hash
+of its resolved config (``benchmarks/_cells.py``): a run made with other settings is never reused; a killed run
+resumes. ``--shard i/n`` runs every n-th cell (parallel processes), ``--collect`` only builds the tables.
+
+    python benchmarks/cucn.py --recipe dlib --rows cbam_weights cucn --noise 0.2 --seeds 0 1 2 --datasets fer2013 \\
+        --epochs 12 --cpu-minutes 40 --tag cucn_dlib_noise20 --shard 0/2        # and 1/2, then --collect
     python benchmarks/cucn.py --synthetic --cpu-minutes 0.2 --epochs 1 --out /tmp/cucn_smoke \\
         --results-dir /tmp/cucn_smoke/results          # a seconds-long smoke run on synthetic faces
 """
@@ -27,17 +35,39 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+#: recipe -> (config file, the backbone without CBAM, what the recipe is, in words)
+RECIPES: dict[str, tuple[str, str, str]] = {
+    "cpu": ("configs/cucn_cpu.yaml", "resnet18",
+            "configs/cucn_cpu.yaml: 48x48 grey ResNet-18 from scratch (standard stem), Adam 1e-3 / classifier 5e-3, "
+            "ExponentialLR 0.9; no pretrained ResNet-18 can be had here (the paper fine-tunes MS-Celeb weights)"),
+    "dlib": ("configs/cucn_dlib_cpu.yaml", "dlib_resnet29",
+             "configs/cucn_dlib_cpu.yaml: 64x64 grey, dlib's face-recognition ResNet-29 (CC0, pretrained on faces; "
+             "feature stage 3), CBAM freshly initialised in every residual branch, Adam 1e-5 / classifier 1e-3, "
+             "ExponentialLR 0.9, bf16"),
+}
+
+#: row -> (label, overrides; ``{plain}`` = the recipe's backbone without CBAM)
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "resnet18_ce": ("ResNet-18 CE", ["model.name=resnet18", "method.mixing=false", "method.class_weights=none"]),
-    "resnet18_weights": ("+ class weights", ["model.name=resnet18", "method.mixing=false"]),
+    "plain_ce": ("backbone, unweighted CE", ["model.name={plain}", "method.mixing=false", "method.class_weights=none"]),
+    "plain_weights": ("+ class weights", ["model.name={plain}", "method.mixing=false"]),
     "cbam_weights": ("+ class weights + CBAM", ["method.mixing=false"]),
     "cucn": ("+ mixing (full CUCN)", []),
 }
+
+#: (claim, row A, row B, metrics, lower_is_claim)
+CLAIMS: list[tuple[str, str, str, tuple[str, ...], bool]] = [
+    ("class weights shrink the max–min class gap", "plain_ce", "plain_weights", ("per_class_accuracy_gap",), True),
+    ("CBAM recovers the accuracy the weights cost", "plain_weights", "cbam_weights", ("accuracy", "balanced_accuracy"), False),
+    ("mixing helps", "cbam_weights", "cucn", ("accuracy", "balanced_accuracy"), False),
+]
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy_min", "per_class_accuracy_max",
+           "per_class_accuracy_gap")
 
 
 def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
@@ -46,7 +76,9 @@ def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
         return {"synthetic": [f"data.train={syn}", "data.train_split=train", "data.train_options={total: 420, seed: 1}",
                               f"data.val={syn}", "data.val_split=val", "data.val_options={total: 140, seed: 1}",
                               f"data.test={syn}", "data.test_split=test", "data.test_options={total: 140, seed: 1}",
-                              "data.image_size=32", "model.kwargs={small_input: false}", "train.batch_size=32"]}
+                              "train.batch_size=32"]
+                + (["data.image_size=32", "model.kwargs={small_input: false}"] if a.recipe == "cpu" else
+                   ["data.image_size=56", "model.pretrained=null"])}  # dlib stage 3 needs >= 55 px
     fer, ferplus = f"fer2013:{a.data}/fer2013", f"ferplus:{a.data}/ferplus"
     maj = "{protocol: majority}"
     return {
@@ -58,82 +90,205 @@ def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
-def cell_argv(args: list[str]) -> list[str]:
-    return ["train", "--config", str(ROOT / "configs" / "cucn_cpu.yaml"), "--no-progress", *args]
+def row_overrides(row: str, recipe: str) -> list[str]:
+    return [o.format(plain=RECIPES[recipe][1]) for o in ROWS[row][1]]
 
 
-def run_one(run_dir: Path, args: list[str], log: Path) -> None:
-    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(args), "--out", str(run_dir)]
+def cell_argv(recipe: str, args: list[str]) -> list[str]:
+    return ["train", "--config", str(ROOT / RECIPES[recipe][0]), "--no-progress", *args]
+
+
+def cell_name(ds: str, row: str, seed: int, noise: float) -> str:
+    return f"{ds}_{row}" + (f"_noise{round(noise * 100)}" if noise else "") + f"_s{seed}"
+
+
+def run_one(run_dir: Path, argv: list[str], log: Path) -> int:
+    """Run (or resume) one cell, its output in ``log``; returns the exit status."""
+    cmd = [sys.executable, "-m", "fairexpr.cli", *argv, "--out", str(run_dir)]
     if (run_dir / "last.json").exists():
         cmd.append("--resume")
     with open(log, "w") as f:
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")}).returncode
 
 
-def main() -> None:
+def parse_shard(s: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in s.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard: expected i/n (e.g. 0/2), got {s!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise SystemExit(f"--shard: need 0 <= i < n, got {s!r}")
+    return i, n
+
+
+def claims_table(cells: dict[str, dict[int, dict[str, Any]]], noise: float) -> list[dict[str, str]]:
+    """Every claim whose two rows were run, per metric: A, B (means over the shared seeds, %), B − A [95 % CI] and the
+    verdict (*reproduced* only when the interval excludes 0 in the claimed direction)."""
+    from fairexpr.evaluation.stats import format_difference, paired_difference
+
+    out = []
+    for claim, ra, rb, metrics, lower in CLAIMS:
+        if ra not in cells or rb not in cells:
+            continue
+        label = claim + (f" under {noise * 100:g} % symmetric label noise" if noise and rb == "cucn" else "")
+        for metric in metrics:
+            a = {s: m[metric] for s, m in cells[ra].items()}
+            b = {s: m[metric] for s, m in cells[rb].items()}
+            shared = sorted(set(a) & set(b))
+            if not shared:
+                out.append({"claim": label, "A → B": f"{ra} → {rb}", "metric": metric, "A": "–", "B": "–",
+                            "B − A [95 % CI] (points)": "–", "verdict": f"no shared seed ({sorted(a)} vs {sorted(b)})"})
+                continue
+            d = paired_difference(a, b)
+            want, other = ("b < a", "b > a") if lower else ("b > a", "b < a")
+            verdict = ("**reproduced**" if d["verdict"] == want else "opposite shown" if d["verdict"] == other
+                       else "not shown" if d["ci"] is not None else d["verdict"])
+            out.append({"claim": label, "A → B": f"{ra} → {rb}", "metric": metric,
+                        "A": f"{100 * sum(a[s] for s in shared) / len(shared):.2f}",
+                        "B": f"{100 * sum(b[s] for s in shared) / len(shared):.2f}",
+                        "B − A [95 % CI] (points)": format_difference(d), "verdict": verdict})
+    return out
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(rows[0])
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n"
+
+
+def summary_rows(cells: dict[str, dict[int, dict[str, Any]]], runs: dict[str, dict[int, dict[str, Any]]]) -> list[dict]:
+    """Per row: seeds, epochs run (best epoch per seed), mean ± sd of accuracy, balanced accuracy, min/max class
+    accuracy and the gap (%)."""
+    import numpy as np
+
+    out = []
+    for row, by_seed in cells.items():
+        seeds = sorted(by_seed)
+
+        def ms(metric: str) -> str:
+            v = np.array([by_seed[s][metric] for s in seeds], dtype=float) * 100
+            return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+
+        out.append({"row": f"{row} ({ROWS[row][0]})", "seeds": " ".join(map(str, seeds)),
+                    "epochs (best)": ", ".join(f"{runs[row][s]['epochs']} ({runs[row][s]['best_epoch']})" for s in seeds),
+                    "accuracy": ms("accuracy"), "balanced": ms("balanced_accuracy"),
+                    "min class": ms("per_class_accuracy_min"), "max class": ms("per_class_accuracy_max"),
+                    "gap": ms("per_class_accuracy_gap")})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="cpu")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "cucn"), help="run directories")
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--cpu-minutes", type=float, default=20.0, help="process CPU-time training budget per row")
+    ap.add_argument("--tag", default="cucn", help="results file prefix: <results-dir>/<tag>.{json,md}")
+    ap.add_argument("--cpu-minutes", type=float, default=20.0, help="process CPU-time training budget per cell")
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", nargs="*", choices=list(ROWS), help="subset of rows")
-    ap.add_argument("--datasets", nargs="*", help="subset of datasets (fer2013, ferplus)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--noise", type=float, default=0.0, help="symmetric label-noise rate on the training labels")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="subset of rows")
+    ap.add_argument("--datasets", nargs="+", choices=["fer2013", "ferplus"], help="subset of datasets")
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
-    a = ap.parse_args()
+    ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes)")
+    ap.add_argument("--collect", action="store_true", help="only build the tables from the finished cells")
+    a = ap.parse_args(argv)
+    if not 0.0 <= a.noise < 1.0:
+        ap.error(f"--noise must be in [0, 1), got {a.noise}")
+    shard = parse_shard(a.shard)
     from _cells import keyed_dir
     from fairexpr.evaluation.cucn_tables import table2, table2_markdown, write_report
 
     out, res_dir = Path(a.out), Path(a.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     res_dir.mkdir(parents=True, exist_ok=True)
-    common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}",
-              f"seed={a.seed}"]
-    results: dict[str, dict] = {}
-    md: list[str] = []
-    for ds, ds_args in datasets(a).items():
-        if a.datasets and ds not in a.datasets:
-            continue
-        done: dict[str, Path] = {}
-        for row, (label, row_args) in ROWS.items():
-            if a.only and row not in a.only:
+    common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}"]
+    if a.noise:
+        common += [f"data.label_noise={a.noise}", "data.label_noise_kind=symmetric"]
+    todo = [(ds, row, seed) for seed in a.seeds for ds in datasets(a) if not a.datasets or ds in a.datasets
+            for row in a.rows]
+    dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise),
+                         cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe) + common + [f"seed={c[2]}"]))
+            for c in todo}
+    failed: list[str] = []
+    if not a.collect:
+        mine = [c for k, c in enumerate(todo) if k % shard[1] == shard[0]]
+        for k, c in enumerate(mine):
+            run_dir = dirs[c]
+            if (run_dir / "result.json").exists():
                 continue
-            # keyed by the resolved config's hash: a run made with other settings is never reused (rule 5)
-            run_dir = keyed_dir(out, f"{ds}_{row}_s{a.seed}", cell_argv(ds_args + row_args + common))
-            if not (run_dir / "result.json").exists():
-                print(f"[cucn] {ds} / {row} ...", flush=True)
-                t0 = time.time()
-                run_one(run_dir, ds_args + row_args + common, out / f"{ds}_{row}_s{a.seed}.log")
-                print(f"[cucn] {ds} / {row} done in {(time.time() - t0) / 60:.1f} min", flush=True)
+            ds, row, seed = c
+            print(f"[cucn] cell {k + 1}/{len(mine)}: {ds} / {row} / seed {seed} ...", flush=True)
+            t0 = time.time()
+            argv_c = cell_argv(a.recipe, datasets(a)[ds] + row_overrides(row, a.recipe) + common + [f"seed={seed}"])
+            log = out / f"{cell_name(ds, row, seed, a.noise)}.log"
+            rc = run_one(run_dir, argv_c, log)
+            if rc != 0:
+                last = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [""]
+                print(f"[cucn] {ds} / {row} / seed {seed} FAILED (exit {rc}): {last[0]} (log: {log})", flush=True)
+                failed.append(cell_name(ds, row, seed, a.noise))
+                continue
+            print(f"[cucn] {ds} / {row} / seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
+        if shard[1] > 1:
+            print(f"[cucn] shard {a.shard} done" + (f", {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else "")
+                  + "; build the tables with --collect once every shard has finished")
+            return 1 if failed else 0
+    missing = [cell_name(c[0], c[1], c[2], a.noise) for c in todo if not (dirs[c] / "result.json").exists()]
+    results: dict[str, Any] = {}
+    md: list[str] = []
+    for ds in dict.fromkeys(c[0] for c in todo):
+        cells: dict[str, dict[int, dict[str, Any]]] = {}
+        runs: dict[str, dict[int, dict[str, Any]]] = {}
+        for (d, row, seed), run_dir in dirs.items():
+            if d != ds or not (run_dir / "result.json").exists():
+                continue
             r = json.loads((run_dir / "result.json").read_text())
             m = r["eval"]["test"]
-            results.setdefault(ds, {})[row] = {
-                "label": label, "overrides": row_args, "epochs": r["epochs_run"], "best_epoch": r["best_epoch"],
-                "train_seconds_cpu": r["train_seconds"], "stopped_by": r["stopped_by"],
-                "test": {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "per_class_accuracy",
-                                           "per_class_accuracy_min", "per_class_accuracy_max", "per_class_accuracy_gap")},
-            }
-            done[label] = run_dir
-        if done:
-            write_report(done, res_dir / f"cucn_{ds}", "test", title=f"CUCN ablation, {ds} test: per-class accuracy")
-            md += [f"### {ds}", "", table2_markdown(table2(done))]
+            cells.setdefault(row, {})[seed] = {k: m[k] for k in METRICS}
+            runs.setdefault(row, {})[seed] = {
+                "run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+                "epochs": r["epochs_run"], "best_epoch": r["best_epoch"], "train_seconds_cpu": r["train_seconds"],
+                "stopped_by": r["stopped_by"],
+                "test": {k: m[k] for k in ("n", *METRICS, "per_class_accuracy")}}
+        if not cells:
+            continue
+        claims = claims_table(cells, a.noise)
+        results[ds] = {"rows": runs, "claims": claims}
+        first = min(a.seeds)
+        seed_runs = {ROWS[row][0]: dirs[(ds, row, first)] for row in a.rows if (ds, row, first) in dirs
+                     and (dirs[(ds, row, first)] / "result.json").exists()}
+        if seed_runs:
+            write_report(seed_runs, res_dir / f"{a.tag}_{ds}", "test",
+                         title=f"CUCN ablation, {ds} test, seed {first}: per-class accuracy")
+        md += [f"### {ds}", "", "Mean ± sd over seeds (%), test split:", "", markdown(summary_rows(cells, runs)),
+               "Claims, paired by seed (B − A, points; 95 % Student-t interval):", "", markdown(claims) or "(no claim has both rows)\n",
+               f"Seed {first}, Table II shape:", "", table2_markdown(table2(seed_runs)) if seed_runs else ""]
     import torch
 
     meta = {"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}",
-            "budget": f"{a.cpu_minutes} CPU-minutes of training per row (process time), at most {a.epochs} epochs",
-            "recipe": "configs/cucn_cpu.yaml (48x48 grey, standard ResNet stem (the stride-1 small-input stem is too slow on 2 CPU cores), Adam 1e-3 / classifier 5e-3, ExponentialLR 0.9)",
-            "weights": "from scratch: no pretrained ResNet-18 (the paper fine-tunes MS-Celeb weights)",
+            "budget": f"{a.epochs} epochs per cell, at most {a.cpu_minutes} CPU-minutes of training (process time)",
+            "recipe": RECIPES[a.recipe][2],
             "class_weights": "inverse frequency from the training counts (the paper's hand-set values are unpublished)",
-            "seed": a.seed, "selection": "best validation balanced accuracy",
+            "label_noise": f"{a.noise:g} symmetric on the training labels (per seed)" if a.noise else "none added",
+            "seeds": a.seeds, "selection": "best validation balanced accuracy",
             "data": "synthetic faces (smoke run)" if a.synthetic else
                     "FER2013 train (10% holdout val) -> PrivateTest; FER+ majority train (FER2013Valid val) -> test",
-            "date": time.strftime("%Y-%m-%d")}
-    (res_dir / "cucn.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2))
-    (res_dir / "cucn.md").write_text("## CUCN ablation (Table II shape)\n\n" + "\n".join(md) + "\n"
-                                     + "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n")
-    print((res_dir / "cucn.md").read_text())
+            "command": "python benchmarks/cucn.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "missing_cells": missing, "date": time.strftime("%Y-%m-%d")}
+    (res_dir / f"{a.tag}.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2))
+    (res_dir / f"{a.tag}.md").write_text(
+        f"## CUCN ablation ({a.tag})\n\n" + "\n".join(md) + "\n"
+        + ("**Missing cells** (not finished, left out of the tables): " + ", ".join(missing) + "\n\n" if missing else "")
+        + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k != "missing_cells") + "\n")
+    print((res_dir / f"{a.tag}.md").read_text())
+    if failed:
+        print(f"[cucn] {len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""benchmarks/cucn.py: the paired claims (hand-computed), the rows per recipe, and the harness end to end on synthetic
+faces (two shards, then --collect; finished cells are reused, never re-run)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from _bench import load_bench
+
+
+@pytest.fixture(scope="module")
+def cucn():
+    return load_bench("cucn")
+
+
+def _m(acc, bal, gap):
+    return {"accuracy": acc, "balanced_accuracy": bal, "per_class_accuracy_gap": gap}
+
+
+def test_claims_table_by_hand(cucn):
+    cells = {"plain_ce": {0: _m(0.60, 0.50, 0.70), 1: _m(0.62, 0.52, 0.72), 2: _m(0.61, 0.51, 0.74)},
+             "plain_weights": {0: _m(0.58, 0.55, 0.50), 1: _m(0.60, 0.56, 0.54), 2: _m(0.59, 0.57, 0.52)},
+             "cbam_weights": {0: _m(0.59, 0.56, 0.5), 1: _m(0.59, 0.55, 0.5), 2: _m(0.61, 0.58, 0.5)},
+             "cucn": {0: _m(0.59, 0.56, 0.5), 2: _m(0.60, 0.57, 0.5)}}
+    rows = cucn.claims_table(cells, noise=0.2)
+    gap = next(r for r in rows if r["metric"] == "per_class_accuracy_gap")
+    # differences -0.20, -0.18, -0.22: mean -0.20, sd 0.02, t(0.975, 2) = 4.3027 -> half 4.3027 * 0.02 / sqrt(3)
+    half = 4.302653 * 0.02 / math.sqrt(3) * 100
+    assert gap["B − A [95 % CI] (points)"] == f"-20.00 [{-20 - half:+.2f}, {-20 + half:+.2f}] (n=3)"
+    assert gap["verdict"] == "**reproduced**" and gap["A"] == "72.00" and gap["B"] == "52.00"  # lower is the claim
+    cbam_acc = next(r for r in rows if r["claim"].startswith("CBAM") and r["metric"] == "accuracy")
+    assert cbam_acc["B − A [95 % CI] (points)"].startswith("+0.67 [") and cbam_acc["verdict"] == "not shown"
+    mix = [r for r in rows if r["claim"].startswith("mixing")]
+    assert mix[0]["claim"] == "mixing helps under 20 % symmetric label noise"
+    assert mix[0]["B − A [95 % CI] (points)"].endswith("(n=2)")  # paired on the shared seeds 0 and 2 only
+    assert mix[0]["A"] == "60.00" and mix[0]["B"] == "59.50"
+    # the claimed direction decides: accuracy lower under weights would be "opposite shown" for a "higher" claim
+    worse = {"plain_weights": cells["plain_weights"], "cbam_weights": {s: _m(m["accuracy"] - 0.05, 0, 0) for s, m in
+                                                                        cells["plain_weights"].items()}}
+    r = next(r for r in cucn.claims_table(worse, 0.0) if r["metric"] == "accuracy")
+    assert r["verdict"] == "opposite shown" and "noise" not in r["claim"]
+
+
+def test_rows_per_recipe(cucn):
+    assert cucn.row_overrides("plain_ce", "dlib") == ["model.name=dlib_resnet29", "method.mixing=false",
+                                                      "method.class_weights=none"]
+    assert cucn.row_overrides("plain_weights", "cpu")[0] == "model.name=resnet18"
+    assert cucn.row_overrides("cucn", "dlib") == []
+    assert cucn.cell_name("fer2013", "cucn", 2, 0.2) == "fer2013_cucn_noise20_s2"
+    with pytest.raises(SystemExit, match="--shard"):
+        cucn.parse_shard("2/2")
+
+
+def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
+    args = ["--synthetic", "--recipe", "cpu", "--rows", "plain_ce", "plain_weights", "--seeds", "0", "1",
+            "--noise", "0.1", "--cpu-minutes", "0.3", "--epochs", "1", "--out", str(tmp_path / "runs"),
+            "--results-dir", str(tmp_path / "res"), "--tag", "t"]
+    assert cucn.main(args + ["--shard", "0/2"]) == 0
+    assert cucn.main(args + ["--shard", "1/2"]) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 4 and all("_noise10_s" in r for r in runs)
+    stamp = {r: (tmp_path / "runs" / r / "result.json").stat().st_mtime_ns for r in runs}
+    capsys.readouterr()
+    assert cucn.main(args + ["--collect"]) == 0
+    assert stamp == {r: (tmp_path / "runs" / r / "result.json").stat().st_mtime_ns for r in runs}  # nothing re-run
+    res = json.loads((tmp_path / "res" / "t.json").read_text())
+    ds = res["datasets"]["synthetic"]
+    assert sorted(ds["rows"]) == ["plain_ce", "plain_weights"] and sorted(ds["rows"]["plain_ce"]) == ["0", "1"]
+    claim = ds["claims"][0]
+    assert claim["claim"] == "class weights shrink the max–min class gap" and claim["B − A [95 % CI] (points)"].endswith("(n=2)")
+    assert res["meta"]["missing_cells"] == [] and "0.1 symmetric" in res["meta"]["label_noise"]
+    # each run trained on noisy labels: the engine recorded the flips
+    cfg = (tmp_path / "runs" / runs[0] / "config.yaml").read_text()
+    assert "label_noise: 0.1" in cfg
+    md = (tmp_path / "res" / "t.md").read_text()
+    assert "| plain_ce (backbone, unweighted CE) | 0 1 |" in md and (tmp_path / "res" / "t_synthetic").is_dir()
+    # a cell missing from the grid is listed, not silently dropped
+    assert cucn.main(args[:-2] + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
+    res2 = json.loads((tmp_path / "res" / "t2.json").read_text())
+    assert sorted(res2["meta"]["missing_cells"]) == ["synthetic_plain_ce_noise10_s2", "synthetic_plain_weights_noise10_s2"]
+    assert "**Missing cells**" in (tmp_path / "res" / "t2.md").read_text()
+
+
+def test_bad_noise_is_one_clear_error(cucn, capsys):
+    with pytest.raises(SystemExit):
+        cucn.main(["--synthetic", "--noise", "1.5", "--collect"])
+    assert "--noise must be in [0, 1), got 1.5" in capsys.readouterr().err
