@@ -1,0 +1,131 @@
+"""ECE before / after the end-of-training temperature, per recipe, from finished runs (issue 14: "ECE figures before/after
+for every recipe").
+
+Every `fairexpr train` / `adapt` run fits a temperature on its validation split at the end (``train.calibrate``) and
+evaluates every labelled role with it; ``eval/<role>/predictions.npz`` keeps the raw logits. This script reads those
+and reports, per group of runs (one recipe, several seeds/cells) and role (``val`` = where T was fitted, ``test``,
+``target_eval``), the 15-bin ECE at T = 1 (the network as trained) and at the fitted T, mean and worst over the runs,
+and how many runs meet the goal of ECE ≤ 5 %. Images without a label in the model's classes are left out and counted.
+
+    python benchmarks/calibration.py --group "LABEL=RUN_GLOB" [--group ...] --tag calibration
+
+RUN_GLOB is relative to the repository root (``benchmarks/runs/difc_init_default/mcd_*``); a directory counts as a
+run when it has ``model.json`` and ``eval/``. A group that matches no finished run is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+GOAL = 0.05
+ROLES = ("val", "test", "target_eval")
+
+
+def role_order(role: str) -> tuple[int, str]:
+    """``val`` (where T was fitted), ``test``, ``target_eval``, then any other evaluation (``fairexpr eval --out
+    RUN/eval/<name>``) by name."""
+    return (ROLES.index(role) if role in ROLES else len(ROLES), role)
+
+
+def run_calibration(run: Path) -> dict[str, dict[str, Any]]:
+    """Per evaluated role of one run: ``n``, ``excluded`` (no label in the model's classes), ``temperature``,
+    ``ece_before`` (T = 1) and ``ece_after`` (the run's fitted T), from ``eval/<role>/predictions.npz``."""
+    from fairexpr.evaluation.calibration import reliability_diagram, softmax
+
+    side = json.loads((run / "model.json").read_text())
+    t = float(side.get("temperature", 1.0))
+    out: dict[str, dict[str, Any]] = {}
+    for f in sorted((run / "eval").glob("*/predictions.npz"), key=lambda p: role_order(p.parent.name)):
+        role = f.parent.name
+        d = np.load(f)
+        if "logits" not in d.files or "y_true" not in d.files:
+            raise SystemExit(f"{f}: expected arrays 'logits' and 'y_true', found {sorted(d.files)}")
+        y = d["y_true"].astype(int)
+        keep = y >= 0
+        z = d["logits"][keep].astype(np.float64)
+        out[role] = {"n": int(keep.sum()), "excluded": int((~keep).sum()), "temperature": t,
+                     "ece_before": float(reliability_diagram(softmax(z, 1.0), y[keep])["ece"]),
+                     "ece_after": float(reliability_diagram(softmax(z, t), y[keep])["ece"])}
+    return out
+
+
+def span(values: list[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def group_table(groups: dict[str, list[Path]]) -> list[dict[str, Any]]:
+    rows = []
+    for label, runs in groups.items():
+        per_run = {r: run_calibration(r) for r in runs}
+        roles = sorted({r for c in per_run.values() for r in c}, key=role_order)
+        for role in roles:
+            vals = [c[role] for c in per_run.values() if role in c]
+            if not vals:
+                continue
+            before = np.array([v["ece_before"] for v in vals]) * 100
+            after = np.array([v["ece_after"] for v in vals]) * 100
+            temps = np.array([v["temperature"] for v in vals])
+            rows.append({"recipe / runs": label, "role": role, "runs": len(vals),
+                         "images": span([v["n"] for v in vals]) + (f" (+{span([v['excluded'] for v in vals])} excluded)"
+                                                                   if any(v["excluded"] for v in vals) else ""),
+                         "T (range)": f"{temps.min():.3g}–{temps.max():.3g}" if len(vals) > 1 else f"{temps[0]:.3g}",
+                         "ECE T=1 % (worst)": f"{before.mean():.1f} ({before.max():.1f})",
+                         "ECE fitted T % (worst)": f"{after.mean():.1f} ({after.max():.1f})",
+                         "≤ 5 %": f"{int((after <= GOAL * 100).sum())}/{len(vals)}"})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                     + ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]) + "\n"
+
+
+def parse_groups(specs: list[str]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    for spec in specs:
+        label, sep, pattern = spec.partition("=")
+        if not sep or not label.strip() or not pattern.strip():
+            raise SystemExit(f"--group: expected LABEL=RUN_GLOB, got {spec!r}")
+        runs = sorted(p for p in ROOT.glob(pattern) if (p / "model.json").exists() and (p / "eval").is_dir())
+        if not runs:
+            raise SystemExit(f"--group {label}: no finished run (model.json + eval/) matches {pattern!r}")
+        groups[label.strip()] = runs
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--group", action="append", required=True, metavar="LABEL=RUN_GLOB")
+    ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default="calibration")
+    a = ap.parse_args(argv)
+    groups = parse_groups(a.group)
+    rows = group_table(groups)
+    res = Path(a.results_dir)
+    res.mkdir(parents=True, exist_ok=True)
+    meta = {"command": "python benchmarks/calibration.py " + " ".join(f"--group '{g}'" for g in a.group)
+                       + (f" --tag {a.tag}" if a.tag != "calibration" else ""),
+            "ece": "15 equal-width confidence bins; T fitted on each run's validation split by NLL at the end of training",
+            "goal": f"ECE <= {GOAL:.0%} on the test split (issue 14)", "date": time.strftime("%Y-%m-%d"),
+            "runs": {k: [str(p.relative_to(ROOT)) for p in v] for k, v in groups.items()}}
+    (res / f"{a.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False))
+    text = (f"## ECE before / after the end-of-training temperature ({a.tag})\n\n" + markdown(rows) + "\n"
+            + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k != "runs") + "\n")
+    (res / f"{a.tag}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
