@@ -9,6 +9,9 @@ and how many runs meet the goal of ECE ≤ 5 %. Images without a label in the mo
 
     python benchmarks/calibration.py --group "LABEL=RUN_GLOB" [--group ...] --tag calibration
 
+A label that names a recipe file (``configs/x.yaml ...``) marks that recipe measured; every other file under
+``--recipes`` (configs/) is listed as not measured.
+
 RUN_GLOB is relative to the repository root (``benchmarks/runs/difc_init_default/mcd_*``); a directory counts as a
 run when it has ``model.json`` and ``eval/``. A group that matches no finished run is an error.
 """
@@ -109,19 +112,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", action="append", required=True, metavar="LABEL=RUN_GLOB")
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="calibration")
+    ap.add_argument("--recipes", default="configs", help="recipe folder: every recipe file no group label names is "
+                    "listed as not measured")
     a = ap.parse_args(argv)
     groups = parse_groups(a.group)
     rows = group_table(groups)
+    recipes = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / a.recipes).glob("*.yaml"))
+    unmeasured = [r for r in recipes if not any(r in label for label in groups)]
     res = Path(a.results_dir)
     res.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python benchmarks/calibration.py " + " ".join(f"--group '{g}'" for g in a.group)
                        + (f" --tag {a.tag}" if a.tag != "calibration" else ""),
             "ece": "15 equal-width confidence bins; T fitted on each run's validation split by NLL at the end of training",
             "goal": f"ECE <= {GOAL:.0%} on the test split (issue 14)", "date": time.strftime("%Y-%m-%d"),
-            "runs": {k: [str(p.relative_to(ROOT)) for p in v] for k, v in groups.items()}}
+            "runs": {k: [str(p.relative_to(ROOT)) for p in v] for k, v in groups.items()},
+            "recipes_not_measured": unmeasured}
     (res / f"{a.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False))
     text = (f"## ECE before / after the end-of-training temperature ({a.tag})\n\n" + markdown(rows) + "\n"
-            + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k != "runs") + "\n")
+            + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k not in ("runs", "recipes_not_measured")) + "\n"
+            + (f"\n**Recipes without a measured run here** ({len(unmeasured)} of {len(recipes)} in {a.recipes}/): "
+               + ", ".join(f"`{r}`" for r in unmeasured) + "\n" if unmeasured else ""))
     (res / f"{a.tag}.md").write_text(text)
     print(text)
     return 0

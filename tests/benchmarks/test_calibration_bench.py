@@ -46,10 +46,15 @@ def test_ece_before_and_after_by_hand(cal, tmp_path):
 def test_main_writes_results_and_refuses_bad_groups(cal, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cal, "ROOT", tmp_path)
     _run(tmp_path / "runs" / "a_s0", 1.0, {"test": ([[0.0, 1.0]] * 2, [1, 0])})
-    assert cal.main(["--group", "A=runs/a_*", "--results-dir", str(tmp_path / "res"), "--tag", "t"]) == 0
+    (tmp_path / "configs").mkdir()
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / "configs" / name).write_text("seed: 0\n")
+    assert cal.main(["--group", "configs/a.yaml=runs/a_*", "--results-dir", str(tmp_path / "res"), "--tag", "t"]) == 0
     res = json.loads((tmp_path / "res" / "t.json").read_text())
-    assert res["meta"]["runs"] == {"A": ["runs/a_s0"]} and res["rows"][0]["role"] == "test"
-    assert "| A | test | 1 |" in (tmp_path / "res" / "t.md").read_text()
+    assert res["meta"]["runs"] == {"configs/a.yaml": ["runs/a_s0"]} and res["rows"][0]["role"] == "test"
+    assert res["meta"]["recipes_not_measured"] == ["configs/b.yaml"]  # listed, not silently dropped
+    md = (tmp_path / "res" / "t.md").read_text()
+    assert "| configs/a.yaml | test | 1 |" in md and "(1 of 2 in configs/): `configs/b.yaml`" in md
     with pytest.raises(SystemExit, match="no finished run .* matches 'runs/none_\\*'"):
         cal.main(["--group", "B=runs/none_*", "--results-dir", str(tmp_path / "res")])
     with pytest.raises(SystemExit, match="expected LABEL=RUN_GLOB"):
