@@ -110,7 +110,6 @@ def main() -> None:
     for cid, text, bb, ra, rb, noise, reported, metric, higher in claims:
         e = embs[bb]
         target = e[reported[0]] if rb == "difc" else None
-        tests = {n: e[n] for n in reported}
         per = {}
         for recipe in (ra, rb):
             for s in range(a.seeds):

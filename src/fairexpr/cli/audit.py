@@ -3,7 +3,6 @@ conflicting labels, near-blank and unreadable images; optional JSON report, coun
 manifest (see :mod:`fairexpr.audit`)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click

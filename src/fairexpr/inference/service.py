@@ -7,6 +7,7 @@ Uploads are checked before any model work: content type (an image type), size in
 parser's spool files, in the system temp dir. ``fairexpr serve`` binds 127.0.0.1 by default.
 """
 
+import socket
 import threading
 import time
 from importlib import resources
@@ -107,11 +108,9 @@ def create_app(predictor: Predictor, detector: Any = "haar", *, crops: bool = Fa
     return app
 
 
-def bind_socket(host: str = "127.0.0.1", port: int = 8000) -> "socket.socket":
+def bind_socket(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
     """A listening TCP socket on ``host:port`` (``port`` 0 = a free port chosen by the system; read it back with
     ``sock.getsockname()[1]``). Raises ``OSError`` (address in use, unknown host...)."""
-    import socket
-
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
     try:

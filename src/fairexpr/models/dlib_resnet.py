@@ -179,7 +179,7 @@ def read_dlib_dat(path: str | Path) -> dict[str, Any]:
         elif name == "fc_2":
             nout, nin = s.int(), s.int()
             w = s.tensor()
-            wa, ba = _alias(s), _alias(s)
+            wa, _ = _alias(s), _alias(s)  # weight alias, (unused) bias alias
             bias_mode = s.int()  # 1: no bias (fc_no_bias)
             for _ in range(4):
                 s.float()
