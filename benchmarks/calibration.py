@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     res.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python benchmarks/calibration.py " + " ".join(f"--group '{g}'" for g in a.group)
                        + (f" --tag {a.tag}" if a.tag != "calibration" else ""),
-            "ece": "15 equal-width confidence bins; T fitted on each run's validation split by NLL at the end of training",
+            "ece": "15 equal-width confidence bins; T fitted on each run's validation split by NLL at the end of training "
+                   "(single view); T = 1 is the network's raw output (a cosine head's logits without LDAM's s, hence "
+                   "T near 1/s); roles are evaluated as the run did (with flip TTA where the recipe sets it)",
             "goal": f"ECE <= {GOAL:.0%} on the test split (issue 14)", "date": time.strftime("%Y-%m-%d"),
             "runs": {k: [str(p.relative_to(ROOT)) for p in v] for k, v in groups.items()},
             "recipes_not_measured": unmeasured}
