@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes)")
     ap.add_argument("--collect", action="store_true", help="only build the tables from the finished cells")
+    ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra config overrides for every cell (part of each cell's key)")
     a = ap.parse_args(argv)
     if not 0.0 <= a.noise < 1.0:
         ap.error(f"--noise must be in [0, 1), got {a.noise}")
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}"]
     if a.noise:
         common += [f"data.label_noise={a.noise}", "data.label_noise_kind=symmetric"]
+    common += list(a.override)
     todo = [(ds, row, seed) for seed in a.seeds for ds in datasets(a) if not a.datasets or ds in a.datasets
             for row in a.rows]
     dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise),
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}",
             "budget": f"{a.epochs} epochs per cell, at most {a.cpu_minutes} CPU-minutes of training (process time)",
-            "recipe": RECIPES[a.recipe][2],
+            "recipe": RECIPES[a.recipe][2] + (f"; overrides: {' '.join(a.override)}" if a.override else ""),
             "class_weights": "inverse frequency from the training counts (the paper's hand-set values are unpublished)",
             "label_noise": f"{a.noise:g} symmetric on the training labels (per seed)" if a.noise else "none added",
             "seeds": a.seeds, "selection": "best validation balanced accuracy",

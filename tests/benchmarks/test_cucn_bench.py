@@ -55,7 +55,7 @@ def test_rows_per_recipe(cucn):
 def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     args = ["--synthetic", "--recipe", "cpu", "--rows", "plain_ce", "plain_weights", "--seeds", "0", "1",
             "--noise", "0.1", "--cpu-minutes", "0.3", "--epochs", "1", "--out", str(tmp_path / "runs"),
-            "--results-dir", str(tmp_path / "res"), "--tag", "t"]
+            "--results-dir", str(tmp_path / "res"), "--tag", "t", "--override", "optim.weight_decay=0.0002"]
     assert cucn.main(args + ["--shard", "0/2"]) == 0
     assert cucn.main(args + ["--shard", "1/2"]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())
@@ -72,11 +72,11 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     assert res["meta"]["missing_cells"] == [] and "0.1 symmetric" in res["meta"]["label_noise"]
     # each run trained on noisy labels: the engine recorded the flips
     cfg = (tmp_path / "runs" / runs[0] / "config.yaml").read_text()
-    assert "label_noise: 0.1" in cfg
+    assert "label_noise: 0.1" in cfg and "weight_decay: 0.0002" in cfg  # --override reaches every cell
     md = (tmp_path / "res" / "t.md").read_text()
     assert "| plain_ce (backbone, unweighted CE) | 0 1 |" in md and (tmp_path / "res" / "t_synthetic").is_dir()
     # a cell missing from the grid is listed, not silently dropped
-    assert cucn.main(args[:-2] + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
+    assert cucn.main(args + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
     res2 = json.loads((tmp_path / "res" / "t2.json").read_text())
     assert sorted(res2["meta"]["missing_cells"]) == ["synthetic_plain_ce_noise10_s2", "synthetic_plain_weights_noise10_s2"]
     assert "**Missing cells**" in (tmp_path / "res" / "t2.md").read_text()
