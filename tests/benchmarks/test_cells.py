@@ -72,7 +72,11 @@ def test_face2exp_grefel_cucn_cells_are_keyed(tmp_path, monkeypatch):
     ga = grefel.cell_argv(ROOT / "configs" / "grefel_cpu.yaml", ["seed=0", "data.label_noise=0.1"], g)
     gb = grefel.cell_argv(ROOT / "configs" / "grefel_cpu.yaml", ["seed=0", "data.label_noise=0.2"], g)
     assert _cells.keyed_dir(tmp_path, "x", ga) != _cells.keyed_dir(tmp_path, "x", gb)
-    assert _cells.resolved_config(cucn.cell_argv(["seed=1"]))["seed"] == 1
+    assert _cells.resolved_config(cucn.cell_argv("cpu", ["seed=1"]))["seed"] == 1
+    dl = _cells.resolved_config(cucn.cell_argv("dlib", ["seed=1", *cucn.row_overrides("plain_ce", "dlib")]))
+    assert dl["model"]["name"] == "dlib_resnet29" and dl["method"]["class_weights"] == "none"
+    assert _cells.keyed_dir(tmp_path, "c", cucn.cell_argv("dlib", ["seed=1", "data.label_noise=0.2"])) != \
+        _cells.keyed_dir(tmp_path, "c", cucn.cell_argv("dlib", ["seed=1"]))
 
 
 def test_the_init_weights_are_part_of_the_key(tmp_path, monkeypatch):
