@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -87,8 +88,8 @@ def cell_argv(recipe: Path, method: str, frac: float, seed: int, overrides: list
     argv = ["train", "--config", str(recipe), "--no-progress", f"seed={seed}", f"data.label_fraction={frac}",
             f"train.epochs={args.epochs}", f"train.max_minutes={args.minutes}", f"train.budget_clock={args.clock}",
             *overrides, *args.override]
-    if method == "sl":
-        argv = [c for c in argv if not c.startswith(("data.unlabelled=", "data.unlabelled_options="))]
+    if method == "sl":  # SL has no unlabelled data and no method options: those overrides are Meta-Face2Exp's only
+        argv = [c for c in argv if not c.startswith(("data.unlabelled=", "data.unlabelled_options=", "method."))]
     return argv
 
 
@@ -148,6 +149,12 @@ def last_epoch_network(run: Path, name: str = "base") -> Path | None:
     return out
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
@@ -163,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="budget clock: process CPU time is fair on a shared machine")
     p.add_argument("--out", default=str(ROOT / "runs" / "face2exp_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--tag", default="face2exp", help="results file prefix: <results>/<tag>_{runs.json,tables.json,tables.md}")
     p.add_argument("--smoke", action="store_true", help="synthetic data only: checks the pipeline, numbers are void")
-    p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
+    p.add_argument("--override", nargs="*", default=[],
+                   help="extra key=value config overrides for every run (method.* ones for the Meta-Face2Exp runs only)")
     args = p.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
+        p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
     res = Path(args.results)
     if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--smoke numbers are meaningless: pass --results to a scratch folder")
@@ -201,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         last = last_epoch_network(run, "base") if r["method"].startswith("Meta-Face2Exp") else None
         if last is not None:
             records.append({**r, "run": f"{r['run']} (base, last epoch)", "method": "Meta-Face2Exp (B, last epoch)",
+                            "best_epoch": r.get("epochs_run"),
                             "metrics": json.loads((last / "metrics.json").read_text())})
         for name in result.get("eval_companions", {}):  # Meta-Face2Exp's other network (B by default)
             comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
@@ -210,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes, "clock": args.clock},
             "recipe": str(recipe.relative_to(ROOT)) if recipe.is_relative_to(ROOT) else str(recipe), "seeds": args.seeds, "datasets": args.datasets,
-            "smoke": args.smoke, "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60}
-    (res / "face2exp_runs.json").write_text(json.dumps(
+            "smoke": args.smoke, "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60,
+            "command": "python benchmarks/face2exp.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
+    (res / f"{args.tag}_runs.json").write_text(json.dumps(
         {"meta": meta, "runs": [{k: v for k, v in r.items() if k != "metrics"}
                                 | {"accuracy": r["metrics"]["accuracy"], "balanced_accuracy": r["metrics"].get("balanced_accuracy"),
                                    "per_class_accuracy": r["metrics"]["per_class_accuracy"],
@@ -228,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                               ignore_index=True)
     for ds in sorted({r["dataset"] for r in records}):
         tables[f"per_class_{ds}"] = per_class_table([r for r in records if r["dataset"] == ds])
-    (res / "face2exp_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
+    (res / f"{args.tag}_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
                                                          indent=2))
     figures = []
     for ds in args.datasets:
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                              and r["method"] == m), None) for m in ("SL", "Meta-Face2Exp (A)", "Meta-Face2Exp (B)")}
             for m, suffix in (("Meta-Face2Exp (B)", "_B"), ("Meta-Face2Exp (A)", "_A")):
                 if pick["SL"] and pick[m]:
-                    name = f"face2exp_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}{suffix}.png"
+                    name = f"{args.tag}_confusion_{ds}_{int(round(frac * 100))}pct_s{args.seeds[0]}{suffix}.png"
                     plot_confusion_pair(pick["SL"], pick[m], res / name)
                     figures.append(name)
     md = [f"# Meta-Face2Exp vs SL{' (SMOKE RUN: synthetic data, numbers are void)' if args.smoke else ''}\n",
@@ -246,11 +260,15 @@ def main(argv: list[str] | None = None) -> int:
           "Mean Acc / Std Acc = mean / population std of the per-class accuracies of a run (%), then mean ± std "
           "over seeds. `Meta-Face2Exp (B)` = the base network B, `(A)` = the adaptation network A of the same run "
           "(both saved at the run's best epoch by the deployed network's validation score); `(B, last epoch)` = B's "
-          "weights at the end of training (from the training state), independent of that selection.\n"]
+          "weights at the end of training (from the training state), independent of that selection. "
+          "`epochs (best)` = epochs run and the epoch kept, per seed. Δ = Meta-Face2Exp − SL paired by seed, "
+          "mean [95 % Student-t interval] in points; a claim is **reproduced** only when its interval excludes 0 "
+          "in the claimed direction (Mean Acc up, Std Acc down).\n",
+          f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
-    (res / "face2exp_tables.md").write_text("\n".join(md) + "\n")
+    (res / f"{args.tag}_tables.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

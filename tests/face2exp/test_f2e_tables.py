@@ -64,6 +64,7 @@ def test_mean_std_table_groups_cells_and_aggregates_seeds(runs):
     text = mean_std_table(recs)
     cell = text[(text["labels"] == "10%") & (text["method"] == "Meta-Face2Exp")].iloc[0]["Mean Acc"]
     assert cell == "75.00 ± 8.33"  # mean 75 %, population std over the two seeds 8.33 points
+    assert set(text["epochs (best)"]) == {"–", "–, –"}  # no result.json in these runs
     md = to_markdown(text)
     assert md.splitlines()[0].startswith("| train | labels | method |") and "Std Acc" in md
 
@@ -73,7 +74,14 @@ def test_delta_and_per_class_tables(runs):
     d = delta_table(recs)
     assert len(d) == 1 and d.iloc[0]["seeds"] == 2  # the 5 % cell has no SL partner
     assert d.iloc[0]["Mean Acc up, seeds"] == "2/2" and d.iloc[0]["Std Acc down, seeds"] == "2/2"
-    assert d.iloc[0]["Δ Mean Acc"].startswith("25.00")
+    # paired by seed: Mean Acc differences 1/6 and 1/3 -> mean 25.00, sd (n-1) 11.785, t_{0.975,1} = 12.706
+    # -> half width 105.885 points; Std Acc differences sqrt(1/18) - sqrt(1/6) = -17.25 for both seeds (sd 0)
+    assert d.iloc[0]["Δ Mean Acc"] == "+25.00 [-80.89, +130.89] (n=2)"
+    assert d.iloc[0]["Mean Acc claim"] == "not shown"
+    assert d.iloc[0]["Δ Std Acc"] == "-17.25 [-17.25, -17.25] (n=2)"
+    assert d.iloc[0]["Std Acc claim"] == "**reproduced**"
+    worse = [dict(r, method="SL" if r["method"] == "Meta-Face2Exp" else "Meta-Face2Exp") for r in recs]
+    assert delta_table(worse).iloc[0]["Std Acc claim"] == "opposite shown"
     pc = per_class_table(recs)
     assert list(pc.columns[-3:]) == CLASSES
     assert pc[(pc["labels"] == "10%") & (pc["method"] == "SL")].iloc[0]["happiness"] == "25.0 ± 25.0"
@@ -94,3 +102,14 @@ def test_missing_metrics_file_is_named(tmp_path):
     (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(FileNotFoundError, match="metrics.json"):
         load_run(tmp_path / "run")
+
+
+def test_epochs_and_best_epoch_come_from_result_json(runs):
+    for i, d in enumerate(runs[:2]):
+        (d / "result.json").write_text(json.dumps({"epochs_run": 20, "best_epoch": 14 + i}))
+    (runs[2] / "result.json").write_text(json.dumps({"epochs_run": 20}))
+    recs = load_runs(runs)
+    assert recs[0]["epochs_run"] == 20 and recs[0]["best_epoch"] == 14
+    t = mean_std_table(recs)
+    assert t[(t["labels"] == "10%") & (t["method"] == "SL")].iloc[0]["epochs (best)"] == "20 (14), 20 (15)"
+    assert t[(t["labels"] == "10%") & (t["method"] == "Meta-Face2Exp")].iloc[0]["epochs (best)"] == "20 (–), –"

@@ -56,8 +56,13 @@ def load_run(run_dir: str | Path, role: str = "test") -> dict[str, Any]:
     train = cfg["data"]["train"]
     if cfg["data"].get("train_split"):
         train = f"{train}@{cfg['data']['train_split']}"
-    return make_record(run=str(d), method=cfg["method"]["name"], label_fraction=float(cfg["data"].get("label_fraction", 1.0)),
-                       seed=int(cfg.get("seed", 0)), train=train, metrics=json.loads(met_p.read_text()))
+    rec = make_record(run=str(d), method=cfg["method"]["name"], label_fraction=float(cfg["data"].get("label_fraction", 1.0)),
+                      seed=int(cfg.get("seed", 0)), train=train, metrics=json.loads(met_p.read_text()))
+    res_p = d / "result.json"
+    if res_p.is_file():  # how long the run trained and which epoch was kept (the protocol states both per cell)
+        result = json.loads(res_p.read_text())
+        rec["epochs_run"], rec["best_epoch"] = result.get("epochs_run"), result.get("best_epoch")
+    return rec
 
 
 def load_runs(run_dirs: Iterable[str | Path], role: str = "test") -> list[dict[str, Any]]:
@@ -96,12 +101,25 @@ def mean_std_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -
     rows = []
     for (train, frac, method), rs in _cells(records).items():
         s = [run_summary(r["metrics"]) for r in rs]
-        row: dict[str, Any] = {"train": train, "labels": f"{frac * 100:g}%", "method": method, "seeds": len(rs)}
+        row: dict[str, Any] = {"train": train, "labels": f"{frac * 100:g}%", "method": method, "seeds": len(rs),
+                               "epochs (best)": _epochs(rs)}
         for key, col in (("accuracy", "accuracy"), ("mean_acc", "Mean Acc"), ("std_acc", "Std Acc")):
             vals = [x[key] for x in s]
             row[col] = _fmt(vals) if as_text else float(np.mean(vals))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["train", "labels", "method", "seeds", "accuracy", "Mean Acc", "Std Acc"])
+    return pd.DataFrame(rows, columns=["train", "labels", "method", "seeds", "epochs (best)", "accuracy", "Mean Acc",
+                                       "Std Acc"])
+
+
+def _epochs(rs: Sequence[dict[str, Any]]) -> str:
+    """``"20 (14), 20 (20)"``: epochs run and the epoch kept, per seed (``–`` where ``result.json`` is absent)."""
+    parts = []
+    for r in sorted(rs, key=lambda r: r["seed"]):
+        if r.get("epochs_run") is None:
+            parts.append("–")
+        else:
+            parts.append(f"{r['epochs_run']} ({r['best_epoch'] if r.get('best_epoch') is not None else '–'})")
+    return ", ".join(parts)
 
 
 def per_class_table(records: Sequence[dict[str, Any]], classes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -120,8 +138,12 @@ def per_class_table(records: Sequence[dict[str, Any]], classes: Sequence[str] | 
 
 
 def delta_table(records: Sequence[dict[str, Any]], method: str = "Meta-Face2Exp", baseline: str = "SL") -> pd.DataFrame:
-    """Meta-Face2Exp − SL per (train set, label fraction), in points, over the seed means: the paper's claim is
-    ``Δ Mean Acc > 0`` and ``Δ Std Acc < 0``. ``seeds`` = the seeds the two cells share (paired by seed)."""
+    """Meta-Face2Exp − SL per (train set, label fraction), paired by seed, in points: the mean difference with its
+    95 % Student-t interval (:func:`fairexpr.evaluation.stats.paired_difference`). The paper's claim is
+    ``Δ Mean Acc > 0`` and ``Δ Std Acc < 0``; each is **reproduced** only when its interval excludes 0 in that
+    direction, "opposite shown" when it excludes 0 the other way. ``seeds`` = the seeds the two cells share."""
+    from .stats import format_difference, paired_difference
+
     cells = _cells(records)
     rows = []
     for (train, frac, m), rs in cells.items():
@@ -133,14 +155,26 @@ def delta_table(records: Sequence[dict[str, Any]], method: str = "Meta-Face2Exp"
         if not shared:
             continue
         row: dict[str, Any] = {"train": train, "labels": f"{frac * 100:g}%", "seeds": len(shared)}
-        for key, col in (("accuracy", "Δ accuracy"), ("mean_acc", "Δ Mean Acc"), ("std_acc", "Δ Std Acc")):
-            d = [ours[s][key] - base[s][key] for s in shared]
-            row[col] = _fmt(d)
+        for key, col, want in (("accuracy", "Δ accuracy", None), ("mean_acc", "Δ Mean Acc", "b > a"),
+                               ("std_acc", "Δ Std Acc", "b < a")):
+            d = paired_difference({s: base[s][key] for s in shared}, {s: ours[s][key] for s in shared})
+            row[col] = format_difference(d)
+            if want is not None:
+                row[col.replace("Δ ", "") + " claim"] = _verdict(d, want)
         row["Mean Acc up, seeds"] = f"{sum(ours[s]['mean_acc'] > base[s]['mean_acc'] for s in shared)}/{len(shared)}"
         row["Std Acc down, seeds"] = f"{sum(ours[s]['std_acc'] < base[s]['std_acc'] for s in shared)}/{len(shared)}"
         rows.append(row)
-    return pd.DataFrame(rows, columns=["train", "labels", "seeds", "Δ accuracy", "Δ Mean Acc", "Δ Std Acc",
-                                       "Mean Acc up, seeds", "Std Acc down, seeds"])
+    return pd.DataFrame(rows, columns=["train", "labels", "seeds", "Δ accuracy", "Δ Mean Acc", "Mean Acc claim",
+                                       "Δ Std Acc", "Std Acc claim", "Mean Acc up, seeds", "Std Acc down, seeds"])
+
+
+def _verdict(d: dict[str, Any], want: str) -> str:
+    """The claim's verdict from a :func:`paired_difference` result (``want`` = its claimed direction)."""
+    if d["ci"] is None:
+        return d["verdict"]
+    if d["verdict"] == want:
+        return "**reproduced**"
+    return "not shown" if d["verdict"] == "no difference shown" else "opposite shown"
 
 
 # -------------------------------------------------------------------------------------------- figure
