@@ -12,6 +12,11 @@ and how many runs meet the goal of ECE ≤ 5 %. Images without a label in the mo
 A label that names a recipe file (``configs/x.yaml ...``) marks that recipe measured; every other file under
 ``--recipes`` (configs/) is listed as not measured.
 
+``--class-bias`` adds an analysis column, not something any model ships: a temperature *and a per-class bias* fitted
+together on the same validation split by NLL (vector scaling's bias term), its ECE per role and what it does to the
+predictions (accuracy and balanced accuracy change, points). It answers whether a temperature alone is the limit
+on a balanced model's ECE, and what removing the rest would cost in balance.
+
 RUN_GLOB is relative to the repository root (``benchmarks/runs/difc_init_default/mcd_*``); a directory counts as a
 run when it has ``model.json`` and ``eval/``. A group that matches no finished run is an error.
 """
@@ -39,25 +44,63 @@ def role_order(role: str) -> tuple[int, str]:
     return (ROLES.index(role) if role in ROLES else len(ROLES), role)
 
 
-def run_calibration(run: Path) -> dict[str, dict[str, Any]]:
+def fit_temperature_bias(z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """``T`` and a per-class bias ``b`` (``b_0 = 0``) minimising the mean NLL of ``softmax(z / T + b)`` (L-BFGS from the
+    temperature-only optimum and b = 0)."""
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    from fairexpr.evaluation.calibration import fit_temperature
+
+    k, rows = z.shape[1], np.arange(len(y))
+
+    def nll(w: np.ndarray) -> float:
+        s = z * np.exp(-w[0]) + np.r_[0.0, w[1:]]
+        return float(np.mean(logsumexp(s, axis=1) - s[rows, y]))
+
+    w = minimize(nll, np.r_[np.log(fit_temperature(z, y)), np.zeros(k - 1)], method="L-BFGS-B").x
+    return float(np.exp(w[0])), np.r_[0.0, w[1:]]
+
+
+def _balanced(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+def _load(f: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    d = np.load(f)
+    if "logits" not in d.files or "y_true" not in d.files:
+        raise SystemExit(f"{f}: expected arrays 'logits' and 'y_true', found {sorted(d.files)}")
+    y = d["y_true"].astype(int)
+    keep = y >= 0
+    return d["logits"][keep].astype(np.float64), y[keep], int((~keep).sum())
+
+
+def run_calibration(run: Path, class_bias: bool = False) -> dict[str, dict[str, Any]]:
     """Per evaluated role of one run: ``n``, ``excluded`` (no label in the model's classes), ``temperature``,
-    ``ece_before`` (T = 1) and ``ece_after`` (the run's fitted T), from ``eval/<role>/predictions.npz``."""
+    ``ece_before`` (T = 1) and ``ece_after`` (the run's fitted T), from ``eval/<role>/predictions.npz``; with
+    ``class_bias`` also ``ece_bias`` and ``d_accuracy`` / ``d_balanced`` of ``z / T' + b`` fitted on ``val`` against
+    the run's T (roles of a run without ``eval/val`` get none)."""
     from fairexpr.evaluation.calibration import reliability_diagram, softmax
 
     side = json.loads((run / "model.json").read_text())
     t = float(side.get("temperature", 1.0))
+    fitted = None
+    if class_bias and (run / "eval" / "val" / "predictions.npz").is_file():
+        zv, yv, _ = _load(run / "eval" / "val" / "predictions.npz")
+        fitted = fit_temperature_bias(zv, yv)
     out: dict[str, dict[str, Any]] = {}
     for f in sorted((run / "eval").glob("*/predictions.npz"), key=lambda p: role_order(p.parent.name)):
-        role = f.parent.name
-        d = np.load(f)
-        if "logits" not in d.files or "y_true" not in d.files:
-            raise SystemExit(f"{f}: expected arrays 'logits' and 'y_true', found {sorted(d.files)}")
-        y = d["y_true"].astype(int)
-        keep = y >= 0
-        z = d["logits"][keep].astype(np.float64)
-        out[role] = {"n": int(keep.sum()), "excluded": int((~keep).sum()), "temperature": t,
-                     "ece_before": float(reliability_diagram(softmax(z, 1.0), y[keep])["ece"]),
-                     "ece_after": float(reliability_diagram(softmax(z, t), y[keep])["ece"])}
+        z, y, excluded = _load(f)
+        row = {"n": len(y), "excluded": excluded, "temperature": t,
+               "ece_before": float(reliability_diagram(softmax(z, 1.0), y)["ece"]),
+               "ece_after": float(reliability_diagram(softmax(z, t), y)["ece"])}
+        if fitted is not None:
+            tb, b = fitted
+            s = z / tb + b
+            row |= {"ece_bias": float(reliability_diagram(softmax(s, 1.0), y)["ece"]),
+                    "d_accuracy": float((s.argmax(1) == y).mean() - (z.argmax(1) == y).mean()),
+                    "d_balanced": _balanced(s.argmax(1), y) - _balanced(z.argmax(1), y)}
+        out[f.parent.name] = row
     return out
 
 
@@ -66,10 +109,10 @@ def span(values: list[int]) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
-def group_table(groups: dict[str, list[Path]]) -> list[dict[str, Any]]:
+def group_table(groups: dict[str, list[Path]], class_bias: bool = False) -> list[dict[str, Any]]:
     rows = []
     for label, runs in groups.items():
-        per_run = {r: run_calibration(r) for r in runs}
+        per_run = {r: run_calibration(r, class_bias) for r in runs}
         roles = sorted({r for c in per_run.values() for r in c}, key=role_order)
         for role in roles:
             vals = [c[role] for c in per_run.values() if role in c]
@@ -85,6 +128,16 @@ def group_table(groups: dict[str, list[Path]]) -> list[dict[str, Any]]:
                          "ECE T=1 % (worst)": f"{before.mean():.1f} ({before.max():.1f})",
                          "ECE fitted T % (worst)": f"{after.mean():.1f} ({after.max():.1f})",
                          "≤ 5 %": f"{int((after <= GOAL * 100).sum())}/{len(vals)}"})
+            if class_bias:
+                vb = [v for v in vals if "ece_bias" in v]
+                if vb:
+                    eb = np.array([v["ece_bias"] for v in vb]) * 100
+                    da = np.array([v["d_accuracy"] for v in vb]) * 100
+                    dbal = np.array([v["d_balanced"] for v in vb]) * 100
+                    rows[-1] |= {"ECE T+bias % (worst)": f"{eb.mean():.1f} ({eb.max():.1f})",
+                                 "Δ acc / Δ bal (points)": f"{da.mean():+.1f} / {dbal.mean():+.1f}"}
+                else:
+                    rows[-1] |= {"ECE T+bias % (worst)": "– (no val)", "Δ acc / Δ bal (points)": "–"}
     return rows
 
 
@@ -112,17 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", action="append", required=True, metavar="LABEL=RUN_GLOB")
     ap.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="calibration")
+    ap.add_argument("--class-bias", action="store_true", help="also fit T and a per-class bias on val (analysis: "
+                    "ECE and the accuracy / balanced accuracy change it would cost)")
     ap.add_argument("--recipes", default="configs", help="recipe folder: every recipe file no group label names is "
                     "listed as not measured")
     a = ap.parse_args(argv)
     groups = parse_groups(a.group)
-    rows = group_table(groups)
+    rows = group_table(groups, a.class_bias)
     recipes = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / a.recipes).glob("*.yaml"))
     unmeasured = [r for r in recipes if not any(r in label for label in groups)]
     res = Path(a.results_dir)
     res.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python benchmarks/calibration.py " + " ".join(f"--group '{g}'" for g in a.group)
-                       + (f" --tag {a.tag}" if a.tag != "calibration" else ""),
+                       + (f" --tag {a.tag}" if a.tag != "calibration" else "") + (" --class-bias" if a.class_bias else ""),
             "ece": "15 equal-width confidence bins; T fitted on each run's validation split by NLL at the end of training "
                    "(single view); T = 1 is the network's raw output (a cosine head's logits without LDAM's s, hence "
                    "T near 1/s); roles are evaluated as the run did (with flip TTA where the recipe sets it)",

@@ -59,3 +59,23 @@ def test_main_writes_results_and_refuses_bad_groups(cal, tmp_path, capsys, monke
         cal.main(["--group", "B=runs/none_*", "--results-dir", str(tmp_path / "res")])
     with pytest.raises(SystemExit, match="expected LABEL=RUN_GLOB"):
         cal.main(["--group", "runs/a_*", "--results-dir", str(tmp_path / "res")])
+
+
+def test_class_bias_analysis_by_hand(cal, tmp_path):
+    # two groups of images: z = (0, 1) with labels 1,1,1,0 and z = (0, -1) with labels 1,1,1,0,0. The saturated
+    # optimum of softmax(z / T + b) gives p1 = 3/4 and 3/5: 1/T + b1 = log 3, -1/T + b1 = log 1.5
+    # -> T = 2 / log 2 = 2.885, b1 = (log 3 + log 1.5) / 2 = 0.752; ECE 0 on this set.
+    z = [[0.0, 1.0]] * 4 + [[0.0, -1.0]] * 5
+    y = [1, 1, 1, 0, 1, 1, 1, 0, 0]
+    t, b = cal.fit_temperature_bias(np.asarray(z), np.asarray(y))
+    assert t == pytest.approx(2 / math.log(2), rel=1e-3) and b == pytest.approx([0.0, 0.752], abs=1e-3)
+    run = _run(tmp_path / "r", 1.0, {"val": (z, y), "test": (z, y)})
+    c = cal.run_calibration(run, class_bias=True)["test"]
+    assert c["ece_bias"] == pytest.approx(0.0, abs=1e-4)
+    # the second group flips from class 0 to class 1: accuracy 5/9 -> 6/9; recalls (1/2, 2/3) -> (1, 0):
+    # balanced accuracy 7/12 -> 1/2
+    assert c["d_accuracy"] == pytest.approx(1 / 9) and c["d_balanced"] == pytest.approx(-1 / 12)
+    rows = cal.group_table({"g": [run, _run(tmp_path / "noval", 1.0, {"test": (z, y)})]}, class_bias=True)
+    test = next(r for r in rows if r["role"] == "test")
+    assert test["ECE T+bias % (worst)"] == "0.0 (0.0)" and test["Δ acc / Δ bal (points)"] == "+11.1 / -8.3"
+    assert "ECE T+bias % (worst)" not in cal.group_table({"g": [run]})[0]  # the analysis only when asked
