@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fairexpr.evaluation.grefel_tables import (cluster_table, load_run, loss_table, noise_table,  # noqa: E402
+from fairexpr.evaluation.grefel_tables import (claims_table, cluster_table, epochs_table, load_run, loss_table, noise_table,  # noqa: E402
                                                rb_table, to_markdown)
 
 RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
@@ -212,6 +213,12 @@ def measure_speed(images: int, batch: int, recipe: Path) -> dict[str, Any]:
     return out
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
@@ -228,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
     p.add_argument("--out", default=str(ROOT / "runs" / "grefel_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--tag", default="grefel", help="results file prefix: <results>/<tag>_{runs.json,tables.json,tables.md}, "
+                   "<tag>_tsne*.png")
     p.add_argument("--noise", nargs="+", type=float, default=list(NOISE_RATES),
                    help="label-noise rates of table c (split the grid over processes without overlapping cells)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
@@ -238,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
     p.add_argument("--speed-images", type=int, default=256)
     args = p.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
+        p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
     res = Path(args.results)
     if args.speed:
         speed = measure_speed(args.speed_images, 64, Path(args.recipe))
@@ -280,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
             "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
-            "wall_minutes": (time.time() - t_start) / 60}
-    (res / "grefel_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
+            "wall_minutes": (time.time() - t_start) / 60,
+            "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
+    (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
     tables: dict[str, Any] = {}
     if records:
         if "a" in args.tables:
@@ -292,10 +305,15 @@ def main(argv: list[str] | None = None) -> int:
             tables["table7_label_noise_accuracy"] = noise_table(records)
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
         tables["embedding_cluster_quality"] = cluster_table(records)
-    (res / "grefel_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
+        claims = claims_table(records)
+        if len(claims):
+            tables["claims_paired_by_seed"] = claims
+        tables["epochs_run_and_kept"] = epochs_table(records)
+    (res / f"{args.tag}_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
                                                         for k, v in tables.items()}, indent=2, ensure_ascii=False))
     figures = []
-    for variant, name, label in (("rb", "grefel_tsne.png", "with RB"), ("norb", "grefel_tsne_without_rb.png", "without RB")):
+    for variant, name, label in (("rb", f"{args.tag}_tsne.png", "with RB"),
+                                 ("norb", f"{args.tag}_tsne_without_rb.png", "without RB")):
         run_dir = tsne_dirs.get((args.datasets[0], variant, "cls_a_c", 0.0, args.seeds[0]))
         if run_dir is not None and (run_dir / "result.json").exists() and tsne(run_dir, res / name,
                                                        f"t-SNE, {args.datasets[0]} test, {args.model} {label}",
@@ -308,11 +326,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{meta['hardware']}; extra overrides {args.override or 'none'}. Accuracy and macro-F1 in % on the test "
           "split (FER+: majority protocol, 7 classes, test; FER2013: PrivateTest), mean ± std over seeds. "
           "GFLOPs = multiply-accumulates at the model's input size (the paper's unit). Cluster scores of the test "
-          "embeddings grouped by true class: Davies–Bouldin lower is better, Calinski–Harabasz higher is better.\n"]
+          "embeddings grouped by true class: Davies–Bouldin lower is better, Calinski–Harabasz higher is better. "
+          "Claims: B − A paired by seed, mean [95 % Student-t interval] in points, **reproduced** only when the "
+          "interval excludes 0 in the claimed direction. Epochs: epochs run (epoch kept by validation) per seed.\n",
+          f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
-    (res / "grefel_tables.md").write_text("\n".join(md) + "\n")
+    (res / f"{args.tag}_tables.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     failed = [r for r in log if r["status"].startswith("failed")]
     return 1 if failed and not records else 0

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fairexpr.evaluation.grefel_tables import (cluster_table, complexity_of, load_run, load_runs, loss_table,
-                                               loss_variant, noise_table, rb_table, rb_variant, to_markdown)
+from fairexpr.evaluation.grefel_tables import (claims_table, cluster_table, complexity_of, epochs_table, load_run,
+                                               load_runs, loss_table, loss_variant, noise_table, rb_table, rb_variant,
+                                               to_markdown)
 from fairexpr.evaluation.metrics import _json, evaluate
 from fairexpr.models import create_model
 from fairexpr.models.grefel import model_complexity
@@ -141,3 +142,44 @@ def test_bad_run_dirs_raise(tmp_path, runs):
         load_run(runs[0])
     with pytest.raises(ValueError, match="preprocess"):
         complexity_of({"model": {"name": "resnet18", "num_classes": 3}})
+
+
+def test_claims_table_paired_by_hand(runs):
+    t = claims_table(load_runs(runs, complexity=False))
+    assert set(t["dataset"]) == {"ferplus"}  # fer2013 has the full head only: no pair, no claim listed
+    rb = t[(t["claim"] == "RB > without RB") & (t["metric"] == "accuracy")].iloc[0]
+    # without RB 3/6 and 5/6, RB 6/6 and 5/6: differences +50 and 0 points -> mean 25, sd 35.36,
+    # t_{0.975,1} = 12.706 -> half width 12.706 * 35.36 / sqrt(2) = 317.66
+    assert (rb["A"], rb["B"]) == ("66.67", "91.67")
+    assert rb["B − A [95 % CI] (points)"] == "+25.00 [-292.66, +342.66] (n=2)" and rb["verdict"] == "not shown"
+    losses = t[t["claim"] == "L_cls + L_a + L_c best"]
+    assert list(losses[losses["metric"] == "accuracy"]["A → B"]) == ["L_cls → L_cls + L_a + L_c",
+                                                                     "L_cls + L_a → L_cls + L_a + L_c"]
+    one = losses[losses["metric"] == "accuracy"].iloc[0]  # only seed 0 has L_cls: 3/6 -> 6/6
+    assert one["B − A [95 % CI] (points)"] == "+50.00 (n=1, no interval)" and one["verdict"] == "one seed: no interval"
+    noise = t[(t["claim"] == "RB more robust to 20 % label noise") & (t["metric"] == "accuracy")].iloc[0]
+    assert noise["B − A [95 % CI] (points)"] == "+16.67 (n=1, no interval)"
+    assert set(t["metric"]) == {"accuracy", "balanced accuracy", "macro-F1"}
+
+
+def test_claims_verdicts_follow_the_interval(runs, tmp_path):
+    recs = load_runs(runs, complexity=False)
+    extra = [write_run(tmp_path / "x", f"n{i}", seed=s, pred=p, anchors=False, mhsa=False, dataset="raf")
+             for i, (s, p) in enumerate(((0, P3), (1, P4), (2, P3)))]
+    extra += [write_run(tmp_path / "x", f"f{i}", seed=s, pred=p, dataset="raf")
+              for i, (s, p) in enumerate(((0, P5), (1, P6), (2, P5)))]
+    t = claims_table(recs + load_runs(extra, complexity=False))
+    raf = t[(t["dataset"] == "raf") & (t["metric"] == "accuracy")].iloc[0]
+    assert raf["B − A [95 % CI] (points)"] == "+33.33 [+33.33, +33.33] (n=3)" and raf["verdict"] == "**reproduced**"
+    flipped = [dict(r, rb="anchors + MHSA" if r["rb"] == "without RB" else "without RB",
+                    use_anchors=r["rb"] == "without RB", use_mhsa=r["rb"] == "without RB", loss="L_cls + L_a + L_c")
+               for r in load_runs(extra, complexity=False)]
+    f = claims_table(flipped)
+    assert f[f["metric"] == "accuracy"].iloc[0]["verdict"] == "opposite shown"
+
+
+def test_epochs_table(runs):
+    (runs[0] / "result.json").write_text(json.dumps({"epochs_run": 8, "best_epoch": 6}))
+    t = epochs_table(load_runs(runs, complexity=False))
+    norb = t[(t["dataset"] == "ferplus") & (t["variant"] == "without RB") & (t["label noise"] == "0%")].iloc[0]
+    assert norb["epochs (best)"] == "s0: 8 (6), s1: 1 (–)"

@@ -6,6 +6,11 @@
 * **Table 3** (loss terms): the full head trained with ``L_cls`` / ``L_cls + L_a`` / ``L_cls + L_a + L_c``
   (``method.lambda_anchor`` / ``method.lambda_center`` set to 0 to drop a term).
 * **Table 7** (label noise): accuracy at 0/10/20/30 % injected noise, with and without RB.
+* **Claims** (:func:`claims_table`): the paper's three claims as paired per-seed differences with 95 % Student-t
+  intervals (RB > without RB; the full loss above L_cls and above L_cls + L_a; RB above without RB at each injected
+  noise rate), *reproduced* only when the interval excludes 0 in the claimed direction.
+* **Epochs** (:func:`epochs_table`): epochs run and the epoch kept per cell and seed (a baseline whose best epoch is
+  its last has not converged).
 * **Cluster quality**: Davies–Bouldin (lower is better) and Calinski–Harabasz (higher is better) of the test
   embeddings grouped by true class, as ``fairexpr.evaluation.metrics.cluster_quality`` writes them.
 
@@ -31,7 +36,7 @@ import pandas as pd
 
 from .difc_tables import to_markdown
 
-__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "cluster_table", "complexity_of", "load_run", "load_runs", "loss_variant",
+__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "claims_table", "cluster_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
            "noise_table", "loss_table", "rb_table", "rb_variant", "to_markdown"]
 
 #: head variants of Table 2 in the paper's order
@@ -118,7 +123,7 @@ def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True
     }
     if res_p.is_file():
         res = json.loads(res_p.read_text())
-        rec.update({k: res.get(k) for k in ("train_seconds", "steps", "epochs_run", "stopped_by")})
+        rec.update({k: res.get(k) for k in ("train_seconds", "steps", "epochs_run", "best_epoch", "stopped_by")})
     if complexity:
         rec.update(complexity_of(sidecar))
     return rec
@@ -218,3 +223,69 @@ def cluster_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) ->
                      "Davies-Bouldin ↓": _fmt(db, 3, 1.0) if as_text else _mean(db),
                      "Calinski-Harabasz ↑": _fmt(ch, 1, 1.0) if as_text else _mean(ch)})
     return pd.DataFrame(rows, columns=["dataset", "variant", "seeds", "Davies-Bouldin ↓", "Calinski-Harabasz ↑"])
+
+
+#: metrics the claims are judged on (record key -> label)
+CLAIM_METRICS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
+
+
+def _by_seed(records: Sequence[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> dict[int, dict[str, Any]]:
+    return {r["seed"]: r for r in records if keep(r)}
+
+
+def claims_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The paper's claims, paired by seed per dataset (B − A in points, mean [95 % Student-t interval] (n)):
+
+    * RB > without RB: *without RB* → *anchors + MHSA*, clean labels, full loss;
+    * L_cls + L_a + L_c best: *L_cls* → full and *L_cls + L_a* → full, the full head, clean labels;
+    * RB more robust to label noise: *without RB* → *anchors + MHSA* at each injected noise rate > 0.
+
+    ``verdict``: **reproduced** when the interval excludes 0 upwards, "opposite shown" when it excludes 0
+    downwards, "not shown" otherwise; pairs missing a side are left out (a claim with none is not listed)."""
+    from .stats import format_difference, paired_difference
+
+    full_head = lambda r: r["use_anchors"] and r["use_mhsa"]  # noqa: E731
+    rows = []
+    for ds in sorted({r["dataset"] for r in records}):
+        rs = [r for r in records if r["dataset"] == ds]
+        pairs = [("RB > without RB", "without RB → anchors + MHSA",
+                  _by_seed(rs, lambda r: r["label_noise"] == 0 and r["rb"] == "without RB"),
+                  _by_seed(rs, lambda r: r["label_noise"] == 0 and full_head(r) and r["loss"] == "L_cls + L_a + L_c"))]
+        for base in ("L_cls", "L_cls + L_a"):
+            pairs.append(("L_cls + L_a + L_c best", f"{base} → L_cls + L_a + L_c",
+                          _by_seed(rs, lambda r, b=base: r["label_noise"] == 0 and full_head(r) and r["loss"] == b),
+                          pairs[0][3]))
+        for rate in sorted({r["label_noise"] for r in rs if r["label_noise"] > 0}):
+            pairs.append((f"RB more robust to {rate * 100:g} % label noise", "without RB → anchors + MHSA",
+                          _by_seed(rs, lambda r, x=rate: r["label_noise"] == x and r["rb"] == "without RB"),
+                          _by_seed(rs, lambda r, x=rate: r["label_noise"] == x and full_head(r)
+                                   and r["loss"] == "L_cls + L_a + L_c")))
+        for claim, arms, a, b in pairs:
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            for key, label in CLAIM_METRICS.items():
+                if any(a[s].get(key) is None or b[s].get(key) is None for s in seeds):
+                    continue
+                d = paired_difference({s: float(a[s][key]) for s in seeds}, {s: float(b[s][key]) for s in seeds})
+                verdict = ("**reproduced**" if d["verdict"] == "b > a" else "opposite shown" if d["verdict"] == "b < a"
+                           else "not shown" if d["ci"] is not None else d["verdict"])
+                rows.append({"dataset": ds, "claim": claim, "A → B": arms, "metric": label,
+                             "A": f"{np.mean([a[s][key] for s in seeds]) * 100:.2f}",
+                             "B": f"{np.mean([b[s][key] for s in seeds]) * 100:.2f}",
+                             "B − A [95 % CI] (points)": format_difference(d), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["dataset", "claim", "A → B", "metric", "A", "B", "B − A [95 % CI] (points)",
+                                       "verdict"])
+
+
+def epochs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per cell (dataset, head, loss, noise): ``epochs run (epoch kept)`` for each seed, from ``result.json``."""
+    rows = []
+    for (ds, variant, loss, noise), rs in _group(records, ("dataset", "rb", "loss", "label_noise"), lambda r: True,
+                                                 {"rb": RB_VARIANTS, "loss": LOSS_VARIANTS}):
+        cells = [f"s{r['seed']}: {r.get('epochs_run') if r.get('epochs_run') is not None else '–'} "
+                 f"({r.get('best_epoch') if r.get('best_epoch') is not None else '–'})"
+                 for r in sorted(rs, key=lambda r: r["seed"])]
+        rows.append({"dataset": ds, "variant": variant, "loss": loss, "label noise": f"{noise * 100:g}%",
+                     "epochs (best)": ", ".join(cells)})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "loss", "label noise", "epochs (best)"])

@@ -1,0 +1,49 @@
+"""benchmarks/grefel.py end to end on synthetic faces: without RB and with RB at two seeds, the
+paired claims table, epochs per cell, the command and ``--tag`` file names; a --collect afterwards trains nothing;
+a bad ``--tag`` and synthetic numbers into benchmarks/results are refused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from _bench import load_bench
+
+
+@pytest.fixture(scope="module")
+def grefel():
+    return load_bench("grefel")
+
+
+def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
+    base = ["--datasets", "synthetic", "--model", "reliability_balanced", "--tables", "a", "--variants", "norb", "rb", "--seeds", "0", "1", "--epochs", "1", "--minutes", "0", "--synthetic-total", "120",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--tag", "g_smoke",
+            "--override", "train.batch_size=16"]
+    assert grefel.main(base) == 0
+    res = tmp_path / "res"
+    assert {p.name for p in res.iterdir()} >= {"g_smoke_runs.json", "g_smoke_tables.json", "g_smoke_tables.md",
+                                               "g_smoke_tsne.png", "g_smoke_tsne_without_rb.png"}
+    runs = json.loads((res / "g_smoke_runs.json").read_text())
+    assert runs["meta"]["command"].startswith("python benchmarks/grefel.py --datasets synthetic")
+    assert len(runs["runs"]) == 4  # {norb, rb} x 2 seeds
+    tables = json.loads((res / "g_smoke_tables.json").read_text())
+    claims = tables["claims_paired_by_seed"]
+    cols = claims["columns"]
+    rows = [dict(zip(cols, r)) for r in claims["data"]]
+    assert {r["claim"] for r in rows} == {"RB > without RB"}  # the others by hand in tests/grefel
+    assert all(r["B − A [95 % CI] (points)"].endswith("(n=2)") for r in rows)
+    ep = tables["epochs_run_and_kept"]
+    assert all(row[-1] == "s0: 1 (1), s1: 1 (1)" for row in ep["data"])
+    md = (res / "g_smoke_tables.md").read_text()
+    assert "## claims_paired_by_seed" in md and "- command: `python benchmarks/grefel.py" in md
+    capsys.readouterr()
+    assert grefel.main([*base, "--collect"]) == 0
+    assert "\n+ " not in "\n" + capsys.readouterr().out  # nothing trained again
+
+
+def test_bad_tag_and_synthetic_into_results_are_refused(grefel, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        grefel.main(["--datasets", "synthetic", "--results", str(tmp_path), "--tag", "a/b"])
+    assert "--tag 'a/b': expected a file-name prefix" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        grefel.main(["--datasets", "synthetic"])
+    assert "numbers are meaningless" in capsys.readouterr().err
