@@ -14,9 +14,13 @@ Claims (A = baseline head recipe, B = the method's; ``fairexpr.engine.head_level
 * DIFC > DI on the target — ``difc`` vs ``ldam_drw``, margins from the head's predictions on the unlabelled
   target (CK+48, FER+ test), reported on that target and on its top-3 confusing classes;
 * class weights shrink the max-min class gap — ``weighted_ce`` vs ``ce`` (gap: lower is better);
-* mixing helps under label noise — ``rul_weighted`` vs ``weighted_ce`` at 20 % and 30 % symmetric noise (dlib).
+* mixing helps under label noise — ``rul_weighted`` vs ``weighted_ce`` at 20 % and 30 % symmetric noise (dlib);
+* GReFEL (dlib): RB > without RB — ``rb`` vs ``rb_none``; L_cls + L_a + L_c best — ``rb`` vs ``rb_cls`` and vs
+  ``rb_cls_a``; RB more robust to label noise — ``rb`` vs ``rb_none`` at 10, 20 and 30 % symmetric noise.
 
     python benchmarks/head_level.py --data $FAIREXPR_DATA --seeds 10 --epochs 30
+    python benchmarks/head_level.py --only rb_vs_norb rb_loss_vs_cls rb_loss_vs_cls_a rb_noise10 rb_noise20 rb_noise30 \
+        --results benchmarks/results/head_level_grefel
 
 Results: benchmarks/results/head_level.{json,md}.
 """
@@ -81,6 +85,14 @@ CLAIMS = [
      ["fer2013_private", "ferplus_test"], "accuracy", True),
     ("mixing_noise30", "mixing helps under 30 % symmetric label noise", "dlib", "weighted_ce", "rul_weighted", 0.3,
      ["fer2013_private", "ferplus_test"], "accuracy", True),
+    ("rb_vs_norb", "GReFEL: RB > without RB (reliability head, L_cls + L_a + L_c)", "dlib", "rb_none", "rb", 0.0,
+     ["fer2013_private", "ferplus_test"], "accuracy", True),
+    ("rb_loss_vs_cls", "GReFEL: L_cls + L_a + L_c > L_cls (full head)", "dlib", "rb_cls", "rb", 0.0,
+     ["fer2013_private", "ferplus_test"], "accuracy", True),
+    ("rb_loss_vs_cls_a", "GReFEL: L_cls + L_a + L_c > L_cls + L_a (full head)", "dlib", "rb_cls_a", "rb", 0.0,
+     ["fer2013_private", "ferplus_test"], "accuracy", True),
+    *[(f"rb_noise{int(r * 100)}", f"GReFEL: RB more robust to {int(r * 100)} % symmetric label noise", "dlib", "rb_none",
+       "rb", r, ["fer2013_private", "ferplus_test"], "accuracy", True) for r in (0.1, 0.2, 0.3)],
 ]
 
 
@@ -158,6 +170,14 @@ def main() -> None:
 NAMES = {"fer2013_private": "FER2013 PrivateTest", "ferplus_test": "FER+ test", "ckplus48": "CK+48 (7 classes)"}
 
 
+def verdict(row: dict, higher: bool) -> str:
+    """**reproduced** (interval excludes 0 in the claimed direction), "opposite shown" (excludes it the other way),
+    "not shown"."""
+    if row["reproduced"]:
+        return "**reproduced**"
+    return "opposite shown" if row["diff"]["verdict"] == ("b < a" if higher else "b > a") else "not shown"
+
+
 def markdown(rep: dict) -> str:
     from fairexpr.evaluation.stats import format_difference
 
@@ -173,7 +193,7 @@ def markdown(rep: dict) -> str:
             md.append(f"| {c['claim']} | {c['backbone']} | {c['a']} → {c['b']}{' @ %d %% noise' % round(100 * c['noise']) if c['noise'] else ''} "
                       f"| {NAMES.get(n, n)} | {c['metric'].replace('_', ' ')}{'' if c['higher_is_better'] else ' (lower better)'} "
                       f"| {100 * r['a_mean']:.2f} | {100 * r['b_mean']:.2f} | {format_difference(r['diff'])} "
-                      f"| {'**reproduced**' if r['reproduced'] else 'not shown'} |")
+                      f"| {verdict(r, c['higher_is_better'])} |")
             if "top3_confusing" in r:
                 t = r["top3_confusing"]
                 md.append(f"| ↳ top-3 confusing classes ({', '.join(t['classes'])}; {t['orders_agreeing']}/{len(rep['seeds'])} seeds) "

@@ -90,3 +90,18 @@ def test_bad_configs_are_one_clear_error():
     with pytest.raises(ConfigError, match="have classes"):
         run_cell(e, {"o": other}, HeadConfig(epochs=1))
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_reliability_recipes_build_the_grefel_head_and_loss():
+    train = blobs([40] * 7, seed=0, sep=6.0)
+    none, _ = train_head(train, HeadConfig(recipe="rb_none", epochs=1, seed=0))
+    assert none.head.anchors() is None and none.head.rb.attention is None  # without RB: L_final = l
+    full, _ = train_head(train, HeadConfig(recipe="rb", epochs=1, seed=0))
+    assert full.head.anchors().shape == (7, 10, 16) and full.head.rb.attention is not None
+    out = full(torch.zeros(3, 16))
+    assert out.shape == (3, 7) and torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-5)  # log L_final
+    # the loss weights reach training: the anchor-spread term moves the anchors, so L_cls + L_a ends elsewhere
+    cls, _ = train_head(train, HeadConfig(recipe="rb_cls", epochs=2, seed=0))
+    cls_a, _ = train_head(train, HeadConfig(recipe="rb_cls_a", epochs=2, seed=0))
+    assert not torch.allclose(cls.head.anchors(), cls_a.head.anchors())
+    assert HEAD_RECIPES["rb"]["lambdas"] == (1.0, 1.0, 0.01)  # configs/grefel_dlib_cpu.yaml's weights

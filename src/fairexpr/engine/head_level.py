@@ -13,7 +13,12 @@ with a registered loss (:func:`fairexpr.losses.build_loss`) — the same modules
   increments (Eqs. 4-6) from the head's own predictions on the unlabelled *target* embeddings, re-estimated
   every epoch (margins only: with fixed features there is no domain alignment);
 * ``rul`` / ``rul_weighted`` — RUL's uncertainty head with uncertainty mixing (CUCN Eq. 2), without / with
-  the class weights.
+  the class weights;
+* ``rb`` — GReFEL's reliability-balancing head (anchors + MHSA, :class:`fairexpr.models.reliability.ReliabilityHead`)
+  with its full loss ``L_cls + L_a + L_c`` (:class:`fairexpr.losses.grefel.GReFELLoss`); ``rb_none`` the same head
+  without RB (no anchors, no MHSA: ``L_final = l``, loss ``L_cls``); ``rb_cls`` / ``rb_cls_a`` the full head trained
+  with ``L_cls`` / ``L_cls + L_a`` only. Head options and loss weights are ``configs/grefel_dlib_cpu.yaml``'s
+  (:data:`RB_HEAD`, λ_a = 1, λ_c = 0.01); the prediction is ``argmax L_final``.
 
 Training: features standardised with the training set's mean and sd, SGD (momentum 0.9, Nesterov, weight
 decay 5e-4), cosine learning rate, ``epochs`` passes of shuffled batches; everything seeded by ``seed``
@@ -38,7 +43,32 @@ HEAD_RECIPES: dict[str, dict[str, Any]] = {
     "difc": {"head": "normed", "loss": {"name": "ldam", "max_m": 0.5, "s": 30.0, "drw_beta": 0.9999}, "difc": 0.02},
     "rul": {"head": "uncertainty", "mix": True, "weights": None},
     "rul_weighted": {"head": "uncertainty", "mix": True, "weights": "inverse"},
+    "rb_none": {"head": "reliability", "rb": {"use_anchors": False, "use_mhsa": False}, "lambdas": (1.0, 0.0, 0.0)},
+    "rb": {"head": "reliability", "rb": {"use_anchors": True, "use_mhsa": True}, "lambdas": (1.0, 1.0, 0.01)},
+    "rb_cls": {"head": "reliability", "rb": {"use_anchors": True, "use_mhsa": True}, "lambdas": (1.0, 0.0, 0.0)},
+    "rb_cls_a": {"head": "reliability", "rb": {"use_anchors": True, "use_mhsa": True}, "lambdas": (1.0, 1.0, 0.0)},
 }
+
+#: the reliability head's options in the ``rb*`` recipes (``configs/grefel_dlib_cpu.yaml``)
+RB_HEAD: dict[str, Any] = {"num_anchors": 10, "delta": 1.0, "dropout": 0.1}
+
+
+class RBLogits(torch.nn.Module):
+    """A :class:`~fairexpr.models.reliability.ReliabilityHead` as a logits head: ``forward`` gives ``log L_final``
+    (its prediction and probabilities), :meth:`reliability` the head's full output for the GReFEL loss."""
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.rb = head
+
+    def reliability(self, x: torch.Tensor) -> dict[str, Any]:
+        return self.rb(x)
+
+    def anchors(self) -> torch.Tensor | None:
+        return self.rb.anchors.anchors if self.rb.anchors is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rb(x)["final"].clamp_min(1e-12).log()
 
 
 @dataclass
@@ -129,10 +159,19 @@ def train_head(train: Embeddings, cfg: HeadConfig, target: Embeddings | None = N
     if (counts == 0).any():
         raise ConfigError(f"training embeddings lack classes {[train.classes[i] for i in np.flatnonzero(counts == 0)]}")
     mean, sd = x.mean(0), x.std(0).clamp(min=1e-6)
-    model = HeadModel(build_head(spec["head"], train.dim, k), mean, sd)
+    if spec.get("rb"):
+        from ..losses.grefel import GReFELLoss
+        from ..models.reliability import ReliabilityHead
+
+        head: torch.nn.Module = RBLogits(ReliabilityHead(train.dim, k, **RB_HEAD, **spec["rb"]))
+    else:
+        head = build_head(spec["head"], train.dim, k)
+    model = HeadModel(head, mean, sd)
     drw_epoch = cfg.drw_epoch if cfg.drw_epoch is not None else (2 * cfg.epochs) // 3
     difc_epoch = cfg.difc_epoch if cfg.difc_epoch is not None else cfg.epochs // 2
-    if spec.get("mix"):
+    if spec.get("rb"):
+        crit = GReFELLoss(*spec["lambdas"])
+    elif spec.get("mix"):
         w = None if spec["weights"] is None else class_weights(spec["weights"], counts)
         crit = MixedUncertaintyLoss(class_weights=w, num_classes=k)
     else:
@@ -162,14 +201,16 @@ def train_head(train: Embeddings, cfg: HeadConfig, target: Embeddings | None = N
         tot = 0.0
         for i in range(0, len(x), cfg.batch_size):
             b = perm[i:i + cfg.batch_size]
-            if len(b) < 2 and spec.get("mix"):
-                continue  # BatchNorm and mixing need two samples
+            if len(b) < 2 and (spec.get("mix") or spec.get("rb")):
+                continue  # BatchNorm (the uncertainty and reliability heads) and mixing need two samples
             xb, yb = model.standardise(x[b]), y[b]
             if spec.get("mix"):
                 mu, logvar = model.head.features(xb)
                 pb = torch.randperm(len(b), generator=gen)
                 mixed, _, _ = uncertainty_mix(mu, logvar, pb)
                 loss = crit(model.head.classify(mixed), yb, yb[pb])
+            elif spec.get("rb"):
+                loss = crit(model.head.reliability(xb), yb, model.head.anchors())["loss"]
             else:
                 loss = crit(model.head(xb), yb)
             opt.zero_grad(set_to_none=True)
