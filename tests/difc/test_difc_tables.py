@@ -173,3 +173,19 @@ def test_write_tables_includes_paired_claims_and_source_only(tmp_path):
     md = paths["markdown"].read_text()
     assert "## paired_claims" in md and "## source_only" in md and "| ck | 60.00 | 50.00 | default |" in md
     assert "paired_claims" in json.loads(paths["json"].read_text())
+
+
+def test_per_class_figure_marks_a_class_the_target_lacks(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from fairexpr.evaluation.difc_tables import make_record, per_class_figure
+
+    classes = ["anger", "happiness", "neutral"]
+    recs = [make_record(run=f"r{i}", method="mcd", cls_loss=loss, source="fer2013", target="ckplus:/x/CK+48", seed=i,
+                        metrics={"per_class_accuracy": {"anger": 0.5, "happiness": 0.9, "neutral": None}})
+            for i, loss in enumerate(("ce", "di"))]
+    texts = []
+    real = Axes.text
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: (texts.append((x, s)), real(self, x, y, s, *a, **k))[1])
+    p = per_class_figure(recs, classes, tmp_path / "pc.png")
+    assert p.is_file() and texts == [(2, "absent")]  # neutral (index 2) only

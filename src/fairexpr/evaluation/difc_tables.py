@@ -288,14 +288,18 @@ def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], 
         ranked = ([classes.index(order_tab.iloc[0][str(j + 1)]) for j in range(len(classes))]
                   if not order_tab.empty else list(range(len(classes))))
         width = 0.8 / max(1, len(by_loss))
+        absent = np.ones(len(ranked), dtype=bool)
         for i, loss in enumerate(k for k in LOSS_ROWS if k in by_loss):
             vals = [_group_accuracy(_need_metrics(r), classes, [c]) for c in ranked for r in by_loss[loss]]
             per = np.asarray(vals, dtype=float).reshape(len(ranked), -1)
             with warnings.catch_warnings():  # a class absent from the target set has no accuracy: no bar
                 warnings.simplefilter("ignore", RuntimeWarning)
                 means = np.nanmean(per, axis=1)
+            absent &= ~np.isfinite(means)
             ax.bar(np.arange(len(ranked)) + (i - (len(by_loss) - 1) / 2) * width, 100 * means, width,
                    label=f"{LOSS_ROWS[loss]} ({per.shape[1]} runs)")
+        for j in np.flatnonzero(absent):  # the target set lacks this class: say so instead of an empty slot
+            ax.text(j, 2, "absent", ha="center", va="bottom", fontsize=8, color="gray", rotation=90)
         ax.set_xticks(np.arange(len(ranked)), [classes[c] for c in ranked], fontsize=8)
         ax.set_ylabel("target acc. (%)")
         ax.set_title(f"{METHOD_COLUMNS.get(method, method)} → {Path(str(target).split(':', 1)[-1]).name}"
