@@ -197,3 +197,22 @@ def test_reliability_balanced_rejects_bad_options():
         create_model("reliability_balanced", backbone="grefel_small")
     with pytest.raises(ModelError, match="unknown model"):
         create_model("reliability_balanced", backbone="nope")
+
+
+def test_anchor_distances_match_the_direct_form_in_float32_even_under_bf16_autocast():
+    torch.manual_seed(0)
+    s = AnchorSet(7, 10, 256)
+    e = torch.randn(32, 256) * 3
+    direct = (s.anchors.unsqueeze(0) - e[:, None, None, :]).pow(2).sum(-1).sqrt()
+    torch.testing.assert_close(s.distances(e), direct, atol=1e-4, rtol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = s.distances(e.bfloat16())
+    assert d.dtype == torch.float32
+    torch.testing.assert_close(d, (s.anchors.unsqueeze(0) - e.bfloat16().float()[:, None, None, :]).pow(2).sum(-1).sqrt(),
+                               atol=1e-4, rtol=1e-5)
+    from fairexpr.losses.grefel import AnchorSpreadLoss
+
+    flat = s.anchors.reshape(70, 256)
+    ref = -((flat[:, None] - flat[None]).pow(2).sum(-1).sum() / (70 * 69)) / 16.0  # all ordered pairs, / sqrt(D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(AnchorSpreadLoss()(s.anchors), ref, atol=1e-5, rtol=1e-5)

@@ -63,7 +63,10 @@ class AnchorSpreadLoss(nn.Module):
             raise ValueError(f"anchors must be [C, K, D], got {tuple(anchors.shape)}")
         c, k, d = anchors.shape
         flat = anchors.reshape(c * k, d)
-        sq = (flat.unsqueeze(0) - flat.unsqueeze(1)).pow(2).sum(-1)  # [CK, CK], zero diagonal
+        flat = flat.float()
+        with torch.autocast(device_type=flat.device.type, enabled=False):  # float32: bf16 would cancel away
+            norms = flat.pow(2).sum(1)
+            sq = (norms.unsqueeze(0) + norms.unsqueeze(1) - 2.0 * flat @ flat.T).clamp_min(0.0)  # [CK, CK] ‖a − a'‖²
         cls = torch.arange(c, device=anchors.device).repeat_interleave(k)
         if self.pairs == "inter_class":
             mask = cls.unsqueeze(0) != cls.unsqueeze(1)
