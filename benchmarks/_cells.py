@@ -65,3 +65,28 @@ def config_key(cfg: dict[str, Any]) -> str:
 def keyed_dir(base: Path, name: str, argv: list[str]) -> Path:
     """``base / f"{name}_{config_key(resolved_config(argv))}"``: the run directory of one cell."""
     return Path(base) / f"{name}_{config_key(resolved_config(argv))}"
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    """Write a derived recipe file that parallel benchmark processes share: only when its content changes, and
+    atomically (a temporary file in the same folder, then ``os.replace``), so a process hashing or reading it never
+    sees a half-written file (which would key a cell by a config it does not run)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

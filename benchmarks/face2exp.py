@@ -78,8 +78,10 @@ def sl_recipe(out: Path, recipe: Path) -> Path:
     cfg["data"]["unlabelled"] = None
     path = out / "sl_recipe.yaml"
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# derived from {recipe.name} by benchmarks/face2exp.py: SL with the same labels\n"
-                    + yaml.safe_dump(cfg, sort_keys=False))
+    from _cells import write_recipe
+
+    write_recipe(path, f"# derived from {recipe.name} by benchmarks/face2exp.py: SL with the same labels\n"
+                 + yaml.safe_dump(cfg, sort_keys=False))  # atomically: parallel invocations share it
     return path
 
 

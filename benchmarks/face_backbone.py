@@ -68,9 +68,9 @@ def derived_config(name: str, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     text = (f"# derived from {F2E_RECIPE} by benchmarks/face_backbone.py --study face2exp ({name})\n"
             + yaml.safe_dump(cfg, sort_keys=False))
-    if not out.is_file() or out.read_text() != text:
-        out.write_text(text)
-    return out
+    from _cells import write_recipe
+
+    return write_recipe(out, text)  # atomically: the parallel cells share it
 
 
 def run(cmd: list[str], out: Path, log: Path) -> None:

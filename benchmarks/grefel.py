@@ -89,8 +89,10 @@ def model_recipe(recipe: Path, model: str, out: Path, extra_kwargs: dict[str, An
     cfg["data"]["image_size"], cfg["data"]["channels"] = size, chans
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"recipe_{model}{'_' + '_'.join(map(str, extra_kwargs)) if extra_kwargs else ''}.yaml"
-    path.write_text(f"# derived from {recipe.name} by benchmarks/grefel.py: model preset {model!r}\n"
-                    + yaml.safe_dump(cfg, sort_keys=False))
+    from _cells import write_recipe
+
+    write_recipe(path, f"# derived from {recipe.name} by benchmarks/grefel.py: model preset {model!r}\n"
+                 + yaml.safe_dump(cfg, sort_keys=False))  # atomically: gpu/run.sh's parallel cells share it
     return path
 
 

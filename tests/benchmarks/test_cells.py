@@ -97,3 +97,23 @@ def test_the_init_weights_are_part_of_the_key(tmp_path, monkeypatch):
     data[-1] ^= 1  # one bit of one weight
     (run / "model.safetensors").write_bytes(bytes(data))
     assert _cells.keyed_dir(tmp_path, "cell", argv) != a
+
+
+def test_write_recipe_is_atomic_skips_equal_content_and_uses_the_umask(tmp_path):
+    import os
+
+    from _cells import write_recipe
+
+    p = write_recipe(tmp_path / "sub" / "recipe.yaml", "seed: 0\n")
+    assert p.read_text() == "seed: 0\n"
+    old = os.umask(0o027)
+    try:
+        mtime = p.stat().st_mtime_ns
+        os.utime(p, ns=(mtime - 10**9, mtime - 10**9))
+        write_recipe(p, "seed: 0\n")  # same content: not rewritten
+        assert p.stat().st_mtime_ns == mtime - 10**9
+        write_recipe(p, "seed: 1\n")
+        assert p.read_text() == "seed: 1\n" and (p.stat().st_mode & 0o777) == 0o640
+    finally:
+        os.umask(old)
+    assert [f.name for f in p.parent.iterdir()] == ["recipe.yaml"]  # no temporary file left behind

@@ -17,7 +17,8 @@ def f2e():
 def test_smoke_grid_paired_table_and_reuse(f2e, tmp_path, capsys):
     argv = ["--smoke", "--datasets", "fer2013", "--fractions", "0.1", "--seeds", "0", "1", "--epochs", "1",
             "--minutes", "5", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--tag", "f2e_smoke",
-            "--override", "train.batch_size=16", "method.warmup_steps=1", "method.consistency_warmup_steps=1"]
+            "--override", "train.batch_size=16", "model.pretrained=null", "method.warmup_steps=1",
+            "method.consistency_warmup_steps=1"]  # no ../shared in a clean clone
     assert f2e.main(argv) == 0
     res = tmp_path / "res"
     assert sorted(p.name for p in res.glob("f2e_smoke_*")) == [
