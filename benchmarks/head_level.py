@@ -173,9 +173,9 @@ NAMES = {"fer2013_private": "FER2013 PrivateTest", "ferplus_test": "FER+ test", 
 def verdict(row: dict, higher: bool) -> str:
     """**reproduced** (interval excludes 0 in the claimed direction), "opposite shown" (excludes it the other way),
     "not shown"."""
-    if row["reproduced"]:
-        return "**reproduced**"
-    return "opposite shown" if row["diff"]["verdict"] == ("b < a" if higher else "b > a") else "not shown"
+    from fairexpr.evaluation.stats import claim_verdict
+
+    return claim_verdict(row["diff"], "b > a" if higher else "b < a")
 
 
 def markdown(rep: dict) -> str:

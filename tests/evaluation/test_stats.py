@@ -45,3 +45,14 @@ def test_one_seed_and_bad_input():
         paired_difference({0: 1.0}, {1: 1.0})
     with pytest.raises(TypeError, match="both"):
         paired_difference({0: 1.0}, [1.0])
+
+
+def test_claim_verdict_follows_the_claimed_direction():
+    from fairexpr.evaluation.stats import claim_verdict, paired_difference
+
+    up = paired_difference([0.1, 0.2, 0.3], [0.2, 0.3, 0.4])  # +0.1 on every seed: interval [0.1, 0.1]
+    assert claim_verdict(up, "b > a") == "**reproduced**" and claim_verdict(up, "b < a") == "opposite shown"
+    assert claim_verdict(paired_difference([0.1, 0.2, 0.3], [0.2, 0.1, 0.3]), "b > a") == "not shown"
+    assert claim_verdict(paired_difference([0.1], [0.2]), "b > a") == "one seed: no interval"
+    with pytest.raises(ValueError, match="claimed direction"):
+        claim_verdict(up, "up")

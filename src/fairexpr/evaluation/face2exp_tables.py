@@ -142,7 +142,7 @@ def delta_table(records: Sequence[dict[str, Any]], method: str = "Meta-Face2Exp"
     95 % Student-t interval (:func:`fairexpr.evaluation.stats.paired_difference`). The paper's claim is
     ``Δ Mean Acc > 0`` and ``Δ Std Acc < 0``; each is **reproduced** only when its interval excludes 0 in that
     direction, "opposite shown" when it excludes 0 the other way. ``seeds`` = the seeds the two cells share."""
-    from .stats import format_difference, paired_difference
+    from .stats import claim_verdict, format_difference, paired_difference
 
     cells = _cells(records)
     rows = []
@@ -160,21 +160,12 @@ def delta_table(records: Sequence[dict[str, Any]], method: str = "Meta-Face2Exp"
             d = paired_difference({s: base[s][key] for s in shared}, {s: ours[s][key] for s in shared})
             row[col] = format_difference(d)
             if want is not None:
-                row[col.replace("Δ ", "") + " claim"] = _verdict(d, want)
+                row[col.replace("Δ ", "") + " claim"] = claim_verdict(d, want)
         row["Mean Acc up, seeds"] = f"{sum(ours[s]['mean_acc'] > base[s]['mean_acc'] for s in shared)}/{len(shared)}"
         row["Std Acc down, seeds"] = f"{sum(ours[s]['std_acc'] < base[s]['std_acc'] for s in shared)}/{len(shared)}"
         rows.append(row)
     return pd.DataFrame(rows, columns=["train", "labels", "seeds", "Δ accuracy", "Δ Mean Acc", "Mean Acc claim",
                                        "Δ Std Acc", "Std Acc claim", "Mean Acc up, seeds", "Std Acc down, seeds"])
-
-
-def _verdict(d: dict[str, Any], want: str) -> str:
-    """The claim's verdict from a :func:`paired_difference` result (``want`` = its claimed direction)."""
-    if d["ci"] is None:
-        return d["verdict"]
-    if d["verdict"] == want:
-        return "**reproduced**"
-    return "not shown" if d["verdict"] == "no difference shown" else "opposite shown"
 
 
 # -------------------------------------------------------------------------------------------- figure

@@ -242,7 +242,7 @@ def claims_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
     ``verdict``: **reproduced** when the interval excludes 0 upwards, "opposite shown" when it excludes 0
     downwards, "not shown" otherwise; pairs missing a side are left out (a claim with none is not listed)."""
-    from .stats import format_difference, paired_difference
+    from .stats import claim_verdict, format_difference, paired_difference
 
     full_head = lambda r: r["use_anchors"] and r["use_mhsa"]  # noqa: E731
     rows = []
@@ -268,8 +268,7 @@ def claims_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 if any(a[s].get(key) is None or b[s].get(key) is None for s in seeds):
                     continue
                 d = paired_difference({s: float(a[s][key]) for s in seeds}, {s: float(b[s][key]) for s in seeds})
-                verdict = ("**reproduced**" if d["verdict"] == "b > a" else "opposite shown" if d["verdict"] == "b < a"
-                           else "not shown" if d["ci"] is not None else d["verdict"])
+                verdict = claim_verdict(d, "b > a")
                 rows.append({"dataset": ds, "claim": claim, "A → B": arms, "metric": label,
                              "A": f"{np.mean([a[s][key] for s in seeds]) * 100:.2f}",
                              "B": f"{np.mean([b[s][key] for s in seeds]) * 100:.2f}",

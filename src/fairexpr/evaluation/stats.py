@@ -60,6 +60,19 @@ def paired_difference(a: Mapping[Any, float] | Sequence[float], b: Mapping[Any, 
     return out | {"sd": sd, "ci": [lo, hi], "verdict": verdict}
 
 
+def claim_verdict(d: Mapping[str, Any], want: str) -> str:
+    """A claim's verdict from a :func:`paired_difference` result; ``want`` is its claimed direction (``"b > a"`` or
+    ``"b < a"``): ``**reproduced**`` (the interval excludes 0 that way), ``opposite shown`` (the other way),
+    ``not shown``, or the one-seed verdict when there is no interval."""
+    if want not in ("b > a", "b < a"):
+        raise ValueError(f"claimed direction must be 'b > a' or 'b < a', got {want!r}")
+    if d["ci"] is None:
+        return d["verdict"]
+    if d["verdict"] == want:
+        return "**reproduced**"
+    return "not shown" if d["verdict"] == "no difference shown" else "opposite shown"
+
+
 def format_difference(r: Mapping[str, Any], scale: float = 100.0, digits: int = 2) -> str:
     """``+1.23 [+0.40, +2.06] (n=3)`` in points (``scale`` 100 for fractions)."""
     m = f"{r['mean'] * scale:+.{digits}f}"
