@@ -96,3 +96,22 @@ def test_grefel_small_one_step_and_ablation_switches():
     assert method.model.rb_head.anchors.anchors.grad.abs().sum() > 0
     pred = method.predict(batch["image"])
     assert pred["embedding"].shape == (2, 192)
+
+
+def test_head_lr_mult_puts_the_reliability_head_in_its_own_group():
+    cls = get_method("grefel")
+    assert cls.uses_head_lr_mult  # the engine refuses head_lr_mult != 1 for methods that ignore it
+    one = cls(_cfg(num_anchors=2), _info())
+    (g,) = one.parameter_groups(1e-3)
+    assert g["lr"] == 1e-3 and len(g["params"]) == len([p for p in one.parameters() if p.requires_grad])
+    m = cls({**_cfg(num_anchors=2), "optim": {"head_lr_mult": 5.0}}, _info())
+    slow, fast = m.parameter_groups(1e-4)
+    assert (slow["name"], fast["name"]) == ("backbone", "rb_head")
+    assert slow["lr"] == pytest.approx(1e-4) and fast["lr"] == pytest.approx(5e-4)
+    head_ids = {id(p) for p in m.model.rb_head.parameters()}
+    assert {id(p) for p in fast["params"]} == head_ids  # anchors, MHSA branches and the primary classifier
+    assert any(p is m.model.rb_head.anchors.anchors for p in fast["params"])
+    assert not head_ids & {id(p) for p in slow["params"]}
+    assert len(slow["params"]) + len(fast["params"]) == len([p for p in m.parameters() if p.requires_grad])
+    assert all(id(p) not in head_ids for p in m.model.backbone.parameters())
+

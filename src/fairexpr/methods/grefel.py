@@ -31,6 +31,10 @@ class GReFELMethod(Method):
     #: some parameters of the reliability head (anchors / MHSA branches) get no gradient in a step: DDP must look
     #: for them (``ddp`` becomes ``ddp_find_unused_parameters_true``)
     ddp_unused_parameters = True
+    #: the reliability head (primary classifier, anchors, MHSA branches) trains at ``optim.lr * optim.head_lr_mult``,
+    #: the backbone at ``optim.lr``: a pretrained backbone without BatchNorm (dlib's face ResNet) is stable only at a
+    #: small step size that leaves a freshly initialised head nearly still
+    uses_head_lr_mult = True
     """GReFEL: ``L = λ_cls L_cls(L_final, y) + λ_a L_a(anchors) + λ_c L_c(e, anchors, y)``."""
 
     option_defaults: dict[str, Any] = {
@@ -71,6 +75,7 @@ class GReFELMethod(Method):
         self.model_spec = {"name": spec_name, "kwargs": spec_kwargs}
         self.model.registry_name = spec_name  # type: ignore[attr-defined]  (read by the engine for the sidecar)
         self.model.build_kwargs = spec_kwargs  # type: ignore[attr-defined]
+        self.head_lr_mult = float((config.get("optim") or {}).get("head_lr_mult", 1.0))
         self.criterion = GReFELLoss(opts["lambda_cls"], opts["lambda_anchor"], opts["lambda_center"],
                                     opts["label_smoothing"], opts["anchor_pairs"])
 
@@ -99,6 +104,19 @@ class GReFELMethod(Method):
             if not isinstance(opts[k], bool):
                 raise ConfigError(f"method.{k}: expected true/false, got {opts[k]!r}")
         return opts
+
+    def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
+        """The backbone at ``base_lr``; the reliability head (``model.rb_head``, or the linear head of a network built
+        without RB) at ``base_lr * optim.head_lr_mult`` (one group when the multiplier is 1)."""
+        rb = getattr(self.model, "rb_head", None)
+        head_mod = rb if rb is not None else self.model.head  # GReFEL's network without RB has a linear head
+        head = [p for p in head_mod.parameters() if p.requires_grad]
+        head_ids = {id(p) for p in head}
+        slow = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+        if self.head_lr_mult == 1.0:
+            return [{"params": slow + head, "lr": base_lr}]
+        return [{"params": slow, "lr": base_lr, "name": "backbone"},
+                {"params": head, "lr": base_lr * self.head_lr_mult, "name": "rb_head"}]
 
     def _anchors(self) -> torch.Tensor | None:
         anchors = self.model.rb_head.anchors
