@@ -117,14 +117,15 @@ def dataset_overrides(name: str, data: Path, synthetic_total: int) -> list[str]:
 def cells(tables: list[str], noise_rates: tuple[float, ...] = NOISE_RATES,
           variants: tuple[str, ...] = tuple(VARIANTS)) -> list[tuple[str, str, float]]:
     """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order
-    (``noise_rates``: the Table-7 rates to include; ``variants``: the Table-2 rows to include)."""
+    (``noise_rates``: the Table-7 rates to include; ``variants``: the Table-2 rows to include, and of Table 7's two
+    rows, norb and rb, the ones to run: two processes can then share one noise rate's cells)."""
     want: list[tuple[str, str, float]] = []
     if "a" in tables:
         want += [(v, "cls_a_c", 0.0) for v in VARIANTS if v in variants]
     if "b" in tables:
         want += [("rb", loss, 0.0) for loss in LOSSES]
     if "c" in tables:
-        want += [(v, "cls_a_c", rate) for rate in noise_rates for v in ("norb", "rb")]
+        want += [(v, "cls_a_c", rate) for rate in noise_rates for v in ("norb", "rb") if v in variants]
     return list(dict.fromkeys(want))
 
 
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noise", nargs="+", type=float, default=list(NOISE_RATES),
                    help="label-noise rates of table c (split the grid over processes without overlapping cells)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                   help="table-a rows to run (norb = without RB, rb = anchors + MHSA)")
+                   help="table-a rows to run (norb = without RB, rb = anchors + MHSA); table c runs the ones of norb "
+                        "and rb named here (--collect with both to get its table)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -251,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
+    if not args.speed and not cells(args.tables, tuple(args.noise), tuple(args.variants)):
+        p.error(f"--tables {' '.join(args.tables)} with --variants {' '.join(args.variants)}: no cell to run "
+                "(table c runs norb and/or rb)")
     res = Path(args.results)
     if args.speed:
         speed = measure_speed(args.speed_images, 64, Path(args.recipe))

@@ -47,3 +47,20 @@ def test_bad_tag_and_synthetic_into_results_are_refused(grefel, tmp_path, capsys
     with pytest.raises(SystemExit):
         grefel.main(["--datasets", "synthetic"])
     assert "numbers are meaningless" in capsys.readouterr().err
+
+
+def test_cells_of_each_table_and_the_variants_filter(grefel):
+    assert grefel.cells(["a"], variants=("norb", "rb")) == [("norb", "cls_a_c", 0.0), ("rb", "cls_a_c", 0.0)]
+    assert grefel.cells(["b"]) == [("rb", "cls", 0.0), ("rb", "cls_a", 0.0), ("rb", "cls_a_c", 0.0)]
+    # table c: both rows per rate by default; shared with table a's clean cells
+    assert grefel.cells(["a", "c"], noise_rates=(0.0, 0.2), variants=("norb", "rb")) == [
+        ("norb", "cls_a_c", 0.0), ("rb", "cls_a_c", 0.0), ("norb", "cls_a_c", 0.2), ("rb", "cls_a_c", 0.2)]
+    # --variants splits a noise rate's two cells between processes
+    assert grefel.cells(["c"], noise_rates=(0.2,), variants=("rb",)) == [("rb", "cls_a_c", 0.2)]
+    assert grefel.cells(["c"], noise_rates=(0.2,), variants=("mhsa",)) == []
+
+
+def test_no_cell_to_run_is_a_clear_error(grefel, capsys):
+    with pytest.raises(SystemExit):
+        grefel.main(["--tables", "c", "--variants", "anchors", "--datasets", "synthetic", "--results", "/tmp/unused"])
+    assert "no cell to run" in capsys.readouterr().err
