@@ -90,16 +90,28 @@ def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
-def row_overrides(row: str, recipe: str) -> list[str]:
-    return [o.format(plain=RECIPES[recipe][1]) for o in ROWS[row][1]]
+#: ``--weights``: the rule of every weighted row (``method.class_weights``); None = the recipe's (inverse frequency)
+WEIGHT_RULES = ("inverse", "sqrt", "effective")
+
+
+def weighted(row: str) -> bool:
+    return "method.class_weights=none" not in ROWS[row][1]
+
+
+def row_overrides(row: str, recipe: str, weights: str | None = None) -> list[str]:
+    """A row's config overrides; ``weights`` sets the class-weight rule of the weighted rows only (the unweighted
+    baseline's cells, and so their keys, stay the same)."""
+    base = [o.format(plain=RECIPES[recipe][1]) for o in ROWS[row][1]]
+    return base + ([f"method.class_weights={weights}"] if weights and weighted(row) else [])
 
 
 def cell_argv(recipe: str, args: list[str]) -> list[str]:
     return ["train", "--config", str(ROOT / RECIPES[recipe][0]), "--no-progress", *args]
 
 
-def cell_name(ds: str, row: str, seed: int, noise: float) -> str:
-    return f"{ds}_{row}" + (f"_noise{round(noise * 100)}" if noise else "") + f"_s{seed}"
+def cell_name(ds: str, row: str, seed: int, noise: float, weights: str | None = None) -> str:
+    return (f"{ds}_{row}" + (f"_w{weights}" if weights and weighted(row) else "")
+            + (f"_noise{round(noise * 100)}" if noise else "") + f"_s{seed}")
 
 
 def run_one(run_dir: Path, argv: list[str], log: Path) -> int:
@@ -191,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--noise", type=float, default=0.0, help="symmetric label-noise rate on the training labels")
+    ap.add_argument("--weights", choices=WEIGHT_RULES, default=None,
+                    help="class-weight rule of the weighted rows (default: the recipe's, inverse frequency); "
+                         "sqrt = square-root inverse frequency, effective = effective number (beta 0.9999)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="subset of rows")
     ap.add_argument("--datasets", nargs="+", choices=["fer2013", "ferplus"], help="subset of datasets")
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
@@ -214,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     common += list(a.override)
     todo = [(ds, row, seed) for seed in a.seeds for ds in datasets(a) if not a.datasets or ds in a.datasets
             for row in a.rows]
-    dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise),
-                         cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe) + common + [f"seed={c[2]}"]))
+    dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise, a.weights),
+                         cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe, a.weights) + common
+                                   + [f"seed={c[2]}"]))
             for c in todo}
     failed: list[str] = []
     if not a.collect:
@@ -227,20 +243,21 @@ def main(argv: list[str] | None = None) -> int:
             ds, row, seed = c
             print(f"[cucn] cell {k + 1}/{len(mine)}: {ds} / {row} / seed {seed} ...", flush=True)
             t0 = time.time()
-            argv_c = cell_argv(a.recipe, datasets(a)[ds] + row_overrides(row, a.recipe) + common + [f"seed={seed}"])
-            log = out / f"{cell_name(ds, row, seed, a.noise)}.log"
+            argv_c = cell_argv(a.recipe, datasets(a)[ds] + row_overrides(row, a.recipe, a.weights) + common
+                               + [f"seed={seed}"])
+            log = out / f"{cell_name(ds, row, seed, a.noise, a.weights)}.log"
             rc = run_one(run_dir, argv_c, log)
             if rc != 0:
                 last = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [""]
                 print(f"[cucn] {ds} / {row} / seed {seed} FAILED (exit {rc}): {last[0]} (log: {log})", flush=True)
-                failed.append(cell_name(ds, row, seed, a.noise))
+                failed.append(cell_name(ds, row, seed, a.noise, a.weights))
                 continue
             print(f"[cucn] {ds} / {row} / seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
         if shard[1] > 1:
             print(f"[cucn] shard {a.shard} done" + (f", {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else "")
                   + "; build the tables with --collect once every shard has finished")
             return 1 if failed else 0
-    missing = [cell_name(c[0], c[1], c[2], a.noise) for c in todo if not (dirs[c] / "result.json").exists()]
+    missing = [cell_name(c[0], c[1], c[2], a.noise, a.weights) for c in todo if not (dirs[c] / "result.json").exists()]
     results: dict[str, Any] = {}
     md: list[str] = []
     for ds in dict.fromkeys(c[0] for c in todo):
@@ -275,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}",
             "budget": f"{a.epochs} epochs per cell, at most {a.cpu_minutes} CPU-minutes of training (process time)",
             "recipe": RECIPES[a.recipe][2] + (f"; overrides: {' '.join(a.override)}" if a.override else ""),
-            "class_weights": "inverse frequency from the training counts (the paper's hand-set values are unpublished)",
+            "class_weights": {None: "inverse frequency", "inverse": "inverse frequency",
+                              "sqrt": "square-root inverse frequency",
+                              "effective": "effective number (beta 0.9999)"}[a.weights]
+                             + " from the training counts (the paper's hand-set values are unpublished)",
             "label_noise": f"{a.noise:g} symmetric on the training labels (per seed)" if a.noise else "none added",
             "seeds": a.seeds, "selection": "best validation balanced accuracy",
             "data": "synthetic faces (smoke run)" if a.synthetic else

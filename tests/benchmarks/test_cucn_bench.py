@@ -48,6 +48,13 @@ def test_rows_per_recipe(cucn):
     assert cucn.row_overrides("plain_weights", "cpu")[0] == "model.name=resnet18"
     assert cucn.row_overrides("cucn", "dlib") == []
     assert cucn.cell_name("fer2013", "cucn", 2, 0.2) == "fer2013_cucn_noise20_s2"
+    # --weights: only the weighted rows change (so the unweighted baseline's cells are reused), and their names say so
+    assert cucn.row_overrides("plain_weights", "dlib", "sqrt") == ["model.name=dlib_resnet29", "method.mixing=false",
+                                                                   "method.class_weights=sqrt"]
+    assert cucn.row_overrides("cucn", "dlib", "effective") == ["method.class_weights=effective"]
+    assert cucn.row_overrides("plain_ce", "dlib", "sqrt") == cucn.row_overrides("plain_ce", "dlib")
+    assert cucn.cell_name("ferplus", "plain_weights", 1, 0.0, "sqrt") == "ferplus_plain_weights_wsqrt_s1"
+    assert cucn.cell_name("ferplus", "plain_ce", 1, 0.0, "sqrt") == "ferplus_plain_ce_s1"
     with pytest.raises(SystemExit, match="--shard"):
         cucn.parse_shard("2/2")
 
@@ -80,6 +87,18 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     res2 = json.loads((tmp_path / "res" / "t2.json").read_text())
     assert sorted(res2["meta"]["missing_cells"]) == ["synthetic_plain_ce_noise10_s2", "synthetic_plain_weights_noise10_s2"]
     assert "**Missing cells**" in (tmp_path / "res" / "t2.md").read_text()
+    # --weights sqrt: a new cell for the weighted row only; the unweighted baseline is reused and paired with it
+    w = args + ["--seeds", "0", "--weights", "sqrt", "--tag", "t3"]  # the later --seeds / --tag win
+    assert cucn.main(w + ["--rows", "plain_weights"]) == 0
+    new = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name not in runs)
+    assert len(new) == 1 and new[0].startswith("synthetic_plain_weights_wsqrt_noise10_s0_")
+    assert "class_weights: sqrt" in (tmp_path / "runs" / new[0] / "config.yaml").read_text()
+    assert cucn.main(w + ["--collect"]) == 0
+    assert stamp == {r: (tmp_path / "runs" / r / "result.json").stat().st_mtime_ns for r in runs}
+    res3 = json.loads((tmp_path / "res" / "t3.json").read_text())
+    assert res3["meta"]["missing_cells"] == [] and res3["meta"]["class_weights"].startswith("square-root")
+    c3 = res3["datasets"]["synthetic"]["claims"][0]
+    assert c3["B − A [95 % CI] (points)"].endswith("(n=1, no interval)") and c3["verdict"] == "one seed: no interval"
 
 
 def test_bad_noise_is_one_clear_error(cucn, capsys):
