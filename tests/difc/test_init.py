@@ -118,7 +118,7 @@ def test_head_lr_mult_is_refused_by_a_method_that_ignores_it(domains, tmp_path):
     from fairexpr.engine import fit
 
     src, tgt = domains
-    with pytest.raises(ConfigError, match=r"optim.head_lr_mult=10: method 'dann' .*would ignore it; .*cucn, safn"):
+    with pytest.raises(ConfigError, match=r"optim.head_lr_mult=10: method 'dann' .*would ignore it; .*cucn, grefel, safn"):
         fit(cfg_for(src, tgt, "dann", 1, ["optim.head_lr_mult=10"]), tmp_path / "dann")
     with pytest.raises(ConfigError, match="'optim.head_lr_mult' must be a number > 0, got 0"):
         cfg_for(src, tgt, "safn", 1, ["optim.head_lr_mult=0"])
