@@ -90,8 +90,10 @@ def datasets(a: argparse.Namespace) -> dict[str, list[str]]:
     }
 
 
-#: ``--weights``: the rule of every weighted row (``method.class_weights``); None = the recipe's (inverse frequency)
-WEIGHT_RULES = ("inverse", "sqrt", "effective")
+#: ``--weights``: the rule of every weighted row (``method.class_weights``, named as in ``fairexpr.losses.weights``);
+#: None = the recipe's (inverse frequency)
+WEIGHT_RULES = {"inverse": "inverse frequency", "sqrt": "square-root inverse frequency",
+                "effective": "effective number (method.weight_beta)"}
 
 
 def weighted(row: str) -> bool:
@@ -203,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--noise", type=float, default=0.0, help="symmetric label-noise rate on the training labels")
-    ap.add_argument("--weights", choices=WEIGHT_RULES, default=None,
-                    help="class-weight rule of the weighted rows (default: the recipe's, inverse frequency); "
-                         "sqrt = square-root inverse frequency, effective = effective number (beta 0.9999)")
+    ap.add_argument("--weights", choices=list(WEIGHT_RULES), default=None,
+                    help="class-weight rule of the weighted rows (default: the recipe's, inverse frequency): "
+                         + ", ".join(f"{k} = {v}" for k, v in WEIGHT_RULES.items()))
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="subset of rows")
     ap.add_argument("--datasets", nargs="+", choices=["fer2013", "ferplus"], help="subset of datasets")
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
@@ -292,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU, torch {torch.__version__}",
             "budget": f"{a.epochs} epochs per cell, at most {a.cpu_minutes} CPU-minutes of training (process time)",
             "recipe": RECIPES[a.recipe][2] + (f"; overrides: {' '.join(a.override)}" if a.override else ""),
-            "class_weights": {None: "inverse frequency", "inverse": "inverse frequency",
-                              "sqrt": "square-root inverse frequency",
-                              "effective": "effective number (beta 0.9999)"}[a.weights]
+            "class_weights": WEIGHT_RULES[a.weights or "inverse"]
                              + " from the training counts (the paper's hand-set values are unpublished)",
             "label_noise": f"{a.noise:g} symmetric on the training labels (per seed)" if a.noise else "none added",
             "seeds": a.seeds, "selection": "best validation balanced accuracy",

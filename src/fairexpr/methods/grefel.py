@@ -106,11 +106,9 @@ class GReFELMethod(Method):
         return opts
 
     def parameter_groups(self, base_lr: float) -> list[dict[str, Any]]:
-        """The backbone at ``base_lr``; the reliability head (``model.rb_head``, or the linear head of a network built
-        without RB) at ``base_lr * optim.head_lr_mult`` (one group when the multiplier is 1)."""
-        rb = getattr(self.model, "rb_head", None)
-        head_mod = rb if rb is not None else self.model.head  # GReFEL's network without RB has a linear head
-        head = [p for p in head_mod.parameters() if p.requires_grad]
+        """The backbone at ``base_lr``; the reliability head (``model.rb_head``) at ``base_lr * optim.head_lr_mult``
+        (one group when the multiplier is 1)."""
+        head = [p for p in self.model.rb_head.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         slow = [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
         if self.head_lr_mult == 1.0:
