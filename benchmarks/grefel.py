@@ -115,15 +115,16 @@ def dataset_overrides(name: str, data: Path, synthetic_total: int) -> list[str]:
 
 
 def cells(tables: list[str], noise_rates: tuple[float, ...] = NOISE_RATES,
-          variants: tuple[str, ...] = tuple(VARIANTS)) -> list[tuple[str, str, float]]:
+          variants: tuple[str, ...] = tuple(VARIANTS), losses: tuple[str, ...] = tuple(LOSSES)) -> list[tuple[str, str, float]]:
     """Distinct (head variant, loss variant, noise rate) cells needed by the requested tables, in run order
     (``noise_rates``: the Table-7 rates to include; ``variants``: the Table-2 rows to include, and of Table 7's two
-    rows, norb and rb, the ones to run: two processes can then share one noise rate's cells)."""
+    rows, norb and rb, the ones to run: two processes can then share one noise rate's cells; ``losses``: the
+    Table-3 rows to include, so that table b's cells can be split the same way)."""
     want: list[tuple[str, str, float]] = []
     if "a" in tables:
         want += [(v, "cls_a_c", 0.0) for v in VARIANTS if v in variants]
     if "b" in tables:
-        want += [("rb", loss, 0.0) for loss in LOSSES]
+        want += [("rb", loss, 0.0) for loss in LOSSES if loss in losses]
     if "c" in tables:
         want += [(v, "cls_a_c", rate) for rate in noise_rates for v in ("norb", "rb") if v in variants]
     return list(dict.fromkeys(want))
@@ -245,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                    help="table-a rows to run (norb = without RB, rb = anchors + MHSA); table c runs the ones of norb "
                         "and rb named here (--collect with both to get its table)")
+    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
+                   help="table-b rows to run (cls = L_cls, cls_a = + L_a, cls_a_c = + L_a + L_c; --collect with all "
+                        "three to get its table)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -253,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
-    if not args.speed and not cells(args.tables, tuple(args.noise), tuple(args.variants)):
-        p.error(f"--tables {' '.join(args.tables)} with --variants {' '.join(args.variants)}: no cell to run "
-                "(table c runs norb and/or rb)")
+    if not args.speed and not cells(args.tables, tuple(args.noise), tuple(args.variants), tuple(args.losses)):
+        p.error(f"--tables {' '.join(args.tables)} with --variants {' '.join(args.variants)} --losses "
+                f"{' '.join(args.losses)}: no cell to run (table c runs norb and/or rb)")
     res = Path(args.results)
     if args.speed:
         speed = measure_speed(args.speed_images, 64, Path(args.recipe))
@@ -276,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds in args.datasets:
         base = dataset_overrides(ds, Path(args.data), args.synthetic_total)
         for seed in args.seeds:
-            for variant, loss, noise in cells(args.tables, tuple(args.noise), tuple(args.variants)):
+            for variant, loss, noise in cells(args.tables, tuple(args.noise), tuple(args.variants), tuple(args.losses)):
                 ov = [*base, f"seed={seed}", *cell_overrides(variant, loss, noise, recipe)]
                 # keyed by the resolved config's hash: a run made with other settings is never reused (rule 5)
                 run_dir = keyed_dir(out, f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}",
@@ -310,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             tables["table3_loss_terms"] = loss_table(records)
         if "c" in args.tables:
             tables["table7_label_noise_accuracy"] = noise_table(records)
+            tables["table7_label_noise_balanced_accuracy"] = noise_table(records, metric="balanced_accuracy")
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
         tables["embedding_cluster_quality"] = cluster_table(records)
         claims = claims_table(records)

@@ -58,9 +58,18 @@ def test_cells_of_each_table_and_the_variants_filter(grefel):
     # --variants splits a noise rate's two cells between processes
     assert grefel.cells(["c"], noise_rates=(0.2,), variants=("rb",)) == [("rb", "cls_a_c", 0.2)]
     assert grefel.cells(["c"], noise_rates=(0.2,), variants=("mhsa",)) == []
+    # --losses splits table b's rows the same way
+    assert grefel.cells(["b"], losses=("cls",)) == [("rb", "cls", 0.0)]
+    assert grefel.cells(["b"], losses=("cls_a", "cls_a_c")) == [("rb", "cls_a", 0.0), ("rb", "cls_a_c", 0.0)]
 
 
 def test_no_cell_to_run_is_a_clear_error(grefel, capsys):
     with pytest.raises(SystemExit):
         grefel.main(["--tables", "c", "--variants", "anchors", "--datasets", "synthetic", "--results", "/tmp/unused"])
     assert "no cell to run" in capsys.readouterr().err
+
+
+def test_an_unknown_table_b_loss_is_a_clear_error(grefel, capsys):
+    with pytest.raises(SystemExit):
+        grefel.main(["--tables", "b", "--losses", "bogus", "--datasets", "synthetic", "--results", "/tmp/unused"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -115,6 +115,11 @@ def test_noise_table_table7(runs):
     fer = t[t["dataset"] == "fer2013"].iloc[0]
     assert fer["model"] == "with RB" and math.isnan(fer["20%"])
     assert noise_table(load_runs(runs, complexity=False)).set_index(["dataset", "model"]).loc[("fer2013", "with RB"), "20%"] == "–"
+    # the same table of balanced accuracy (grefel.py writes it beside accuracy and macro-F1): without RB at 20 % predicts
+    # P3 = [0, 0, 1, 0, 0, 0] -> recalls 2/2, 1/2, 0/2 -> 1/2; with RB P4 -> 2/2, 2/2, 0/2 -> 2/3
+    b = noise_table(load_runs(runs, complexity=False), metric="balanced_accuracy", as_text=False)
+    b = b[b["dataset"] == "ferplus"].set_index("model")
+    assert b.loc["without RB", "20%"] == pytest.approx(0.5) and b.loc["with RB", "20%"] == pytest.approx(2 / 3)
 
 
 def test_cluster_table_hand_computed(runs):
