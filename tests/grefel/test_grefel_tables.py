@@ -96,7 +96,7 @@ def test_rb_table_table2(runs):
     cell = text[(text["dataset"] == "ferplus") & (text["variant"] == "without RB")].iloc[0]["accuracy"]
     assert cell == "66.67 ± 16.67"  # mean of 50 and 83.33 %, population std 16.67 points
     md = to_markdown(text)
-    assert md.splitlines()[0] == "| dataset | variant | seeds | accuracy | macro-F1 | params (M) | GFLOPs |"
+    assert md.splitlines()[0] == "| dataset | variant | seeds | accuracy | balanced | macro-F1 | params (M) | GFLOPs |"
 
 
 def test_loss_table_table3(runs):
@@ -104,6 +104,10 @@ def test_loss_table_table3(runs):
     fp = t[t["dataset"] == "ferplus"]
     assert list(fp["loss"]) == ["L_cls", "L_cls + L_a", "L_cls + L_a + L_c"]
     assert list(fp["accuracy"]) == pytest.approx([0.5, 4 / 6, (1 + 5 / 6) / 2])
+    # balanced accuracy beside it: Y has two faces per class, so P3 -> recalls 1, 1/2, 0 -> 1/2; P4 -> 1, 1, 0 -> 2/3;
+    # P6 and P5 -> 1 and (1 + 1 + 1/2) / 3 = 5/6
+    assert list(t.columns) == ["dataset", "loss", "seeds", "accuracy", "balanced", "macro-F1"]
+    assert list(fp["balanced"]) == pytest.approx([0.5, 2 / 3, (1 + 5 / 6) / 2])
 
 
 def test_noise_table_table7(runs):

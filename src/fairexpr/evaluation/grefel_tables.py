@@ -168,12 +168,14 @@ def _full_loss(r: dict[str, Any]) -> bool:
 
 def _metric_cols(rs: list[dict[str, Any]], as_text: bool) -> dict[str, Any]:
     acc, f1 = [r["accuracy"] for r in rs], [r["macro_f1"] for r in rs]
-    return {"accuracy": _fmt(acc) if as_text else _mean(acc), "macro-F1": _fmt(f1) if as_text else _mean(f1)}
+    bal = [r.get("balanced_accuracy") for r in rs]  # absent in runs evaluated before it was recorded: "–"
+    return {"accuracy": _fmt(acc) if as_text else _mean(acc), "balanced": _fmt(bal) if as_text else _mean(bal),
+            "macro-F1": _fmt(f1) if as_text else _mean(f1)}
 
 
 def rb_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
-    """Table 2: per dataset and head variant (clean labels, full loss) accuracy and macro-F1 (%), parameters (M)
-    and GFLOPs (multiply-accumulates, 10⁹, at the model's input size)."""
+    """Table 2: per dataset and head variant (clean labels, full loss) accuracy, balanced accuracy and macro-F1 (%),
+    parameters (M) and GFLOPs (multiply-accumulates, 10⁹, at the model's input size)."""
     rows = []
     for (ds, variant), rs in _group(records, ("dataset", "rb"), lambda r: r["label_noise"] == 0 and _full_loss(r),
                                     {"rb": RB_VARIANTS}):
@@ -182,7 +184,8 @@ def rb_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.D
         row["params (M)"] = (f"{params / 1e6:.2f}" if not math.isnan(params) else "–") if as_text else params
         row["GFLOPs"] = (f"{macs / 1e9:.3f}" if not math.isnan(macs) else "–") if as_text else macs
         rows.append(row)
-    return pd.DataFrame(rows, columns=["dataset", "variant", "seeds", "accuracy", "macro-F1", "params (M)", "GFLOPs"])
+    return pd.DataFrame(rows, columns=["dataset", "variant", "seeds", "accuracy", "balanced", "macro-F1", "params (M)",
+                                       "GFLOPs"])
 
 
 def loss_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
@@ -192,7 +195,7 @@ def loss_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd
                                  lambda r: r["label_noise"] == 0 and r["use_anchors"] and r["use_mhsa"],
                                  {"loss": LOSS_VARIANTS}):
         rows.append({"dataset": ds, "loss": loss, "seeds": len(rs), **_metric_cols(rs, as_text)})
-    return pd.DataFrame(rows, columns=["dataset", "loss", "seeds", "accuracy", "macro-F1"])
+    return pd.DataFrame(rows, columns=["dataset", "loss", "seeds", "accuracy", "balanced", "macro-F1"])
 
 
 def noise_table(records: Sequence[dict[str, Any]], *, metric: str = "accuracy", as_text: bool = True) -> pd.DataFrame:
