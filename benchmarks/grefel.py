@@ -241,14 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--tag", default="grefel", help="results file prefix: <results>/<tag>_{runs.json,tables.json,tables.md}, "
                    "<tag>_tsne*.png")
-    p.add_argument("--noise", nargs="+", type=float, default=list(NOISE_RATES),
-                   help="label-noise rates of table c (split the grid over processes without overlapping cells)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                   help="table-a rows to run (norb = without RB, rb = anchors + MHSA); table c runs the ones of norb "
-                        "and rb named here (--collect with both to get its table)")
-    p.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES),
-                   help="table-b rows to run (cls = L_cls, cls_a = + L_a, cls_a_c = + L_a + L_c; --collect with all "
-                        "three to get its table)")
+    p.add_argument("--noise", nargs="+", type=float, default=None,
+                   help="label-noise rates of table c (default: all of 0 0.1 0.2 0.3; split the grid over processes "
+                        "without overlapping cells)")
+    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                   help="table-a rows to run (default: all; norb = without RB, rb = anchors + MHSA); table c runs the "
+                        "ones of norb and rb named here (--collect with both to get its table)")
+    p.add_argument("--losses", nargs="+", default=None, choices=list(LOSSES),
+                   help="table-b rows to run (default: all; cls = L_cls, cls_a = + L_a, cls_a_c = + L_a + L_c; "
+                        "--collect with all three to get its table)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -257,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
+    # a row filter for tables that are not requested would be silently ignored: refuse it
+    for opt, used_by in (("noise", "c"), ("variants", "ac"), ("losses", "b")):
+        if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
+            p.error(f"--{opt} picks rows of table {' or '.join(used_by)}, but --tables is {' '.join(args.tables)}")
+    args.noise = args.noise if args.noise is not None else list(NOISE_RATES)
+    args.variants = args.variants if args.variants is not None else list(VARIANTS)
+    args.losses = args.losses if args.losses is not None else list(LOSSES)
     if not args.speed and not cells(args.tables, tuple(args.noise), tuple(args.variants), tuple(args.losses)):
         p.error(f"--tables {' '.join(args.tables)} with --variants {' '.join(args.variants)} --losses "
                 f"{' '.join(args.losses)}: no cell to run (table c runs norb and/or rb)")

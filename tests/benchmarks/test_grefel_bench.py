@@ -73,3 +73,12 @@ def test_an_unknown_table_b_loss_is_a_clear_error(grefel, capsys):
     with pytest.raises(SystemExit):
         grefel.main(["--tables", "b", "--losses", "bogus", "--datasets", "synthetic", "--results", "/tmp/unused"])
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tables, opt, value", [(["a"], "--losses", "cls"), (["a", "b"], "--noise", "0.2"),
+                                                (["b"], "--variants", "rb")])
+def test_a_row_filter_of_a_table_not_run_is_refused(grefel, capsys, tables, opt, value):
+    with pytest.raises(SystemExit):
+        grefel.main(["--tables", *tables, opt, value, "--datasets", "synthetic", "--results", "/tmp/unused"])
+    err = capsys.readouterr().err
+    assert f"{opt} picks rows of table" in err and f"--tables is {' '.join(tables)}" in err

@@ -108,6 +108,17 @@ def test_loss_table_table3(runs):
     # P6 and P5 -> 1 and (1 + 1 + 1/2) / 3 = 5/6
     assert list(t.columns) == ["dataset", "loss", "seeds", "accuracy", "balanced", "macro-F1"]
     assert list(fp["balanced"]) == pytest.approx([0.5, 2 / 3, (1 + 5 / 6) / 2])
+    # Y is balanced, so those equal the accuracies: set distinct values to show the column reads balanced accuracy,
+    # and an older run without it shows "–" instead of failing
+    recs = load_runs(runs, complexity=False)
+    for r in recs:
+        if r["dataset"] == "ferplus" and r["loss"] == "L_cls" and r["rb"] == "anchors + MHSA":
+            r["balanced_accuracy"] = 0.25
+        if r["dataset"] == "fer2013":
+            r["balanced_accuracy"] = None
+    t2 = loss_table(recs, as_text=False)
+    assert t2[t2["dataset"] == "ferplus"].iloc[0]["balanced"] == pytest.approx(0.25)
+    assert loss_table(recs).set_index(["dataset", "loss"]).loc[("fer2013", "L_cls + L_a + L_c"), "balanced"] == "–"
 
 
 def test_noise_table_table7(runs):
@@ -124,6 +135,12 @@ def test_noise_table_table7(runs):
     b = noise_table(load_runs(runs, complexity=False), metric="balanced_accuracy", as_text=False)
     b = b[b["dataset"] == "ferplus"].set_index("model")
     assert b.loc["without RB", "20%"] == pytest.approx(0.5) and b.loc["with RB", "20%"] == pytest.approx(2 / 3)
+    recs = load_runs(runs, complexity=False)
+    for r in recs:
+        if r["label_noise"] == 0.2 and r["rb"] == "without RB":
+            r["balanced_accuracy"] = 0.3  # distinct from its accuracy (0.5): the table reads the metric it is given
+    b = noise_table(recs, metric="balanced_accuracy", as_text=False).set_index(["dataset", "model"])
+    assert b.loc[("ferplus", "without RB"), "20%"] == pytest.approx(0.3)
 
 
 def test_cluster_table_hand_computed(runs):
