@@ -19,6 +19,9 @@ Datasets: FER2013 train (minus a 10 % stratified holdout, seeded) -> PrivateTest
 (``data.label_noise``, drawn per seed; validation and test stay clean). Each cell's directory is keyed by the hash
 of its resolved config (``benchmarks/_cells.py``): a run made with other settings is never reused; a killed run
 resumes. ``--shard i/n`` runs every n-th cell (parallel processes), ``--collect`` only builds the tables.
+``--cbam-init identity`` builds the CBAM rows with gates that start at exactly 1 (``model.kwargs.cbam_init``; the
+paper's fresh gates start near 0.5 and scale a pretrained trunk's residual branches by ~1/4); the other rows' cells
+are unchanged and reused.
 
     python benchmarks/cucn.py --recipe dlib --rows cbam_weights cucn --noise 0.2 --seeds 0 1 2 --datasets fer2013 \\
         --epochs 12 --cpu-minutes 40 --tag cucn_dlib_noise20 --shard 0/2        # and 1/2, then --collect
@@ -96,23 +99,39 @@ WEIGHT_RULES = {"inverse": "inverse frequency", "sqrt": "square-root inverse fre
                 "effective": "effective number (method.weight_beta)"}
 
 
+#: ``--cbam-init`` -> how the tables describe it
+CBAM_INIT_WORDS = {"paper": "the paper's (sigmoid gates, default initialisation: each gate starts near 0.5)",
+                   "identity": "identity (gates 2 sigmoid with their last layer zeroed: exactly 1 at the start, so "
+                               "the network starts as the pretrained one; not in the paper)"}
+CBAM_INITS = tuple(CBAM_INIT_WORDS)
+
+
 def weighted(row: str) -> bool:
     return "method.class_weights=none" not in ROWS[row][1]
 
 
-def row_overrides(row: str, recipe: str, weights: str | None = None) -> list[str]:
+def has_cbam(row: str) -> bool:
+    """The rows that keep the recipe's CBAM network (the others swap in the backbone without it)."""
+    return not any(o.startswith("model.name=") for o in ROWS[row][1])
+
+
+def row_overrides(row: str, recipe: str, weights: str | None = None, cbam_init: str | None = None) -> list[str]:
     """A row's config overrides; ``weights`` sets the class-weight rule of the weighted rows only (the unweighted
-    baseline's cells, and so their keys, stay the same)."""
+    baseline's cells, and so their keys, stay the same); ``cbam_init`` the CBAM rows' gate initialisation
+    (``model.kwargs.cbam_init``; None = the paper's, and no override, so earlier cells keep their keys)."""
     base = [o.format(plain=RECIPES[recipe][1]) for o in ROWS[row][1]]
-    return base + ([f"method.class_weights={weights}"] if weights and weighted(row) else [])
+    return (base + ([f"method.class_weights={weights}"] if weights and weighted(row) else [])
+            + ([f"model.kwargs.cbam_init={cbam_init}"] if cbam_init and has_cbam(row) else []))
 
 
 def cell_argv(recipe: str, args: list[str]) -> list[str]:
     return ["train", "--config", str(ROOT / RECIPES[recipe][0]), "--no-progress", *args]
 
 
-def cell_name(ds: str, row: str, seed: int, noise: float, weights: str | None = None) -> str:
+def cell_name(ds: str, row: str, seed: int, noise: float, weights: str | None = None,
+              cbam_init: str | None = None) -> str:
     return (f"{ds}_{row}" + (f"_w{weights}" if weights and weighted(row) else "")
+            + (f"_cbam{cbam_init}" if cbam_init and has_cbam(row) else "")
             + (f"_noise{round(noise * 100)}" if noise else "") + f"_s{seed}")
 
 
@@ -208,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", choices=list(WEIGHT_RULES), default=None,
                     help="class-weight rule of the weighted rows (default: the recipe's, inverse frequency): "
                          + ", ".join(f"{k} = {v}" for k, v in WEIGHT_RULES.items()))
+    ap.add_argument("--cbam-init", choices=list(CBAM_INITS), default=None,
+                    help="gate initialisation of the CBAM rows (default: the paper's): identity = gates 2 sigmoid that "
+                         "start at exactly 1, so the pretrained network starts unchanged (fairexpr.models.layers)")
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="subset of rows")
     ap.add_argument("--datasets", nargs="+", choices=["fer2013", "ferplus"], help="subset of datasets")
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not 0.0 <= a.noise < 1.0:
         ap.error(f"--noise must be in [0, 1), got {a.noise}")
+    if a.cbam_init == "paper":
+        a.cbam_init = None  # the default: no override, the same cells (and keys) as without the flag
     shard = parse_shard(a.shard)
     from _cells import keyed_dir
     from fairexpr.evaluation.cucn_tables import table2, table2_markdown, write_report
@@ -231,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     common += list(a.override)
     todo = [(ds, row, seed) for seed in a.seeds for ds in datasets(a) if not a.datasets or ds in a.datasets
             for row in a.rows]
-    dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise, a.weights),
-                         cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe, a.weights) + common
+    dirs = {c: keyed_dir(out, cell_name(c[0], c[1], c[2], a.noise, a.weights, a.cbam_init),
+                         cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe, a.weights, a.cbam_init) + common
                                    + [f"seed={c[2]}"]))
             for c in todo}
     failed: list[str] = []
@@ -245,21 +269,21 @@ def main(argv: list[str] | None = None) -> int:
             ds, row, seed = c
             print(f"[cucn] cell {k + 1}/{len(mine)}: {ds} / {row} / seed {seed} ...", flush=True)
             t0 = time.time()
-            argv_c = cell_argv(a.recipe, datasets(a)[ds] + row_overrides(row, a.recipe, a.weights) + common
+            argv_c = cell_argv(a.recipe, datasets(a)[ds] + row_overrides(row, a.recipe, a.weights, a.cbam_init) + common
                                + [f"seed={seed}"])
-            log = out / f"{cell_name(ds, row, seed, a.noise, a.weights)}.log"
+            log = out / f"{cell_name(ds, row, seed, a.noise, a.weights, a.cbam_init)}.log"
             rc = run_one(run_dir, argv_c, log)
             if rc != 0:
                 last = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-1:] or [""]
                 print(f"[cucn] {ds} / {row} / seed {seed} FAILED (exit {rc}): {last[0]} (log: {log})", flush=True)
-                failed.append(cell_name(ds, row, seed, a.noise, a.weights))
+                failed.append(cell_name(ds, row, seed, a.noise, a.weights, a.cbam_init))
                 continue
             print(f"[cucn] {ds} / {row} / seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
         if shard[1] > 1:
             print(f"[cucn] shard {a.shard} done" + (f", {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else "")
                   + "; build the tables with --collect once every shard has finished")
             return 1 if failed else 0
-    missing = [cell_name(c[0], c[1], c[2], a.noise, a.weights) for c in todo if not (dirs[c] / "result.json").exists()]
+    missing = [cell_name(c[0], c[1], c[2], a.noise, a.weights, a.cbam_init) for c in todo if not (dirs[c] / "result.json").exists()]
     results: dict[str, Any] = {}
     md: list[str] = []
     for ds in dict.fromkeys(c[0] for c in todo):
@@ -296,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             "recipe": RECIPES[a.recipe][2] + (f"; overrides: {' '.join(a.override)}" if a.override else ""),
             "class_weights": WEIGHT_RULES[a.weights or "inverse"]
                              + " from the training counts (the paper's hand-set values are unpublished)",
+            "cbam_init": (CBAM_INIT_WORDS[a.cbam_init or "paper"]
+                          if any(has_cbam(r) for r in a.rows) else "no CBAM row run"),
             "label_noise": f"{a.noise:g} symmetric on the training labels (per seed)" if a.noise else "none added",
             "seeds": a.seeds, "selection": "best validation balanced accuracy",
             "data": "synthetic faces (smoke run)" if a.synthetic else

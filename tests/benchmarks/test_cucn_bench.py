@@ -55,6 +55,12 @@ def test_rows_per_recipe(cucn):
     assert cucn.row_overrides("plain_ce", "dlib", "sqrt") == cucn.row_overrides("plain_ce", "dlib")
     assert cucn.cell_name("ferplus", "plain_weights", 1, 0.0, "sqrt") == "ferplus_plain_weights_wsqrt_s1"
     assert cucn.cell_name("ferplus", "plain_ce", 1, 0.0, "sqrt") == "ferplus_plain_ce_s1"
+    # --cbam-init: only the rows that keep CBAM change (the backbone rows' cells are reused), and their names say so
+    assert cucn.row_overrides("cbam_weights", "dlib", "sqrt", "identity") == [
+        "method.mixing=false", "method.class_weights=sqrt", "model.kwargs.cbam_init=identity"]
+    assert cucn.row_overrides("plain_weights", "dlib", "sqrt", "identity") == cucn.row_overrides("plain_weights", "dlib", "sqrt")
+    assert cucn.cell_name("ferplus", "cbam_weights", 0, 0.0, "sqrt", "identity") == "ferplus_cbam_weights_wsqrt_cbamidentity_s0"
+    assert cucn.cell_name("ferplus", "plain_weights", 0, 0.0, "sqrt", "identity") == "ferplus_plain_weights_wsqrt_s0"
     with pytest.raises(SystemExit, match="--shard"):
         cucn.parse_shard("2/2")
 
@@ -99,6 +105,15 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     assert res3["meta"]["missing_cells"] == [] and res3["meta"]["class_weights"].startswith("square-root")
     c3 = res3["datasets"]["synthetic"]["claims"][0]
     assert c3["B − A [95 % CI] (points)"].endswith("(n=1, no interval)") and c3["verdict"] == "one seed: no interval"
+    # --cbam-init identity: a new CBAM cell built with identity gates, paired with the reused backbone cell
+    ci = w + ["--rows", "plain_weights", "cbam_weights", "--cbam-init", "identity", "--tag", "t4"]
+    assert cucn.main(ci) == 0
+    cb = [p.name for p in (tmp_path / "runs").iterdir() if p.is_dir() and p.name.startswith("synthetic_cbam_weights_wsqrt_cbamidentity")]
+    assert len(cb) == 1 and "cbam_init: identity" in (tmp_path / "runs" / cb[0] / "config.yaml").read_text()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir() and "plain_weights_wsqrt" in p.name) == new
+    res4 = json.loads((tmp_path / "res" / "t4.json").read_text())
+    assert res4["meta"]["cbam_init"].startswith("identity") and res4["meta"]["missing_cells"] == []
+    assert [c["claim"] for c in res4["datasets"]["synthetic"]["claims"]][0] == "CBAM recovers the accuracy the weights cost"
 
 
 def test_bad_noise_is_one_clear_error(cucn, capsys):

@@ -209,3 +209,24 @@ def test_epochs_table(runs):
     t = epochs_table(load_runs(runs, complexity=False))
     norb = t[(t["dataset"] == "ferplus") & (t["variant"] == "without RB") & (t["label noise"] == "0%")].iloc[0]
     assert norb["epochs (best)"] == "s0: 8 (6), s1: 1 (–)"
+
+
+def test_claims_rb_head_against_mlp_head_with_the_same_loss(runs, tmp_path):
+    """The RB head trained with L_cls alone against the MLP head (whose loss is L_cls too), paired by seed."""
+    extra = [write_run(tmp_path / "y", f"n{s}", seed=s, pred=p, anchors=False, mhsa=False, dataset="raf")
+             for s, p in ((0, P3), (1, P4), (2, P3))]
+    extra += [write_run(tmp_path / "y", f"c{s}", seed=s, pred=p, la=0.0, lc=0.0, dataset="raf")
+              for s, p in ((0, P4), (1, P5), (2, P5))]
+    extra += [write_run(tmp_path / "y", f"f{s}", seed=s, pred=P3, dataset="raf") for s in (0, 1, 2)]  # full loss
+    t = claims_table(load_runs(extra, complexity=False))
+    row = t[(t["claim"] == "RB head > MLP head, both L_cls") & (t["metric"] == "accuracy")].iloc[0]
+    # differences +16.67, +16.67, +33.33 points: mean 22.22, sd 9.623, t_{0.975,2} = 4.3027 -> half width 23.90
+    assert row["A → B"] == "without RB → anchors + MHSA (L_cls)"
+    assert (row["A"], row["B"]) == ("55.56", "77.78")
+    assert row["B − A [95 % CI] (points)"] == "+22.22 [-1.68, +46.13] (n=3)" and row["verdict"] == "not shown"
+    full = t[(t["claim"] == "RB > without RB") & (t["metric"] == "accuracy")].iloc[0]
+    assert full["B"] == "50.00"  # the full-loss row is a different claim: the L_cls cells do not leak into it
+    # the shared fixture has the L_cls cell on seed 0 only: one seed, no interval
+    one = claims_table(load_runs(runs, complexity=False))
+    one = one[(one["claim"] == "RB head > MLP head, both L_cls") & (one["metric"] == "accuracy")].iloc[0]
+    assert one["B − A [95 % CI] (points)"] == "+0.00 (n=1, no interval)"

@@ -165,6 +165,24 @@ def test_cbam_variant_loads_the_face_weights_and_trains_its_attention():
 
 
 @needs_dat
+def test_cbam_identity_init_starts_as_dlibs_network():
+    plain = create_model("dlib_resnet29", in_chans=1, pretrained="dlib", feature_stage=3).eval()
+    ident = create_model("cbam_dlib_resnet29", in_chans=1, pretrained="dlib", feature_stage=3, cbam_init="identity").eval()
+    paper = create_model("cbam_dlib_resnet29", in_chans=1, pretrained="dlib", feature_stage=3).eval()
+    assert ident.load_report["cbam_init"] == "identity" and paper.load_report["cbam_init"] == "paper"
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        f = plain.forward_features(x)
+        torch.testing.assert_close(ident.forward_features(x), f, rtol=0, atol=0)
+        # the paper's fresh gates (~0.5 each) scale every residual branch by ~1/4: far from the pretrained features
+        assert (paper.forward_features(x) - f).abs().mean() > 0.1 * f.abs().mean()
+    with pytest.raises(ModelError, match="cbam_init='identity' given to a network without CBAM"):
+        create_model("dlib_resnet29", cbam_init="identity")
+    with pytest.raises(ModelError, match="cbam_init must be one of paper, identity"):
+        create_model("cbam_dlib_resnet29", cbam_init="ones")
+
+
+@needs_dat
 @pytest.mark.parametrize("recipe", ["ldam_drw_dlib_cpu", "face2exp_dlib_cpu", "cucn_dlib_cpu", "grefel_dlib_cpu"])
 def test_the_dlib_recipes_optimiser_keeps_the_unnormalised_network_stable(recipe, real_data):
     """dlib's network has no BatchNorm (it was folded into the affine layers), so fine-tuning is stable only at a

@@ -133,3 +133,54 @@ def test_model_head_options():
     assert mb.classifier[0].p == 0.2 and isinstance(mb.classifier[1], nn.Linear)
     mb.reset_classifier(9)
     assert mb.classifier[1].out_features == 9 and "classifier.1.weight" in mb.state_dict()
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_cbam_identity_init_starts_as_the_identity_and_learns(train):
+    cbam = CBAM(8, reduction=4, init="identity").train(train)
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(cbam.channel.gate(x), torch.ones(2, 8, 1, 1))
+    assert torch.equal(cbam.spatial.gate(x), torch.ones(2, 1, 5, 5))
+    torch.testing.assert_close(cbam(x), x, rtol=0, atol=0)
+    cbam.train()
+    (cbam(x) * torch.randn_like(x)).sum().backward()
+    # the zeroed layers still get gradients: the gates move away from 1 at the first step
+    for p in (cbam.channel.fc2.weight, cbam.channel.fc2.bias, cbam.spatial.bn.weight):
+        assert p.grad is not None and bool(p.grad.abs().sum() > 0)
+
+
+def test_cbam_identity_gates_are_twice_the_sigmoid_hand_computed():
+    cbam = CBAM(4, reduction=2, init="identity").eval()
+    with torch.no_grad():
+        # channel: fc2 weights stay 0, bias b -> MLP(avg) + MLP(max) = 2b = ln 3 -> 2 * sigmoid(ln 3) = 2 * 3/4 = 1.5
+        cbam.channel.fc2.bias.fill_(math.log(3.0) / 2)
+        # spatial (eval, running mean 0 / var 1): BN = gamma * conv / sqrt(1 + eps) + beta; gamma 0, beta = -ln 3
+        # -> 2 * sigmoid(-ln 3) = 2 * 1/4 = 0.5
+        cbam.spatial.bn.bias.fill_(-math.log(3.0))
+    x = torch.randn(3, 4, 2, 2)
+    torch.testing.assert_close(cbam(x), 0.75 * x)
+    with pytest.raises(ModelError, match="init must be one of paper, identity"):
+        CBAM(4, init="zeros")
+
+
+def test_cbam_resnet18_identity_init_equals_the_plain_network_with_its_weights(tmp_path):
+    torch.manual_seed(0)
+    plain = create_model("resnet18", num_classes=3, small_input=True).eval()
+    torch.save(plain.state_dict(), tmp_path / "plain.pth")
+    ident = create_model("cbam_resnet18", num_classes=3, small_input=True, cbam_init="identity",
+                         pretrained=tmp_path / "plain.pth").eval()
+    paper = create_model("cbam_resnet18", num_classes=3, small_input=True, pretrained=tmp_path / "plain.pth").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        f = plain.forward_features(x)
+        torch.testing.assert_close(ident.forward_features(x), f)  # torchvision's init loop did not undo the zeros
+        assert not torch.allclose(paper.forward_features(x), f, atol=1e-2)  # the paper's gates change the network
+    # a checkpoint of a trained CBAM network keeps its gates: the identity init comes before loading
+    with torch.no_grad():
+        ident.layer1[0].cbam.channel.fc2.bias.fill_(0.3)
+    torch.save(ident.state_dict(), tmp_path / "cbam.pth")
+    again = create_model("cbam_resnet18", num_classes=3, small_input=True, cbam_init="identity",
+                         pretrained=tmp_path / "cbam.pth")
+    assert torch.equal(again.layer1[0].cbam.channel.fc2.bias, torch.full((64,), 0.3))
+    with pytest.raises(ModelError, match="cbam_init must be one of paper, identity"):
+        create_model("cbam_resnet18", cbam_init="ones")

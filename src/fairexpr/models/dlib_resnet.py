@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import ZooModel, check_in_chans, resolve_head_options
-from .layers import CBAM
+from .layers import CBAM, CBAM_INITS
 from .registry import ModelError, register_model
 
 DLIB_MEAN_255 = (122.782, 117.001, 104.298)
@@ -242,7 +242,8 @@ class Block(nn.Module):
     """conv 3x3 (stride s; dlib pads only stride-1 convs) - affine - ReLU - conv 3x3 - affine, plus the shortcut
     (identity, or a 2x2/2 average-pool for a down-block), summed by :func:`add_padded`, then ReLU."""
 
-    def __init__(self, cin: int, cout: int, down: bool, cbam_reduction: int | None = None) -> None:
+    def __init__(self, cin: int, cout: int, down: bool, cbam_reduction: int | None = None,
+                 cbam_init: str = "paper") -> None:
         super().__init__()
         s = 2 if down else 1
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=s, padding=0 if down else 1)
@@ -251,7 +252,7 @@ class Block(nn.Module):
         self.bn2 = Affine(cout)
         self.down = down
         # CBAM on the residual branch before the sum, as in cbam_resnet18's BasicBlock (CUCN)
-        self.cbam = CBAM(cout, reduction=cbam_reduction) if cbam_reduction else None
+        self.cbam = CBAM(cout, reduction=cbam_reduction, init=cbam_init) if cbam_reduction else None
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -270,12 +271,18 @@ class DlibResNet29(ZooModel):
     _head_name = "head"
 
     def __init__(self, num_classes: int = 7, in_chans: int = 3, head: str = "linear", drop_rate: float | None = None,
-                 head_kwargs: dict[str, Any] | None = None, feature_stage: int = 4, cbam_reduction: int | None = None) -> None:
+                 head_kwargs: dict[str, Any] | None = None, feature_stage: int = 4, cbam_reduction: int | None = None,
+                 cbam_init: str | None = None) -> None:
         super().__init__()
         name = "cbam_dlib_resnet29" if cbam_reduction else "dlib_resnet29"
         if cbam_reduction is not None and (isinstance(cbam_reduction, bool) or not isinstance(cbam_reduction, int)
                                            or cbam_reduction < 1):
             raise ModelError(f"{name}: cbam_reduction must be a positive int, got {cbam_reduction!r}")
+        if cbam_init is not None and not cbam_reduction:
+            raise ModelError(f"{name}: cbam_init={cbam_init!r} given to a network without CBAM (use cbam_dlib_resnet29)")
+        if cbam_init is not None and cbam_init not in CBAM_INITS:
+            raise ModelError(f"{name}: cbam_init must be one of {', '.join(CBAM_INITS)}, got {cbam_init!r}")
+        self.cbam_init = cbam_init or "paper"
         in_chans = check_in_chans(name, in_chans)
         if feature_stage not in (2, 3, 4) or isinstance(feature_stage, bool):
             raise ModelError(f"{name}: feature_stage must be 2, 3 or 4 (the stage whose pooled map is the embedding), "
@@ -285,8 +292,8 @@ class DlibResNet29(ZooModel):
         self.bn1 = Affine(32)
         blocks, cin = [], 32
         for cout, n, down in STAGES:
-            stage = (([Block(cin, cout, True, cbam_reduction)] if down else [])
-                     + [Block(cout, cout, False, cbam_reduction) for _ in range(n)])
+            stage = (([Block(cin, cout, True, cbam_reduction, self.cbam_init)] if down else [])
+                     + [Block(cout, cout, False, cbam_reduction, self.cbam_init) for _ in range(n)])
             blocks.append(nn.Sequential(*stage))
             cin = cout
         self.stages = nn.ModuleList(blocks)
@@ -344,7 +351,7 @@ class DlibResNet29(ZooModel):
             self.fc.weight.copy_(torch.from_numpy(t["fc"]))
         fresh = [n for n, _ in self.named_parameters() if ".cbam." in n]
         return {"source": str(path), "convolutions": len(convs), "affine": len(affs), "descriptor": "fc 256->128",
-                "fresh": fresh, "head": "freshly initialised"}
+                "fresh": fresh, "head": "freshly initialised"} | ({"cbam_init": self.cbam_init} if fresh else {})
 
 
 def _build(num_classes: int, pretrained: str | Path | None, **kwargs: Any) -> DlibResNet29:
@@ -362,11 +369,14 @@ def _build(num_classes: int, pretrained: str | Path | None, **kwargs: Any) -> Dl
 
 
 @register_model("cbam_dlib_resnet29", description="dlib_resnet29 with CBAM on every residual branch (CUCN from "
-                                                   "face-recognition weights; CBAM freshly initialised)",
+                                                   "face-recognition weights; CBAM freshly initialised; "
+                                                   "cbam_init: paper | identity)",
                 min_input_size=(MIN_SIDE[4], MIN_SIDE[4]), pretrained_names=("dlib",))
 def cbam_dlib_resnet29(num_classes: int = 7, pretrained: str | Path | None = None, cbam_reduction: int = 16,
-                       **kwargs: Any) -> DlibResNet29:
-    return _build(num_classes, pretrained, cbam_reduction=cbam_reduction, **kwargs)
+                       cbam_init: str = "paper", **kwargs: Any) -> DlibResNet29:
+    """``cbam_init``: "paper" (sigmoid gates, default init) or "identity" (gates 2 sigmoid, starting at exactly 1, so
+    the network starts as dlib's; see :mod:`fairexpr.models.layers`)."""
+    return _build(num_classes, pretrained, cbam_reduction=cbam_reduction, cbam_init=cbam_init, **kwargs)
 
 
 @register_model("dlib_resnet29", description="dlib's face-recognition ResNet-29 (public-domain .dat, read without dlib); "

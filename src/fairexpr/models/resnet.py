@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.models import resnet as tv
 
 from .common import IMAGENET_MEAN, IMAGENET_STD, ZooModel, check_in_chans, load_pretrained, resolve_head_options
-from .layers import CBAM
+from .layers import CBAM, CBAM_INITS
 from .registry import ModelError, register_model
 
 #: index in ``nn.Sequential(*resnet.children())`` -> torchvision attribute name
@@ -55,10 +55,11 @@ class CBAMBasicBlock(tv.BasicBlock):
     ``out = relu(CBAM(bn2(conv2(relu(bn1(conv1(x)))))) + shortcut(x))`` (Woo et al., Fig. 3)."""
 
     cbam_reduction: int = 16
+    cbam_init: str = "paper"
 
     def __init__(self, inplanes: int, planes: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(inplanes, planes, *args, **kwargs)
-        self.cbam = CBAM(planes * self.expansion, reduction=self.cbam_reduction)
+        self.cbam = CBAM(planes * self.expansion, reduction=self.cbam_reduction, init=self.cbam_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -113,6 +114,9 @@ class ResNet(ZooModel):
 def _build(name: str, block: type[nn.Module], layers: list[int], num_classes: int, pretrained: str | Path | None,
            fresh: tuple[str, ...] = (), **kwargs: Any) -> ResNet:
     model = ResNet(block, layers, name=name, num_classes=num_classes, **kwargs)
+    for m in model.modules():  # torchvision's init loop reset every batch norm's scale to 1: CBAM's own init again,
+        if isinstance(m, CBAM):  # before any weights are loaded
+            m.reset_gates()
     if pretrained is not None:
         model.load_report = load_pretrained(model, pretrained, first_conv="conv1", in_chans=model.pretrained_cfg["in_chans"],
                                             remap=remap_resnet_keys, fresh_markers=fresh)
@@ -136,13 +140,17 @@ def resnet50(num_classes: int = 7, pretrained: str | Path | None = None, **kwarg
 @register_model("cbam_resnet18", description="ResNet-18 with CBAM in every BasicBlock (CUCN); loads plain ResNet-18 weights",
                 input_size=(224, 224), min_input_size=(32, 32))
 def cbam_resnet18(num_classes: int = 7, pretrained: str | Path | None = None, cbam_reduction: int = 16,
-                  **kwargs: Any) -> ResNet:
+                  cbam_init: str = "paper", **kwargs: Any) -> ResNet:
     """CBAM-ResNet-18 (Fan et al. 2022): CBAM before the residual addition of every BasicBlock.
 
     Plain ResNet-18 files (torchvision ImageNet, MS-Celeb ``resnet18_msceleb.pth``) load into the
-    trunk; the CBAM parameters stay freshly initialised and are listed in ``load_report.fresh``.
+    trunk; the CBAM parameters stay freshly initialised and are listed in ``load_report.fresh``. ``cbam_init``:
+    "paper" (sigmoid gates) or "identity" (gates 2 sigmoid starting at exactly 1, so a pretrained trunk starts as it
+    was; :mod:`fairexpr.models.layers`).
     """
     if isinstance(cbam_reduction, bool) or not isinstance(cbam_reduction, int) or cbam_reduction < 1:
         raise ModelError(f"cbam_resnet18: cbam_reduction must be a positive int, got {cbam_reduction!r}")
-    block = type("CBAMBasicBlock", (CBAMBasicBlock,), {"cbam_reduction": cbam_reduction})
+    if cbam_init not in CBAM_INITS:
+        raise ModelError(f"cbam_resnet18: cbam_init must be one of {', '.join(CBAM_INITS)}, got {cbam_init!r}")
+    block = type("CBAMBasicBlock", (CBAMBasicBlock,), {"cbam_reduction": cbam_reduction, "cbam_init": cbam_init})
     return _build("cbam_resnet18", block, [2, 2, 2, 2], num_classes, pretrained, fresh=(".cbam.",), **kwargs)
