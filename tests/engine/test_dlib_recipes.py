@@ -23,7 +23,7 @@ except ModelError:
 
 @pytest.mark.skipif(not HAVE, reason="face_recognition_models not installed (pip install 'fairexpr[faces]')")
 @pytest.mark.parametrize("recipe", ["ldam_drw_dlib_cpu.yaml", "cucn_dlib_cpu.yaml", "grefel_dlib_cpu.yaml",
-                                    "face2exp_dlib_cpu.yaml"])
+                                    "face2exp_dlib_cpu.yaml", "default_model_dlib_cpu.yaml"])
 def test_dlib_recipe_trains_from_the_face_weights(recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("FAIREXPR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path / "unused"))

@@ -1,0 +1,117 @@
+"""benchmarks/ensemble.py: the probability average and the paired bootstrap by hand, and the harness end to end on two
+tiny synthetic-face models (each member evaluated with its own temperature; clear errors for bad input)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _bench import load_bench
+
+
+@pytest.fixture(scope="module")
+def ens():
+    return load_bench("ensemble")
+
+
+def test_combine_is_the_weighted_mean_by_hand(ens):
+    a = np.array([[0.8, 0.2], [0.4, 0.6]])
+    b = np.array([[0.2, 0.8], [0.0, 1.0]])
+    # weights 1 : 3 -> 0.25 a + 0.75 b
+    np.testing.assert_allclose(ens.combine([a, b], [1, 3]), [[0.35, 0.65], [0.1, 0.9]])
+    np.testing.assert_allclose(ens.combine([a, b], [1, 1]), [[0.5, 0.5], [0.2, 0.8]])
+
+
+def test_paired_bootstrap_by_hand(ens):
+    y = np.array([0, 0, 0, 1])
+    a = np.array([0, 0, 0, 0])  # accuracy 3/4, balanced (1 + 0) / 2 = 1/2
+    b = np.array([0, 0, 1, 1])  # accuracy 3/4, balanced (2/3 + 1) / 2 = 5/6
+    r = ens.paired_bootstrap(y, a, b, 2, boot=200, seed=0)
+    assert r["accuracy"]["diff"] == pytest.approx(0.0)
+    assert r["balanced_accuracy"]["diff"] == pytest.approx(5 / 6 - 1 / 2)
+    for m in r.values():
+        assert m["lo"] <= m["diff"] <= m["hi"]
+    same = ens.paired_bootstrap(y, a, a, 2, boot=100)
+    assert all(v == {"diff": 0.0, "lo": 0.0, "hi": 0.0} for v in same.values())
+    assert ens.fmt_diff({"diff": 0.0123, "lo": -0.001, "hi": 0.02}) == "+1.23 [-0.10, +2.00]"
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    from fairexpr.config import load_config
+    from fairexpr.engine import fit
+
+    root = tmp_path_factory.mktemp("ens")
+    syn = {"total": 420, "seed": 1}
+    runs = []
+    for seed, model in ((0, "resnet18"), (1, "mobilenet_v2")):  # two families: each its own preprocessing
+        cfg = {"seed": seed,
+               "data": {"train": "synthetic:fer2013", "train_split": "train", "train_options": syn,
+                        "val": "synthetic:fer2013", "val_split": "val", "val_options": syn,
+                        "test": "synthetic:fer2013", "test_split": "test", "test_options": syn,
+                        "image_size": 32, "channels": 1, "cache_dir": None},
+               "model": {"name": model, "kwargs": {"small_input": False}},
+               "optim": {"name": "sgd", "lr": 0.05},
+               "train": {"epochs": 1, "batch_size": 32, "progress": False, "eval_batch_size": 128}}
+        run = root / f"m{seed}"
+        fit(load_config(None, extra=cfg), run)
+        runs.append(run)
+    return root, runs
+
+
+def test_end_to_end_two_members(ens, two_runs, capsys):
+    root, (r0, r1) = two_runs
+    syn = ["syn", "synthetic:fer2013", "test", "total=420", "seed=1"]
+    args = ["--member", f"a={r0}", "--member", f"b={r1}", "--set", *syn, "--tta", "none", "--boot", "100",
+            "--out", str(root / "out"), "--results", str(root / "res"), "--tag", "t"]
+    assert ens.main(args) == 0
+    res = json.loads((root / "res" / "t.json").read_text())
+    s = res["sets"]["syn"]
+    assert set(s["rows"]) == {"a", "b", "ensemble"} and set(s["ensemble_minus_member"]) == {"a", "b"}
+    # the ensemble row is the mean of the members' saved (calibrated) probabilities
+    pa = np.load(root / "out" / "a" / "syn" / "predictions.npz")
+    pb = np.load(root / "out" / "b" / "syn" / "predictions.npz")
+    y = pa["y_true"]
+    acc = float((ens.combine([pa["probs"], pb["probs"]], [1, 1]).argmax(1) == y).mean())
+    assert s["rows"]["ensemble"]["accuracy"] == pytest.approx(acc)
+    d = s["ensemble_minus_member"]["a"]["accuracy"]
+    assert d["diff"] == pytest.approx(acc - s["rows"]["a"]["accuracy"]) and d["lo"] <= d["diff"] <= d["hi"]
+    assert res["meta"]["weights"] == {"a": 1.0, "b": 1.0} and res["meta"]["members"]["b"]["model"] == "mobilenet_v2"
+    md = (root / "res" / "t.md").read_text()
+    assert f"| syn | {len(y)} |" in md and "ensemble − a" in md and "python benchmarks/ensemble.py --member" in md
+    # weights 1 : 0 -> the ensemble is member a
+    assert ens.main([*args, "--weights", "1", "0", "--tag", "t1"]) == 0
+    r1 = json.loads((root / "res" / "t1.json").read_text())["sets"]["syn"]
+    assert r1["rows"]["ensemble"]["accuracy"] == pytest.approx(r1["rows"]["a"]["accuracy"])
+    assert r1["ensemble_minus_member"]["a"]["accuracy"] == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+
+
+@pytest.mark.parametrize("extra, msg", [
+    ([], "give at least two --member"),
+    (["--member", "b=X"], "--member b: --checkpoint X: no such file or folder"),
+    (["--member", "a=default"], "--member names must differ"),
+    (["--member", "bad"], "expected NAME=CHECKPOINT"),
+    (["--member", "b=default", "--weights", "1"], "--weights: one non-negative weight per member (2)"),
+    (["--member", "b=default", "--boot", "5"], "--boot must be >= 100"),
+    (["--member", "b=default", "--set", "x", "y"], "expected NAME FORMAT:PATH SPLIT"),
+    (["--member", "b=default", "--set", "x", "synthetic:fer2013", "test", "total"], "option 'total' must look like key=value"),
+    (["--member", "b=default"], "no test set"),
+])
+def test_bad_input_is_one_clear_error(ens, extra, msg, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        ens.main(["--member", "a=default", *extra, "--out", str(tmp_path), "--results", str(tmp_path)])
+    assert e.value.code == 2 and msg in str(e.value)
+
+
+def test_members_with_other_classes_are_refused(ens, two_runs, tmp_path):
+    import shutil
+
+    root, (r0, _) = two_runs
+    other = tmp_path / "other"
+    shutil.copytree(r0, other)
+    side = json.loads((other / "model.json").read_text())
+    side["classes"] = side["classes"][::-1]
+    (other / "model.json").write_text(json.dumps(side))
+    with pytest.raises(SystemExit, match="classes .* differ from a's"):
+        ens.main(["--member", f"a={r0}", "--member", f"b={other}", "--set", "syn", "synthetic:fer2013", "test",
+                  "--out", str(tmp_path / "o"), "--results", str(tmp_path / "r")])
