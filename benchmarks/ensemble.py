@@ -19,7 +19,6 @@ sets of the default model's card. Members must share their class list (one clear
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
