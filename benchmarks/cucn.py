@@ -99,11 +99,10 @@ WEIGHT_RULES = {"inverse": "inverse frequency", "sqrt": "square-root inverse fre
                 "effective": "effective number (method.weight_beta)"}
 
 
-#: ``--cbam-init`` -> how the tables describe it
+#: ``--cbam-init`` (the choices of ``fairexpr.models.layers.CBAM_INITS``) -> how the tables describe it
 CBAM_INIT_WORDS = {"paper": "the paper's (sigmoid gates, default initialisation: each gate starts near 0.5)",
                    "identity": "identity (gates 2 sigmoid with their last layer zeroed: exactly 1 at the start, so "
                                "the network starts as the pretrained one; not in the paper)"}
-CBAM_INITS = tuple(CBAM_INIT_WORDS)
 
 
 def weighted(row: str) -> bool:
@@ -227,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", choices=list(WEIGHT_RULES), default=None,
                     help="class-weight rule of the weighted rows (default: the recipe's, inverse frequency): "
                          + ", ".join(f"{k} = {v}" for k, v in WEIGHT_RULES.items()))
+    from fairexpr.models.layers import CBAM_INITS
+
     ap.add_argument("--cbam-init", choices=list(CBAM_INITS), default=None,
                     help="gate initialisation of the CBAM rows (default: the paper's): identity = gates 2 sigmoid that "
                          "start at exactly 1, so the pretrained network starts unchanged (fairexpr.models.layers)")

@@ -94,10 +94,9 @@ def combine(probs: list[np.ndarray], weights: list[float]) -> np.ndarray:
 
 
 def _acc_bal(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float]:
-    hit = (pred == y).astype(np.float64)
-    n = np.bincount(y, minlength=k)
-    per = np.bincount(y, weights=hit, minlength=k)
-    return float(hit.mean()), float(np.mean(per[n > 0] / n[n > 0]))
+    from fairexpr.evaluation.metrics import accuracy, balanced_accuracy
+
+    return accuracy(y, pred), balanced_accuracy(y, pred, k)
 
 
 def paired_bootstrap(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, k: int, boot: int = 1000,

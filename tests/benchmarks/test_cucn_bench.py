@@ -55,6 +55,9 @@ def test_rows_per_recipe(cucn):
     assert cucn.row_overrides("plain_ce", "dlib", "sqrt") == cucn.row_overrides("plain_ce", "dlib")
     assert cucn.cell_name("ferplus", "plain_weights", 1, 0.0, "sqrt") == "ferplus_plain_weights_wsqrt_s1"
     assert cucn.cell_name("ferplus", "plain_ce", 1, 0.0, "sqrt") == "ferplus_plain_ce_s1"
+    from fairexpr.models.layers import CBAM_INITS
+
+    assert set(cucn.CBAM_INIT_WORDS) == set(CBAM_INITS)  # every initialisation the layer knows is described
     # --cbam-init: only the rows that keep CBAM change (the backbone rows' cells are reused), and their names say so
     assert cucn.row_overrides("cbam_weights", "dlib", "sqrt", "identity") == [
         "method.mixing=false", "method.class_weights=sqrt", "model.kwargs.cbam_init=identity"]
