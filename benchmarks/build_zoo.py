@@ -172,7 +172,6 @@ def pct(x: float | None) -> str:
 
 def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str, idx: dict[str, Any] | None = None) -> str:
     cfg = side.get("config", {})
-    t = zoo["test"]
     cal = side.get("calibration", {})
     classes = side["classes"]
     is_default = idx is None or idx.get("default") == name
@@ -224,7 +223,18 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
         f"{zoo['train']['select_metric']} = {pct(zoo['train']['best'])} %), {zoo['train']['train_minutes']:.1f} minutes of "
         f"training{' over all stages' if len(stages) > 1 else ''} on {zoo['train']['hardware']}.", "",
         "## Rebuild", "```bash", zoo["command"], "```",
-        f"Recipe: `{recipe}`. `make zoo` runs the same; an interrupted build continues with `--resume`.", "",
+        f"Recipe: `{recipe}`. `make zoo` runs the same; an interrupted build continues with `--resume`.", ""]
+    return "\n".join(lines + card_results(side, zoo, "`fairexpr train --config " + recipe + " data.train=FORMAT:PATH ...`",
+                                           "starting from ImageNet-pretrained weights (torchvision's file is BSD-3, "
+                                           "ImageNet's images are for non-commercial research)")) + "\n"
+
+
+def card_results(side: dict[str, Any], zoo: dict[str, Any], retrain: str, start: str) -> list[str]:
+    """The model card's sections after the model and training ones: results per test set and per class, what
+    ``reliable`` means, speed, licence."""
+    t = zoo["test"]
+    classes = side["classes"]
+    lines = [
         f"## Results (the packaged {'fp16' if side.get('storage_dtype') == 'float16' else 'fp32'} file, PyTorch, measured by the build)", "",
         "| test set | n | accuracy % | balanced accuracy % | macro-F1 % | ECE % |", "|---|---:|---:|---:|---:|---:|"]
     for r in t.values():
@@ -241,8 +251,8 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
     lines += ["", "CK+48 has no neutral class: its balanced accuracy is over the 6 classes present, while the model may "
               "still answer neutral. FER+ test is the same photos as PrivateTest relabelled by 10 annotators (majority "
               "vote): a cross-labelling test, not a new population.", "",
-              "Side by side with the `fer` package on the same crops: `benchmarks/compare_fer.py --checkpoint default` "
-              "(`benchmarks/results/compare_fer.md`).", "",
+              f"Side by side with the `fer` package on the same crops: `benchmarks/compare_fer.py --checkpoint {zoo['name']}` "
+              "(`benchmarks/results/compare_fer.md` for the default model, `compare_fer_<model>.md` for earlier runs).", "",
               "## What `reliable` means",
               "`predict` marks a face `reliable` when its confidence (1 − normalised entropy of the calibrated "
               "probabilities) is at least `--threshold` (default 0.5). On FER2013 PrivateTest (no TTA):", "",
@@ -255,18 +265,17 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
               "gives an ONNX file that is faster still (see compare_fer.md).", "",
               "## Licence situation — read before use",
               "- The code of fairexpr is MIT. **These weights are not simply MIT**: they were trained on FER2013, which its "
-              "distributors restrict to research use, starting from ImageNet-pretrained weights (torchvision's file is "
-              "BSD-3, ImageNet's images are for non-commercial research).",
+              f"distributors restrict to research use, {start}.",
               "- What that means for you: use the model for research, teaching and evaluation. Before any commercial or "
               "production use, get your own legal advice or retrain the same recipe on data you have rights to "
-              "(`fairexpr train --config " + recipe + " data.train=FORMAT:PATH ...`).",
+              f"({retrain}).",
               "- Known limits: FER2013 faces are mostly frontal, 48x48, web-sourced and unevenly spread over age and "
               "ethnicity; accuracy on other populations, poses and lighting is lower (see CK+48 above). Expression is not "
               "emotion: the model reports how a face looks, not what a person feels. Do not use it to make decisions "
               "about people.", "",
               f"Built {zoo['built_at']} with fairexpr {side.get('versions', {}).get('fairexpr')}, torch "
               f"{side.get('versions', {}).get('torch')}."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def entry_run(idx: dict[str, Any], name: str) -> Path:
@@ -299,6 +308,223 @@ def train_entry(idx: dict[str, Any], name: str, fx: list[str], resume: bool, no_
                       "result": json.loads((run / "result.json").read_text())}]
 
 
+# ----------------------------------------------------------------------------------------- ensembles
+MAX_FILE_BYTES = 10 * 2**20  # a packaged file's limit (package data stays small enough for any index)
+
+
+def member_checkpoint(idx: dict[str, Any], name: str, i: int, m: dict[str, Any], fx: list[str], resume: bool,
+                      no_train: bool) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder of ensemble ``name``'s member ``i`` and what the card says about it: ``{"entry": E}``
+    is packaged entry E's folder (built before the ensemble by ``--all``); ``{"recipe": R, "run": DIR}`` is that
+    recipe's run, trained here (resumable) unless finished, with the member's ``overrides`` (e.g. ``["seed=1"]``)."""
+    from fairexpr import zoo as Z
+
+    where = f"{name}: members[{i}]"
+    label = m.get("label") or m.get("entry") or Path(str(m.get("recipe", f"member{i}"))).stem
+    if "entry" in m:
+        if m["entry"] not in idx["models"] or m["entry"] == name:
+            raise SystemExit(f"{where}: entry {m['entry']!r} is not another entry of the zoo index")
+        d = Z.ZOO_DIR / m["entry"]
+        if not (d / "model.json").is_file():
+            raise SystemExit(f"{where}: packaged model {m['entry']!r} is not built yet (build it first: "
+                             f"`build_zoo.py --name {m['entry']}`; `--all` builds the entries in index order)")
+        side = json.loads((d / "model.json").read_text())
+        tr = (side.get("zoo") or {}).get("train", {})
+        return d, {"label": label, "source": f"zoo:{m['entry']}", "recipe": idx["models"][m["entry"]].get("recipe"),
+                   "best_epoch": tr.get("best_epoch"), "epochs_run": tr.get("epochs_run"),
+                   "train_minutes": tr.get("train_minutes")}
+    if "recipe" not in m or "run" not in m:
+        raise SystemExit(f"{where}: expected {{'entry': NAME}} or {{'recipe': CONFIG, 'run': FOLDER}}, got {m}")
+    overrides = m.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise SystemExit(f"{where}: overrides must be a list of KEY=VALUE strings, got {overrides!r}")
+    run = ROOT / m["run"]
+    if not (run / "result.json").exists():
+        if no_train:
+            raise SystemExit(f"--no-train: {run} has no finished run (result.json)")
+        sh(fx + ["train", "--config", str(ROOT / m["recipe"]), "--out", str(run), "--no-progress", *overrides]
+           + (["--resume"] if resume and (run / "last.json").exists() else []))
+    res = json.loads((run / "result.json").read_text())
+    return run, {"label": label, "source": m["run"], "recipe": m["recipe"] + "".join(f" {o}" for o in overrides),
+                 "best_epoch": res["best_epoch"], "epochs_run": res["epochs_run"], "train_minutes": res["train_seconds"] / 60}
+
+
+def assemble(sources: list[tuple[Path, dict[str, Any]]], weights: list[float]):
+    """The members' checkpoints as one ``ensemble`` network (fp32) and its sidecar (temperature 1 until fitted)."""
+    from fairexpr import checkpoint as ck
+    from fairexpr.models import create_model
+
+    nets, sides = zip(*(ck.load_model(d) for d, _ in sources))
+    classes = sides[0]["classes"]
+    pre = sides[0]["preprocess"]
+    for (d, info), side in zip(sources, sides):
+        if side["classes"] != classes:
+            raise SystemExit(f"{d}: classes {side['classes']} differ from the first member's {classes}")
+        if (side["preprocess"]["input_size"], side["preprocess"]["in_chans"]) != (pre["input_size"], pre["in_chans"]):
+            raise SystemExit(f"{d}: input {side['preprocess']['input_size']} x {side['preprocess']['in_chans']} differs "
+                             f"from the first member's {pre['input_size']} x {pre['in_chans']} (one shared crop)")
+        if side.get("temperature") is None:
+            raise SystemExit(f"{d}: no fitted temperature; calibrate it on its validation split first")
+    specs = [{"name": side["model"]["name"], "kwargs": {k: v for k, v in side["model"].get("kwargs", {}).items() if k != "in_chans"},
+              "mean": side["preprocess"]["mean"], "std": side["preprocess"]["std"], "temperature": float(side["temperature"]),
+              "weight": float(w), "label": info["label"], "source": info["source"]}
+             for (d, info), side, w in zip(sources, sides, weights)]
+    c = int(pre["in_chans"])
+    ens = create_model("ensemble", num_classes=len(classes), members=specs, in_chans=c, input_size=list(pre["input_size"]))
+    dropped = []
+    for net, sub, spec in zip(nets, ens.members, specs):
+        gone = net.drop_unused() if hasattr(net, "drop_unused") else []
+        dropped.append({"member": spec["label"], "dropped": gone})
+        sub.load_state_dict(net.state_dict(), strict=True)
+    side = {"model": {"name": "ensemble", "num_classes": len(classes),
+                      "kwargs": {"members": specs, "in_chans": c, "input_size": list(pre["input_size"])}},
+            "classes": classes, "preprocess": {"input_size": list(pre["input_size"]), "in_chans": c,
+                                               "mean": [0.0] * c, "std": [1.0] * c},
+            "method": "ensemble", "temperature": 1.0,
+            "ensemble": {"weights": [s["weight"] / sum(weights) for s in specs],
+                         "members": [{**info, "temperature": s["temperature"],
+                                      "calibration": side.get("calibration"), "architecture": s["name"]}
+                                     for (_, info), s, side in zip(sources, specs, sides)],
+                         "unused_layers_dropped": dropped}}
+    return ens.eval(), side
+
+
+def pack_members(run: Path, dest: Path, storage: str) -> dict[str, Any]:
+    """The ensemble's weights from ``run`` into ``dest``, one file per member (``model.safetensors`` = member 0,
+    ``model.member<i>.safetensors`` listed in the sidecar's ``extra_weights``), each at most 10 MB."""
+    from fairexpr import checkpoint as ck
+
+    state = ck.load_tensors(run / "model.safetensors")
+    side = ck.read_json(run / "model.json")
+    n_members = len(side["model"]["kwargs"]["members"])
+    groups: list[dict[str, Any]] = [{} for _ in range(n_members)]
+    for k, v in state.items():
+        if not k.startswith("members."):
+            raise SystemExit(f"{run}: ensemble tensor {k!r} outside members.*")
+        groups[int(k.split(".")[1])][k] = v.half() if v.is_floating_point() and storage == "fp16" else v
+    from safetensors.torch import save
+
+    names = ["model.safetensors"] + [f"model.member{i}.safetensors" for i in range(1, n_members)]
+    blobs = [save({k: v.contiguous() for k, v in g.items()}) for g in groups]
+    for name, blob in zip(names, blobs):
+        if len(blob) > MAX_FILE_BYTES:
+            raise SystemExit(f"{dest / name}: {len(blob) / 2**20:.2f} MB is over the {MAX_FILE_BYTES / 2**20:g} MB a "
+                             "packaged file may take (--storage fp16 halves it); nothing written")
+    for stale in dest.glob("model.member*.safetensors"):
+        stale.unlink()
+    for name, blob in zip(names, blobs):
+        ck.atomic_write_bytes(dest / name, blob)
+    side["storage_dtype"] = "float16" if storage == "fp16" else "float32"
+    side["extra_weights"] = names[1:]
+    ck.atomic_write_json(dest / "model.json", side)
+    n = sum(v.numel() for v in state.values() if v.is_floating_point())
+    return {"parameters_and_buffers": int(n), "bytes": sum((dest / f).stat().st_size for f in names),
+            "files": {f: (dest / f).stat().st_size for f in names},
+            "fp32_bytes": (run / "model.safetensors").stat().st_size, "dtype": "torch.float16" if storage == "fp16" else "torch.float32"}
+
+
+def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> None:
+    from fairexpr import checkpoint as ck
+    from fairexpr import zoo as Z
+    from fairexpr.cli.calibrate import calibrate_checkpoint
+
+    entry = idx["models"][name]
+    members = entry["members"]
+    weights = entry.get("weights") or [1.0] * len(members)
+    if not isinstance(members, list) or len(members) < 2 or len(weights) != len(members) or \
+            not all(isinstance(w, (int, float)) and w > 0 for w in weights):
+        raise SystemExit(f"{name}: an ensemble entry needs >= 2 members and one positive weight per member")
+    data = Path(a.data).resolve()
+    fx = [sys.executable, "-m", "fairexpr.cli"]
+    t0 = time.time()
+    sources = [member_checkpoint(idx, name, i, m, fx, a.resume, a.no_train) for i, m in enumerate(members)]
+    ens, side = assemble(sources, [float(w) for w in weights])
+    run = ROOT / entry.get("run", f"benchmarks/runs/{name}")
+    run.mkdir(parents=True, exist_ok=True)
+    ck.save_model(run, ens, side)
+    # the mixture of calibrated members need not be calibrated itself: one more temperature, fitted on the members'
+    # validation split (FER2013 PublicTest), like every trained model's
+    cal = calibrate_checkpoint(run, f"fer2013:{data / 'fer2013'}", "public_test", progress=False)
+    clean = ROOT / "benchmarks" / "runs" / "fer2013_clean.csv"
+    if not clean.exists():
+        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(clean.parent / "fer2013_audit.json"),
+                 "--clean-manifest", str(clean)], clean.parent / "audit.log")
+    dest = Z.ZOO_DIR / name
+    dest.mkdir(parents=True, exist_ok=True)
+    packed = pack_members(run, dest, a.storage)
+    parity = fp16_parity(run, dest, f"fer2013:{data / 'fer2013'}", "private_test")
+    print(f"packed {dest} ({packed['bytes'] / 2**20:.2f} MB in {len(packed['files'])} files, {a.storage}); parity {parity}",
+          flush=True)
+    tests = evaluate_all(dest, run, test_sets(data, clean.resolve()))
+    zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": f"FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "
+                      f"{shlex.quote(name)} --storage {a.storage}   # make zoo builds every entry",
+           "recipe": None, "pack": packed, "storage_parity": parity, "test": tests, "latency": latency(dest),
+           "reliable": reliable_split(run), "ensemble_temperature": {"T": ck.read_json(run / "model.json")["temperature"],
+                                                                      "before": cal["before"],
+                                                                      "after": cal["after"], "n": cal["n"]},
+           "train": {"train_minutes": sum((m.get("train_minutes") or 0) for _, m in sources), "hardware": hardware_line()},
+           "build_seconds": time.time() - t0}
+    side = ck.read_json(dest / "model.json")
+    side["zoo"] = zoo
+    ck.atomic_write_json(dest / "model.json", side)
+    ck.atomic_write_bytes(dest / "MODEL_CARD.md", ensemble_card(name, side, zoo, idx).encode())
+    print(f"wrote {dest}/model.json and MODEL_CARD.md", flush=True)
+
+
+def ensemble_card(name: str, side: dict[str, Any], zoo: dict[str, Any], idx: dict[str, Any]) -> str:
+    ens = side["ensemble"]
+    is_default = idx.get("default") == name
+    pre = side["preprocess"]
+    et = zoo["ensemble_temperature"]
+    rows = []
+    for spec, m, w in zip(side["model"]["kwargs"]["members"], ens["members"], ens["weights"]):
+        cal = m.get("calibration") or {}
+        rows.append(f"| {m['label']} | `{spec['name']}` {json.dumps(spec['kwargs'])} | {m['source']} | `{m['recipe']}` | "
+                    f"{m.get('best_epoch')} of {m.get('epochs_run')} | {(m.get('train_minutes') or 0):.1f} | "
+                    f"{spec['mean']} / {spec['std']} | {spec['temperature']:.4f} ({pct(cal.get('before', {}).get('ece'))} -> "
+                    f"{pct(cal.get('after', {}).get('ece'))} %) | {w:.3f} |")
+    files = ", ".join(f"`{f}` {b / 2**20:.2f} MB" for f, b in zoo["pack"]["files"].items())
+    lines = [
+        f"# Model card: `{name}`" + (" (fairexpr's default model)" if is_default else ""), "",
+        "Seven basic expressions (" + ", ".join(side["classes"]) + ") from one face crop, answering offline right after "
+        "`pip install fairexpr`: " + ("`fairexpr predict photo.jpg` uses it when no `--checkpoint` is given." if is_default
+                                      else f"`fairexpr predict photo.jpg --checkpoint {name}`."), "",
+        "## Model",
+        f"- An ensemble of {len(rows)} networks trained separately on FER2013 (`fairexpr.models.ensemble`): each member "
+        "normalises the shared crop its own way, divides its logits by its own temperature, and the answer is the "
+        "weighted mean of the members' calibrated probabilities (weights fixed before any test set was seen). One "
+        "network to every command: `eval`, `predict`, `serve`, `export` (one ONNX graph), flip TTA."
+        + (f" Members: {idx['models'][name]['selection']}" if idx["models"][name].get("selection") else ""),
+        f"- Input {pre['input_size'][0]}x{pre['input_size'][1]} grey, pixel / 255 (each member normalises it as it was "
+        f"trained); {zoo['pack']['parameters_and_buffers'] / 1e6:.2f} M parameters and buffers (layers a member never runs "
+        "are not stored: " + "; ".join(f"{d['member']}: {', '.join(d['dropped']) or 'none'}" for d in ens["unused_layers_dropped"]) + ").",
+        f"- Storage: {side.get('storage_dtype')} safetensors, one file per member ({files}); the packed files vs the "
+        f"fp32 ensemble on FER2013 PrivateTest: argmax agreement {100 * zoo['storage_parity']['argmax_agreement']:.2f} %, "
+        f"max |Δp| {zoo['storage_parity']['max_abs_prob_diff']:.1e}.",
+        f"- Confidence: each member's temperature was fitted on FER2013 PublicTest at the end of its training; the "
+        f"mixture gets one more, T = {et['T']:.4f}, fitted on the same split (n = {et['n']}): ECE "
+        f"{pct(et['before'].get('ece'))} % -> {pct(et['after'].get('ece'))} %.", "",
+        "## Members", "",
+        "| member | network | checkpoint | recipe | best epoch | training min | mean / std | temperature (PublicTest ECE) | weight |",
+        "|---|---|---|---|---:|---:|---|---|---:|", *rows, "",
+        "## Training data and protocol",
+        "- FER2013 (Goodfellow et al. 2013), Kaggle image-folder release: Training (28,709 faces) -> each member's weights; "
+        "PublicTest -> each member's model selection (best balanced accuracy, flip TTA) and temperatures; PrivateTest -> "
+        "reported once.",
+        f"- {zoo['train']['train_minutes']:.1f} minutes of training in all (the members' runs) on {zoo['train']['hardware']}; "
+        "each member's recipe is in the table (its header comment says how it was chosen).", "",
+        "## Rebuild", "```bash", zoo["command"], "```",
+        "The members are built first (a packaged member by its own entry, a recipe member by `fairexpr train`, "
+        "resumable with `--resume`); `benchmarks/ensemble.py` measures the same average from the members' checkpoints "
+        "with paired bootstrap intervals against each member.", ""]
+    retrain = "each member's recipe, `fairexpr train --config RECIPE data.train=FORMAT:PATH ...`, then this build"
+    start = ("starting from ImageNet-pretrained weights (torchvision's MobileNetV2, BSD-3; ImageNet's images are for "
+             "non-commercial research) and from dlib's face-recognition ResNet (CC0, trained by dlib's author on about "
+             "3 million faces of public datasets)")
+    return "\n".join(lines + card_results(side, zoo, retrain, start)) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", default=None, help="zoo entry (default: the index's default model)")
@@ -307,23 +533,58 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA"), help="dataset root (default $FAIREXPR_DATA)")
     ap.add_argument("--no-train", action="store_true", help="use the finished run as it is (error when it is not)")
-    ap.add_argument("--storage", choices=("fp32", "fp16"), default="fp32",
+    ap.add_argument("--card-only", action="store_true",
+                    help="rewrite MODEL_CARD.md from the packaged sidecar's zoo section (after an index or text change); "
+                         "nothing is trained, packed or measured")
+    ap.add_argument("--storage", choices=("fp32", "fp16"), default=None,
                     help="weights as trained (fp32, exact; MobileNetV2 is 8.7 MB) or halved (fp16: 0.14 %% of PrivateTest "
-                         "predictions flipped, max |dp| 0.012 once the temperature sharpens the logits)")
+                         "predictions flipped, max |dp| 0.012 once the temperature sharpens the logits); default: the "
+                         "entry's `storage` in index.json, else fp32 (the ensemble's members need fp16 to stay under "
+                         "10 MB a file)")
     a = ap.parse_args(argv)
-    if not a.data or not Path(a.data).is_dir():
-        raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
     from fairexpr import zoo as Z
 
     idx = Z.index()
     if a.all and (a.name or a.run):
         raise SystemExit("--all builds every entry in its own run folder: leave out --name and --run")
     names = list(idx["models"]) if a.all else [a.name or idx["default"]]
+    if a.card_only:
+        for name in names:
+            if name not in idx["models"]:
+                raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
+            rewrite_card(idx, name)
+        return 0
+    if not a.data or not Path(a.data).is_dir():
+        raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
+    storage = a.storage
     for name in names:
         if name not in idx["models"]:
             raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
-        build(idx, name, a, Path(a.run) if a.run else None)
+        a.storage = storage or idx["models"][name].get("storage", "fp32")
+        if a.storage not in ("fp32", "fp16"):
+            raise SystemExit(f"{name}: storage {a.storage!r} in index.json; expected fp32 or fp16")
+        if idx["models"][name].get("members"):
+            if a.run:
+                raise SystemExit(f"--run: {name} is an ensemble; its members' runs are in index.json")
+            build_ensemble(idx, name, a)
+        else:
+            build(idx, name, a, Path(a.run) if a.run else None)
     return 0
+
+
+def rewrite_card(idx: dict[str, Any], name: str) -> None:
+    """MODEL_CARD.md of a built entry again from its sidecar (whose ``zoo`` section holds every measured figure)."""
+    from fairexpr import checkpoint as ck
+    from fairexpr import zoo as Z
+
+    side = ck.read_json(Z.ZOO_DIR / name / "model.json")
+    if "zoo" not in side:
+        raise SystemExit(f"--card-only: {name} was never built (its model.json has no zoo section)")
+    zoo = side["zoo"]
+    card = (ensemble_card(name, side, zoo, idx) if idx["models"][name].get("members")
+            else model_card(name, side, zoo, zoo["recipe"], idx))
+    ck.atomic_write_bytes(Z.ZOO_DIR / name / "MODEL_CARD.md", card.encode())
+    print(f"wrote {Z.ZOO_DIR / name / 'MODEL_CARD.md'}", flush=True)
 
 
 def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | None) -> None:

@@ -1,6 +1,7 @@
 """Issue-14 benchmark: would an ensemble of trained models beat each of them, and by how much, on the same faces?
 
-Each member (a run folder, a checkpoint, or ``default`` = the shipped model) is evaluated on each test set with its own
+Each member (a run folder, a checkpoint, or a packaged model's name: ``fer`` = the packaged MobileNetV2, ``default`` =
+the default model, itself the packaged ensemble) is evaluated on each test set with its own
 preprocessing and its own stored temperature (calibrated probabilities; ``--tta hflip`` averages each face and its
 mirror); the ensemble is the weighted mean of those probabilities (``--weights``, equal by default; give them from a
 selection split, never from a test set). Reported per set: accuracy, balanced accuracy, macro-F1 and ECE of every
@@ -8,7 +9,7 @@ member and of the ensemble, and the ensemble minus each member **paired by image
 interval (``--boot`` resamples of the test images, seeded): one pair of trained models, so the interval covers the
 choice of test faces, not the training seed.
 
-    python benchmarks/ensemble.py --member mobilenet=default --member dlib=benchmarks/runs/default_model_dlib \\
+    python benchmarks/ensemble.py --member mobilenet=fer --member dlib=benchmarks/runs/default_model_dlib \\
         --standard --data $FAIREXPR_DATA --tta hflip --tag ensemble_default_dlib
     # any other set: --set NAME FORMAT:PATH SPLIT [KEY=VALUE ...]   (SPLIT "-" = the whole dataset)
 
@@ -44,7 +45,7 @@ class EnsembleError(SystemExit):
 def parse_member(s: str) -> tuple[str, str]:
     name, sep, path = s.partition("=")
     if not sep or not name or not path:
-        raise EnsembleError(f"--member {s!r}: expected NAME=CHECKPOINT (a run folder, a checkpoint file or 'default')")
+        raise EnsembleError(f"--member {s!r}: expected NAME=CHECKPOINT (a run folder, a checkpoint file or a packaged model's name)")
     return name, path
 
 
@@ -141,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "ensemble"), help="member predictions")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="ensemble")
+    ap.add_argument("--subsets", action="store_true",
+                    help="also score every equal-weight ensemble of the first member with any others on each set, ranked "
+                         "on the FIRST set by accuracy + balanced accuracy (a selection split, never a test set): "
+                         "<tag>_subsets.md/.json")
     a = ap.parse_args(argv)
     members = [parse_member(m) for m in a.member]
     if len(members) < 2:
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         diffs = {n: paired_bootstrap(y, probs[n].argmax(1), ens_pred, len(cls), a.boot) for n, _ in members}
         results[ts["key"]] = {"name": ts["name"], "spec": ts["spec"], "split": ts["split"], "rows": rows,
                               "ensemble_minus_member": diffs}
+        if a.subsets:
+            results[ts["key"]]["subsets"] = subset_scores(y, probs, [n for n, _ in members], len(cls))
         e = rows["ensemble"]
         print(f"  ensemble acc {100 * e['accuracy']:.2f} bal {100 * e['balanced_accuracy']:.2f}  "
               + "  ".join(f"{n} {100 * rows[n]['accuracy']:.2f}/{100 * rows[n]['balanced_accuracy']:.2f}"
@@ -226,7 +233,43 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(res / f"{a.tag}.json", {"meta": meta, "sets": results})
     atomic_write_bytes(res / f"{a.tag}.md", markdown(meta, results, [n for n, _ in members]).encode())
     print((res / f"{a.tag}.md").read_text())
+    if a.subsets:
+        atomic_write_bytes(res / f"{a.tag}_subsets.md", subsets_markdown(meta, results).encode())
+        print((res / f"{a.tag}_subsets.md").read_text())
     return 0
+
+
+def subset_scores(y: np.ndarray, probs: dict[str, np.ndarray], names: list[str], k: int) -> list[dict[str, Any]]:
+    """Accuracy and balanced accuracy of the equal-weight mean of every subset of ``names`` that contains the first
+    (alone included), in a fixed order (by size, then member order)."""
+    from itertools import combinations
+
+    from fairexpr.evaluation.metrics import accuracy, balanced_accuracy
+
+    first, rest = names[0], names[1:]
+    out = []
+    for size in range(len(rest) + 1):
+        for extra in combinations(rest, size):
+            sub = [first, *extra]
+            pred = combine([probs[n] for n in sub], [1.0] * len(sub)).argmax(1)
+            out.append({"members": sub, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred, k)})
+    return out
+
+
+def subsets_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
+    keys = list(results)
+    first = results[keys[0]]["subsets"]
+    order = sorted(range(len(first)), key=lambda i: -(first[i]["accuracy"] + first[i]["balanced_accuracy"]))
+    lines = [f"## Equal-weight ensembles of every subset ({meta['date']}, TTA {meta['tta']})", "",
+             f"Ranked on **{results[keys[0]]['name']}** by accuracy + balanced accuracy (the selection split: choose "
+             "there, report the others once). Accuracy / balanced accuracy in %.", "",
+             "| rank | members | " + " | ".join(results[k]["name"] for k in keys) + " |", "|---:|---|" + "---|" * len(keys)]
+    for r, i in enumerate(order, 1):
+        cells = [f"{100 * results[k]['subsets'][i]['accuracy']:.2f} / {100 * results[k]['subsets'][i]['balanced_accuracy']:.2f}"
+                 for k in keys]
+        lines.append(f"| {r} | {' + '.join(first[i]['members'])} | " + " | ".join(cells) + " |")
+    lines += ["", f"- command: `{meta['command']}`", ""]
+    return "\n".join(lines)
 
 
 def markdown(meta: dict[str, Any], results: dict[str, Any], names: list[str]) -> str:

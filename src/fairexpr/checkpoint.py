@@ -14,6 +14,10 @@ A *run directory* (``fairexpr train --out DIR``) holds::
     <name>.safetensors  + <name>.json: each companion network of the method (``Method.companion_networks``,
                         e.g. Meta-Face2Exp's ``base``), saved at the same best epoch as ``model``
 
+A checkpoint's weights may be split over several files (a packaged model keeps each file under 10 MB): the
+sidecar's ``extra_weights`` lists the files beside ``model.safetensors`` (plain names in the same folder) whose
+tensors complete it; :func:`checkpoint_weights` reads them all, a key in two files being an error.
+
 :func:`load_model` rebuilds the deployable network from a run directory (or a sidecar path).
 """
 from __future__ import annotations
@@ -109,6 +113,51 @@ def resolve_checkpoint(path: str | Path, stem: str = "model") -> tuple[Path, Pat
     return w, s
 
 
+def weight_files(weights: str | Path, side: dict[str, Any]) -> list[Path]:
+    """``weights`` and the sidecar's ``extra_weights`` files beside it (each a plain ``.safetensors`` name)."""
+    w = Path(weights)
+    extra = side.get("extra_weights") or []
+    if not isinstance(extra, list):
+        raise CheckpointError(f"{w.with_suffix('.json')}: extra_weights must be a list of file names, got {extra!r}")
+    out = [w]
+    for name in extra:
+        if (not isinstance(name, str) or not name.endswith(".safetensors") or "/" in name or "\\" in name
+                or name.startswith(".") or name == w.name):
+            raise CheckpointError(f"{w.with_suffix('.json')}: extra_weights entry {name!r} is not a .safetensors file "
+                                  "name in the checkpoint's folder")
+        f = w.parent / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint weights {str(f)!r} (listed in extra_weights) not found")
+        out.append(f)
+    return out
+
+
+def checkpoint_weights(weights: str | Path, side: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: ``weights`` merged with its ``extra_weights`` files."""
+    files = weight_files(weights, side)
+    state = load_tensors(files[0])
+    for f in files[1:]:
+        part = load_tensors(f)
+        twice = sorted(set(part) & set(state))
+        if twice:
+            raise CheckpointError(f"{f}: tensor {twice[0]!r} is also in {', '.join(x.name for x in files[:files.index(f)])}")
+        state.update(part)
+    return state
+
+
+def refuse_ensemble(side: dict[str, Any], ref: Any, option: str) -> None:
+    """An ensemble (several networks, see :mod:`fairexpr.models.ensemble`) cannot start a training run."""
+    from .errors import ConfigError
+
+    m = side.get("model") or {}
+    if m.get("name") == "ensemble":
+        names = ", ".join(f"{s.get('label') or s.get('name')} ({s.get('source', '?')})"
+                          for s in (m.get("kwargs") or {}).get("members", []))
+        raise ConfigError(f"{option}: {ref} is an ensemble of {len((m.get('kwargs') or {}).get('members', []))} networks "
+                          f"({names}); training starts from one network: give one of its members, e.g. the packaged "
+                          "fer2013-mobilenetv2-ldam (`fairexpr zoo` lists them), or a run folder")
+
+
 def read_source(ref: str | Path, option: str) -> tuple[Path, dict[str, Any]]:
     """(weights file, sidecar) of a trained model named by a run directory / checkpoint file, or by a packaged model's
     name or ``default`` — what ``model.init`` / ``--init`` start from. Any problem is one ConfigError naming ``option``."""
@@ -124,6 +173,7 @@ def read_source(ref: str | Path, option: str) -> tuple[Path, dict[str, Any]]:
             raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
     except (CheckpointError, ValueError) as e:
         raise ConfigError(f"{option}: {e}") from None
+    refuse_ensemble(side, ref, option)
     return w, side
 
 
@@ -137,7 +187,7 @@ def load_model(path: str | Path, *, stem: str = "model", map_location: str | tor
         raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
     m = side["model"]
     model = create_model(m["name"], num_classes=int(m["num_classes"]), pretrained=None, **m.get("kwargs", {}))
-    state = load_tensors(w)
+    state = checkpoint_weights(w, side)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{w}: weights do not match model {m['name']!r}: missing {list(missing)[:5]}, "

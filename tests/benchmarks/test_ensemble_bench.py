@@ -79,6 +79,13 @@ def test_end_to_end_two_members(ens, two_runs, capsys):
     assert res["meta"]["weights"] == {"a": 1.0, "b": 1.0} and res["meta"]["members"]["b"]["model"] == "mobilenet_v2"
     md = (root / "res" / "t.md").read_text()
     assert f"| syn | {len(y)} |" in md and "ensemble − a" in md and "python benchmarks/ensemble.py --member" in md
+    # --subsets: every equal-weight subset with the first member, each the mean of its members' saved probabilities
+    assert ens.main([*args, "--subsets", "--tag", "ts"]) == 0
+    subs = json.loads((root / "res" / "ts.json").read_text())["sets"]["syn"]["subsets"]
+    assert [x["members"] for x in subs] == [["a"], ["a", "b"]]
+    assert subs[0]["accuracy"] == pytest.approx(s["rows"]["a"]["accuracy"]) and subs[1]["accuracy"] == pytest.approx(acc)
+    smd = (root / "res" / "ts_subsets.md").read_text()
+    assert "Ranked on **syn**" in smd and "| a + b |" in smd and "| a |" in smd
     # weights 1 : 0 -> the ensemble is member a
     assert ens.main([*args, "--weights", "1", "0", "--tag", "t1"]) == 0
     r1 = json.loads((root / "res" / "t1.json").read_text())["sets"]["syn"]

@@ -12,6 +12,9 @@ def test_list_models_json_covers_registry():
     rows = {r["name"]: r for r in json.loads(res.output)}
     assert set(rows) == set(list_models())
     assert rows["resnet18"]["input_size"] == [224, 224] and rows["mobilefacenet"]["input_size"] == [112, 112]
+    assert rows["ensemble"]["params"] is None  # built from trained members: sizes are its members'
+    text = CliRunner().invoke(command, []).output
+    assert any(line.startswith("ensemble ") and " - " in line for line in text.splitlines())
 
 
 def test_param_counts_and_table():

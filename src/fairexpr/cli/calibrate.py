@@ -20,8 +20,9 @@ def copy_checkpoint(checkpoint: str | Path, dest: str | Path) -> Path:
     if (dest / "model.safetensors").exists() or (dest / "model.json").exists():
         raise UserError(f"--save-to {dest}: already holds a checkpoint (model.safetensors / model.json); choose a new folder")
     dest.mkdir(parents=True, exist_ok=True)
-    ck.atomic_write_bytes(dest / "model.safetensors", weights.read_bytes())
     side = ck.read_json(side_path)
+    for f in ck.weight_files(weights, side):  # model.safetensors and any extra_weights files
+        ck.atomic_write_bytes(dest / ("model.safetensors" if f == weights else f.name), f.read_bytes())
     side["copied_from"] = str(checkpoint)
     ck.atomic_write_json(dest / "model.json", side)
     card = side_path.parent / "MODEL_CARD.md"

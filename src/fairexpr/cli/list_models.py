@@ -20,6 +20,10 @@ def model_table(num_classes: int = 7, names: list[str] | None = None) -> list[di
     for name, entry in list_models().items():
         if names is not None and name not in names:
             continue
+        if entry.default_cfg.get("composite"):  # built from trained members (the ensemble): no size of its own
+            rows.append({"name": name, "description": entry.description, "params": None, "num_features": None,
+                         "input_size": None, "min_input_size": None, "in_chans": None, "mean": None, "std": None})
+            continue
         try:
             with torch.device("meta"):
                 model = create_model(name, num_classes=num_classes)
@@ -65,6 +69,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     width = max(len(r["name"]) for r in rows)
     lines = [f"{'name':<{width}}  {'params':>8}  {'input':>7}  {'feat':>5}  description"]
     for r in rows:
+        if r["params"] is None:
+            lines.append(f"{r['name']:<{width}}  {'-':>8}  {'-':>7}  {'-':>5}  {r['description']}")
+            continue
         h, w = r["input_size"]
         lines.append(f"{r['name']:<{width}}  {r['params'] / 1e6:>7.2f}M  {h:>3}x{w:<3}  {r['num_features']:>5}  {r['description']}")
     return "\n".join(lines)

@@ -18,7 +18,8 @@ def format_pretrained(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{r['name']}{alias}: not installed (rebuild with `make zoo`)")
             continue
         h, w = r["input_size"] or (0, 0)
-        lines.append(f"{r['name']}{alias}: {r['architecture']}, {h}x{w}, {r['size_mb']:.1f} MB, "
+        arch = r["architecture"] + (f" of {' + '.join(r['members'])}" if r.get("members") else "")
+        lines.append(f"{r['name']}{alias}: {arch}, {h}x{w}, {r['size_mb']:.1f} MB, "
                      f"T = {r['temperature'] if r['temperature'] is not None else 1.0:.3f} — {r['description']}")
         for name, t in r["test"].items():
             lines.append(f"    {name:<46} n={t['n']:<5} accuracy {100 * t['accuracy']:.1f} %  "

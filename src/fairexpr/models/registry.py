@@ -121,18 +121,23 @@ def checkpoint_weight_file(path: str | Path) -> Path | None:
     from .. import zoo
 
     if isinstance(path, str) and (path == zoo.DEFAULT or zoo.is_reference(path)):
-        return zoo.pretrained_path(path) / "model.safetensors"
-    p = Path(path)
+        p = zoo.pretrained_path(path)
+    else:
+        p = Path(path)
     side = p / "model.json" if p.is_dir() else p.with_suffix(".json")
     if p.is_dir() and not side.is_file():
         raise ModelError(f"{p}: a folder given as pretrained weights must be a fairexpr run directory (model.json + "
                          "model.safetensors)")
     if side.is_file() and p.suffix in ("", ".json", ".safetensors"):
         try:
-            if json.loads(side.read_text()).get("format") != "fairexpr-checkpoint":
-                return None
+            meta = json.loads(side.read_text())
         except (OSError, json.JSONDecodeError):
             return None
+        if meta.get("format") != "fairexpr-checkpoint":
+            return None
+        if (meta.get("model") or {}).get("name") == "ensemble":
+            raise ModelError(f"pretrained {str(path)!r} is an ensemble of several networks; a backbone starts from one "
+                             "network: give one of its members (e.g. the packaged fer2013-mobilenetv2-ldam) or a run folder")
         w = side.with_suffix(".safetensors")
         if not w.is_file():
             raise ModelError(f"{side}: fairexpr sidecar without its weights {w.name}")

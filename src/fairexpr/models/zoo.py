@@ -5,3 +5,4 @@ from . import uda_heads  # noqa: F401  (MCD / AFN networks built on any backbone
 
 __all__ = ["dlib_resnet", "grefel", "ir50", "mobilefacenet", "mobilenet", "reliability", "resnet", "uda_heads"]
 from . import agra  # noqa: F401  (AGRA/DIFC landmark head on a four-stage backbone)
+from . import ensemble  # noqa: F401  (trained networks averaged as calibrated probabilities)

@@ -5,6 +5,7 @@ Layout (everything under this folder is package data)::
 
     index.json               {"default": NAME, "models": {NAME: {"description", "recipe", "build", ...}}}
     <NAME>/model.safetensors weights (fp32 as trained, or fp16 with `build_zoo.py --storage fp16`; loaded into fp32)
+    <NAME>/*.safetensors     more of them where the sidecar's ``extra_weights`` lists them (each file <= 10 MB)
     <NAME>/model.json        the ordinary fairexpr sidecar (model, classes, preprocessing, temperature,
                              metrics, config) plus a ``zoo`` section (test-set figures written by the build)
     <NAME>/MODEL_CARD.md     training data and protocol, the command that rebuilds it, per-class and balanced
@@ -58,6 +59,15 @@ def _name(ref: str) -> str:
                    "(`fairexpr zoo` lists them)")
 
 
+def _extra_files(d: Path) -> tuple[str, ...]:
+    """The sidecar's ``extra_weights`` (weights split over several files, each under 10 MB), if it is readable."""
+    try:
+        extra = json.loads((d / "model.json").read_text()).get("extra_weights") or []
+    except (OSError, json.JSONDecodeError):
+        return ()
+    return tuple(str(f) for f in extra) if isinstance(extra, list) else ()
+
+
 def is_reference(ref: Any) -> bool:
     """True when ``ref`` names a packaged model (``default``, a name or an alias). Names never contain a path
     separator, so a run folder that happens to be called ``default`` is given as ``./default``."""
@@ -77,7 +87,7 @@ def pretrained_path(ref: str = DEFAULT) -> Path:
     unknown or its files are not installed."""
     name = _name(ref)
     d = ZOO_DIR / name
-    missing = [f for f in _FILES if not (d / f).is_file()]
+    missing = [f for f in _FILES + _extra_files(d) if not (d / f).is_file()]
     if missing:
         raise ZooError(f"packaged model {name!r} is not installed ({', '.join(missing)} missing under {d}); "
                        "rebuild it with `make zoo` or reinstall fairexpr")
@@ -110,7 +120,8 @@ def list_pretrained() -> list[dict[str, Any]]:
     rows = []
     for name, entry in idx["models"].items():
         d = ZOO_DIR / name
-        installed = all((d / f).is_file() for f in _FILES)
+        files = _FILES + _extra_files(d)
+        installed = all((d / f).is_file() for f in files)
         side: dict[str, Any] = {}
         if installed:
             try:
@@ -121,7 +132,9 @@ def list_pretrained() -> list[dict[str, Any]]:
         rows.append({
             "name": name, "aliases": aliases, "description": entry.get("description", ""),
             "recipe": entry.get("recipe"), "installed": installed, "path": str(d),
-            "size_mb": round((d / "model.safetensors").stat().st_size / 2**20, 2) if installed else None,
+            "size_mb": (round(sum((d / f).stat().st_size for f in files if f.endswith(".safetensors")) / 2**20, 2)
+                        if installed else None),
+            "members": [m.get("label") or m.get("name") for m in ((side.get("model") or {}).get("kwargs") or {}).get("members", [])],
             "architecture": (side.get("model") or {}).get("name"),
             "input_size": (side.get("preprocess") or {}).get("input_size"),
             "classes": side.get("classes"), "temperature": side.get("temperature"),
