@@ -5,7 +5,7 @@ Grid: {MCD, DANN} x {CE, DI, DIFC} x seeds x targets, one source (default FER201
 the same epoch and wall-clock budget (the CPU configs `configs/difc_{mcd,dann}_cpu.yaml`). Each run is a
 separate `fairexpr adapt` process (a crash loses one run, not all; a finished run is reused when the script is
 re-run only if its config is the requested one: run directories are keyed by the resolved config's hash,
-benchmarks/_cells.py). ``--init RUN|default`` starts every cell from a trained source model. Target labels are used only for the final evaluation (`--target-eval` = the target set).
+benchmarks/_cells.py). ``--init RUN|NAME`` starts every cell from a trained source model. Target labels are used only for the final evaluation (`--target-eval` = the target set).
 
 Writes benchmarks/results/difc_runs.json (one record per run), difc_tables.json and difc_tables.md
 (Tables 2/3/4/5-shaped, mean ± std over seeds).
@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
-    p.add_argument("--init", metavar="RUN|default",
+    p.add_argument("--init", metavar="RUN|NAME",
                    help="start every cell from this trained source model (fairexpr adapt --init: backbone and classifier; "
-                        "rule 1 of docs/benchmarks.md)")
+                        "rule 1 of docs/benchmarks.md): a run folder or a packaged single-network model, e.g. `fer` (the "
+                        "packaged MobileNetV2, what the difc_init_default study started from)")
     p.add_argument("--tag", default="difc",
                    help="results file prefix: <results>/<tag>_runs.json, <tag>_tables.md/.json, <tag>_per_class.png "
                         "(default difc; e.g. difc_init_default for the study from the shipped model)")

@@ -23,8 +23,9 @@ DEMO_BASE: dict[str, Any] = {
              "val": "synthetic:fer2013", "val_split": "val", "val_options": {"total": 6000, "seed": 0},
              "test": "synthetic:fer2013", "test_split": "test", "test_options": {"total": 6000, "seed": 0},
              "image_size": 64, "channels": 1},
-    # the shipped default model's backbone (fairexpr.zoo); each run gets a freshly initialised head
-    "model": {"name": "mobilenet_v2", "pretrained": "default", "kwargs": {"small_input": False, "drop_rate": 0.2}},
+    # the packaged MobileNetV2 model's backbone (fairexpr.zoo; the default model is an ensemble of it and a dlib
+    # network, and a training run starts from one network); each run gets a freshly initialised head
+    "model": {"name": "mobilenet_v2", "pretrained": "fer2013-mobilenetv2-ldam", "kwargs": {"small_input": False, "drop_rate": 0.2}},
     "augment": {"hflip": True, "crop_scale": [0.85, 1.0], "rotation": 8, "color_jitter": 0.2},
     "optim": {"name": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 4e-5},
     "schedule": {"name": "cosine"},

@@ -126,17 +126,21 @@ def test_head_lr_mult_is_refused_by_a_method_that_ignores_it(domains, tmp_path):
     assert res["epochs_run"] == 1
 
 
-def test_init_settings_from_the_packaged_default_model(domains):  # noqa: F811
+def test_init_settings_from_the_packaged_mobilenet_model(domains):  # noqa: F811
+    from fairexpr import zoo
     from fairexpr.cli.adapt import build_adapt_config
 
     src, tgt = domains
-    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, init="default")
+    if zoo.index()["models"][zoo.index()["default"]].get("members"):  # the default model is an ensemble
+        with pytest.raises(ConfigError, match=r"--init: default is an ensemble of \d networks .*give one of its members"):
+            build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, init="default")
+    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, init="fer")
     side = json.loads((ROOT / "src" / "fairexpr" / "zoo" / "fer2013-mobilenetv2-ldam" / "model.json").read_text())
-    assert cfg["model"] == {"name": "mobilenet_v2", "pretrained": None, "init": "default",
+    assert cfg["model"] == {"name": "mobilenet_v2", "pretrained": None, "init": "fer",
                             "kwargs": {k: v for k, v in side["model"]["kwargs"].items() if k != "in_chans"}}
     assert (cfg["data"]["image_size"], cfg["data"]["channels"]) == (64, 1)
     assert cfg["method"]["head"] == "normed" and cfg["method"]["s"] == side["config"]["loss"]["kwargs"]["s"] == 30.0
-    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["method.s=10"], init="default")
+    cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["method.s=10"], init="fer")
     assert cfg["method"]["s"] == 10.0  # an override given on the command line still wins
     assert cfg["train"]["batchnorm"] == "frozen"  # the converged source's BatchNorm statistics are kept
     cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["train.batchnorm=train"],

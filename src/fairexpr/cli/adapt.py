@@ -13,7 +13,7 @@ from .common import emit, json_option, train_overrides
 
 def init_settings(ref: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """What ``--init REF`` changes in a resolved adaptation config so the method's networks can start from the trained
-    model REF (a run directory, a packaged model's name or ``default``): ``model`` becomes REF's network (name and
+    model REF (a run directory or a packaged single-network model's name; an ensemble is refused): ``model`` becomes REF's network (name and
     options, ``init: REF``, no ``pretrained``), ``data.image_size`` / ``data.channels`` REF's input; with a normed
     (cosine) source classifier, MCD's classifiers are normed too (``method.head``) and the DI/DIFC loss scale
     ``method.s`` is the one REF was trained with (its LDAM ``s``, 30 by default), since cosine logits need it;
@@ -110,10 +110,10 @@ def summarize(result: dict[str, Any]) -> str:
 @click.option("--out", default="runs/adapt", show_default=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--epochs", type=click.IntRange(min=1), help="= train.epochs")
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget (= train.max_minutes).")
-@click.option("--init", "init", metavar="RUN|default",
-              help="Start from a trained source model, backbone and classifier (a run directory, a packaged model or "
-                   "`default`): sets model.* and the input size from it (= model.init; MCD: C1 = its classifier, "
-                   "C2 = the same + noise).")
+@click.option("--init", "init", metavar="RUN|NAME",
+              help="Start from a trained source model, backbone and classifier (a run directory or a packaged "
+                   "single-network model such as `fer`; the default model is an ensemble and cannot): sets model.* and "
+                   "the input size from it (= model.init; MCD: C1 = its classifier, C2 = the same + noise).")
 @click.option("--resume", is_flag=True, help="Continue a killed run (DIFC phase and margins are restored).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @json_option
@@ -126,8 +126,8 @@ def command(config_path, source, target, target_eval, out, epochs, minutes, init
       fairexpr adapt --config configs/difc_mcd_cpu.yaml --source fer2013:$FAIREXPR_DATA/fer2013 \\
           --target ckplus:$FAIREXPR_DATA/ckplus/CK+48 --target-eval ckplus:$FAIREXPR_DATA/ckplus/CK+48 \\
           --out runs/difc_mcd method.cls_loss=difc
-      # from the shipped default model (backbone and classifier) instead of ImageNet weights:
-      fairexpr adapt --config configs/difc_mcd_cpu.yaml --init default --source ... --target ... --out runs/difc_mcd_init
+      # from the packaged MobileNetV2 model (backbone and classifier) instead of ImageNet weights:
+      fairexpr adapt --config configs/difc_mcd_cpu.yaml --init fer --source ... --target ... --out runs/difc_mcd_init
     """
     from ..engine import fit
 
