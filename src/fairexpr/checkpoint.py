@@ -165,15 +165,14 @@ def read_source(ref: str | Path, option: str) -> tuple[Path, dict[str, Any]]:
     from .errors import ConfigError
 
     try:
-        if isinstance(ref, str) and zoo.is_reference(ref):
-            ref = zoo.pretrained_path(ref)
-        w, s = resolve_checkpoint(ref)
+        path = zoo.pretrained_path(ref) if isinstance(ref, str) and zoo.is_reference(ref) else ref
+        w, s = resolve_checkpoint(path)
         side = read_json(s)
         if side.get("format") != "fairexpr-checkpoint":
             raise CheckpointError(f"{s}: not a fairexpr checkpoint sidecar (missing format marker)")
     except (CheckpointError, ValueError) as e:
         raise ConfigError(f"{option}: {e}") from None
-    refuse_ensemble(side, ref, option)
+    refuse_ensemble(side, ref, option)  # named as the user gave it ("default", a name, a path)
     return w, side
 
 

@@ -54,7 +54,7 @@ def test_difc_cells_with_other_settings_get_other_directories(tmp_path, monkeypa
 
     same = d()
     assert d() == same and same.name.startswith("mcd_difc_CK+48_all_s0_")
-    assert len({same, d(epochs=3), d(t1=2), d(init="default"), d(override=["method.epsilon=0.2"])}) == 5
+    assert len({same, d(epochs=3), d(t1=2), d(init="fer"), d(override=["method.epsilon=0.2"])}) == 5
 
 
 def test_face2exp_grefel_cucn_cells_are_keyed(tmp_path, monkeypatch):
@@ -84,7 +84,7 @@ def test_the_init_weights_are_part_of_the_key(tmp_path, monkeypatch):
     from fairexpr.checkpoint import read_source
 
     monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
-    weights, _ = read_source("default", "test")
+    weights, _ = read_source("fer", "test")
     run = tmp_path / "src_run"
     run.mkdir()
     (run / "model.json").write_bytes((weights.parent / "model.json").read_bytes())

@@ -1,4 +1,4 @@
-"""model.init / `fairexpr adapt --init RUN|default`: adaptation starts from a whole trained source model.
+"""model.init / `fairexpr adapt --init RUN|NAME`: adaptation starts from a whole trained source model.
 
 MCD: F = the source network, C1 = its classifier, C2 = the same + noise, so with no noise the adapted network's
 first prediction *is* the source model's; DANN loads the whole network; SAFN the backbone (its classifier sits on
@@ -144,7 +144,7 @@ def test_init_settings_from_the_packaged_mobilenet_model(domains):  # noqa: F811
     assert cfg["method"]["s"] == 10.0  # an override given on the command line still wins
     assert cfg["train"]["batchnorm"] == "frozen"  # the converged source's BatchNorm statistics are kept
     cfg = build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt, overrides=["train.batchnorm=train"],
-                             init="default")
+                             init="fer")
     assert cfg["train"]["batchnorm"] == "train"
     assert build_adapt_config(str(ROOT / "configs" / "difc_mcd_cpu.yaml"), src, tgt)["train"]["batchnorm"] == "train"
 

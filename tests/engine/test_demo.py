@@ -22,7 +22,7 @@ def test_demo_runs_and_writes_report(tmp_path, monkeypatch):
     hist = json.loads((tmp_path / "demo" / "ldam_drw" / "result.json").read_text())["history"]
     assert [h["loss_reweighted"] for h in hist] == [0, 0, 1]
     cfg = (tmp_path / "demo" / "ce" / "config.yaml").read_text()
-    assert "pretrained: default" in cfg
+    assert "pretrained: fer2013-mobilenetv2-ldam" in cfg  # one network: the default model is an ensemble
     ph = res["photo"]
     if "skipped" not in ph:
         assert sum(f["status"] == "ok" for f in ph["faces"]) >= 3
