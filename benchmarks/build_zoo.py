@@ -60,6 +60,15 @@ def sh(cmd: list[str], log: Path | None = None) -> None:
         raise SystemExit(f"command failed ({r.returncode}): {shlex.join(cmd)}" + (f"; see {log}" if log else ""))
 
 
+def clean_manifest(fx: list[str], data: Path) -> Path:
+    """FER2013 PrivateTest minus the images duplicated in train (``fairexpr audit --clean-manifest``), written once."""
+    clean = ROOT / "benchmarks" / "runs" / "fer2013_clean.csv"
+    if not clean.exists():
+        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(clean.parent / "fer2013_audit.json"),
+                 "--clean-manifest", str(clean)], clean.parent / "audit.log")
+    return clean
+
+
 def pack(run: Path, dest: Path, storage: str = "fp32") -> dict[str, Any]:
     """Copy of ``run``'s deployable weights (``storage``: fp32 as trained, or fp16) + its sidecar into ``dest``."""
     import torch
@@ -445,10 +454,7 @@ def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> Non
     # the mixture of calibrated members need not be calibrated itself: one more temperature, fitted on the members'
     # validation split (FER2013 PublicTest), like every trained model's
     cal = calibrate_checkpoint(run, f"fer2013:{data / 'fer2013'}", "public_test", progress=False)
-    clean = ROOT / "benchmarks" / "runs" / "fer2013_clean.csv"
-    if not clean.exists():
-        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(clean.parent / "fer2013_audit.json"),
-                 "--clean-manifest", str(clean)], clean.parent / "audit.log")
+    clean = clean_manifest(fx, data)
     dest = Z.ZOO_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     packed = pack_members(run, dest, a.storage)
@@ -604,10 +610,7 @@ def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | Non
         from fairexpr.cli.calibrate import calibrate_checkpoint
 
         calibrate_checkpoint(run, val[0], val[1], progress=False)
-    clean = ROOT / "benchmarks" / "runs" / "fer2013_clean.csv"
-    if not clean.exists():
-        sh(fx + ["audit", f"fer2013:{data / 'fer2013'}", "--json-out", str(clean.parent / "fer2013_audit.json"),
-                 "--clean-manifest", str(clean)], clean.parent / "audit.log")
+    clean = clean_manifest(fx, data)
     dest = Z.ZOO_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     packed = pack(run, dest, a.storage)

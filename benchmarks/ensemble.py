@@ -244,15 +244,13 @@ def subset_scores(y: np.ndarray, probs: dict[str, np.ndarray], names: list[str],
     (alone included), in a fixed order (by size, then member order)."""
     from itertools import combinations
 
-    from fairexpr.evaluation.metrics import accuracy, balanced_accuracy
-
     first, rest = names[0], names[1:]
     out = []
     for size in range(len(rest) + 1):
         for extra in combinations(rest, size):
             sub = [first, *extra]
-            pred = combine([probs[n] for n in sub], [1.0] * len(sub)).argmax(1)
-            out.append({"members": sub, "accuracy": accuracy(y, pred), "balanced_accuracy": balanced_accuracy(y, pred, k)})
+            acc, bal = _acc_bal(y, combine([probs[n] for n in sub], [1.0] * len(sub)).argmax(1), k)
+            out.append({"members": sub, "accuracy": acc, "balanced_accuracy": bal})
     return out
 
 

@@ -36,6 +36,26 @@ def fake_zoo(tmp_path, monkeypatch) -> Path:
     return root
 
 
+def _build_zoo():
+    """benchmarks/build_zoo.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "build_zoo.py")
+    bz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bz)
+    return bz
+
+
+def _fake_train(calls: list, result: dict):
+    """A stand-in for build_zoo's `sh`: records the command and writes the run's result.json as training would."""
+    def sh(cmd, log=None):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True)
+        (out / "result.json").write_text(json.dumps(result))
+    return sh
+
+
 # ------------------------------------------------------------------------------------------- references
 def test_references_resolve_to_the_zoo_and_paths_stay_paths(fake_zoo, tmp_path):
     assert Z.resolve(None) == Z.resolve("default") == Z.resolve("tiny") == Z.resolve("small") == fake_zoo / "tiny"
@@ -362,20 +382,9 @@ def test_shipped_model_on_a_real_photo_with_known_faces():
 def test_build_zoo_trains_a_staged_entry_after_the_one_it_starts_from(tmp_path, monkeypatch):
     """`start_from` in index.json: build_zoo trains the earlier entry first (unless finished) and starts the later
     one from its run (model.pretrained=<run>); finished runs are not retrained; --no-train refuses a missing run."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "build_zoo.py")
-    bz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bz)
-    calls = []
-
-    def fake_sh(cmd, log=None):
-        calls.append(cmd)
-        out = Path(cmd[cmd.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "result.json").write_text(json.dumps({"best_epoch": 1, "epochs_run": 2, "train_seconds": 60.0}))
-
-    monkeypatch.setattr(bz, "sh", fake_sh)
+    bz = _build_zoo()
+    calls: list = []
+    monkeypatch.setattr(bz, "sh", _fake_train(calls, {"best_epoch": 1, "epochs_run": 2, "train_seconds": 60.0}))
     monkeypatch.setattr(bz, "ROOT", tmp_path)
     idx = {"default": "b", "models": {"a": {"recipe": "configs/a.yaml", "run": "runs/a"},
                                        "b": {"recipe": "configs/b.yaml", "run": "runs/b", "start_from": "a"}}}
@@ -399,15 +408,11 @@ def test_build_zoo_assembles_and_packs_an_ensemble_one_file_per_member(tmp_path,
     """build_zoo's ensemble path on two tiny trained checkpoints (different normalisation and temperature): the
     assembled network is the members' calibrated mixture, packed fp16 one file per member (listed in extra_weights)
     and loadable; members with other classes or input sizes, missing temperatures and oversize files are refused."""
-    import importlib.util
-
     import torch
 
     from fairexpr import checkpoint as ck
 
-    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "build_zoo.py")
-    bz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bz)
+    bz = _build_zoo()
     a, b = tiny_checkpoint(tmp_path / "a"), tiny_checkpoint(tmp_path / "b")
     sb = json.loads((b / "model.json").read_text())
     sb["preprocess"]["mean"], sb["temperature"] = [0.4], 2.0
@@ -449,15 +454,8 @@ def test_build_zoo_assembles_and_packs_an_ensemble_one_file_per_member(tmp_path,
     with pytest.raises(SystemExit, match="overrides must be a list of KEY=VALUE"):
         bz.member_checkpoint(idx, "e", 1, {"recipe": "x.yaml", "run": "r", "overrides": "seed=1"}, [], False, True)
     # a recipe member is trained with its overrides (once), then reused
-    calls = []
-
-    def fake_sh(cmd, log=None):
-        calls.append(cmd)
-        out = Path(cmd[cmd.index("--out") + 1])
-        out.mkdir(parents=True)
-        (out / "result.json").write_text(json.dumps({"best_epoch": 3, "epochs_run": 4, "train_seconds": 120.0}))
-
-    monkeypatch.setattr(bz, "sh", fake_sh)
+    calls: list = []
+    monkeypatch.setattr(bz, "sh", _fake_train(calls, {"best_epoch": 3, "epochs_run": 4, "train_seconds": 120.0}))
     monkeypatch.setattr(bz, "ROOT", tmp_path)
     m = {"recipe": "configs/x.yaml", "run": "runs/x_s1", "overrides": ["seed=1"], "label": "x1"}
     run, info = bz.member_checkpoint(idx, "e", 1, m, ["fairexpr"], False, False)
@@ -471,12 +469,9 @@ def test_build_zoo_assembles_and_packs_an_ensemble_one_file_per_member(tmp_path,
 def test_card_only_rebuilds_each_packaged_card_from_its_sidecar(name, tmp_path, monkeypatch):
     """`build_zoo.py --card-only`: the committed MODEL_CARD.md is exactly what the sidecar's measured figures give
     (so the card cannot drift from the numbers the build recorded)."""
-    import importlib.util
     import shutil
 
-    spec = importlib.util.spec_from_file_location("build_zoo", Path(__file__).resolve().parents[2] / "benchmarks" / "build_zoo.py")
-    bz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bz)
+    bz = _build_zoo()
     real = Z.ZOO_DIR
     root = tmp_path / "zoo"
     (root / name).mkdir(parents=True)

@@ -103,6 +103,8 @@ class ProbabilityEnsemble(FERModel):
         c = in_chans
         self.register_buffer("_mean", torch.tensor([s["mean"] for s in self.specs]).view(len(nets), c, 1, 1),
                              persistent=False)
+        # log w_m, fixed at build: added to every member's log-probabilities in forward_head
+        self.register_buffer("_logw", torch.tensor([math.log(w) for w in self.weights]).view(-1, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor([s["std"] for s in self.specs]).view(len(nets), c, 1, 1),
                              persistent=False)
         self.pretrained_cfg = {"input_size": tuple(input_size), "in_chans": c, "mean": [0.0] * c, "std": [1.0] * c}
@@ -125,8 +127,7 @@ class ProbabilityEnsemble(FERModel):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``log sum_m w_m p_m``: log-probabilities of the mixture (softmax of them is the mixture)."""
         lp = self.member_log_probs(features)
-        logw = torch.tensor([math.log(w) for w in self.weights], dtype=lp.dtype, device=lp.device).view(-1, 1, 1)
-        return torch.logsumexp(lp + logw, dim=0)
+        return torch.logsumexp(lp + self._logw.to(lp.dtype), dim=0)
 
     def get_classifier(self) -> nn.Module:
         raise ModelError("ensemble: an ensemble has no single classifier layer (each member has its own); train or "
