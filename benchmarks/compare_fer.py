@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-load", type=float, default=2.5, help="wait for the 1-min load average to drop below this")
     ap.add_argument("--max-wait", type=float, default=900, help="seconds to wait for a low load before timing anyway")
     ap.add_argument("--no-timing", action="store_true", help="accuracy only")
+    ap.add_argument("--tta", choices=("hflip", "crops"), default="hflip",
+                    help="the TTA rows' mode (fairexpr.evaluation.tta): hflip = face + mirror, crops = + five crops (12 views)")
     args = ap.parse_args(argv)
     if args.runs < 200:
         ap.error("--runs must be >= 200")
@@ -264,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from fairexpr.checkpoint import read_json, resolve_checkpoint
     from fairexpr.engine.evaluate import evaluate_checkpoint
     from fairexpr.evaluation.metrics import evaluate
+    from fairexpr.evaluation.tta import tta_label
     from fairexpr.inference.export import export_checkpoint
     from fairexpr.inference.pipeline import FacePipeline
     from fairexpr.inference.detect import HaarDetector
@@ -320,13 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     ours = f"fairexpr {side['model']['name']} ({ckpt.name})"
     model_names = {"torch": f"{ours}, PyTorch fp32", "onnx_fp32": f"{ours}, ONNX fp32",
                    "onnx_int8": f"{ours}, ONNX int8 (static QDQ)",
-                   "torch_tta": f"{ours}, PyTorch fp32 + flip TTA",
-                   "onnx_int8_tta": f"{ours}, ONNX int8 + flip TTA",
+                   "torch_tta": f"{ours}, PyTorch fp32 + {tta_label(args.tta)}",
+                   "onnx_int8_tta": f"{ours}, ONNX int8 + {tta_label(args.tta)}",
                    "fer": f"fer {fer_info['fer_version']} mini-Xception (.tflite, LiteRT)"}
     if pye_info is not None:
         model_names["pyemotion"] = f"PyEmotion {pye_info['pyemotion_version']} NetworkV2 (PyTorch)"
     sessions = {"onnx_fp32": OnnxPredictor(onnx_fp32, threads=1), "onnx_int8": OnnxPredictor(onnx_int8, threads=1),
-                "onnx_int8_tta": OnnxPredictor(onnx_int8, threads=1, tta="hflip")}
+                "onnx_int8_tta": OnnxPredictor(onnx_int8, threads=1, tta=args.tta)}
     acc_rows, per_set = [], {}
     for ts in sets:
         faces, y, info = decoded[ts["key"]]
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{ts['name']}: evaluate_checkpoint saw different labels/order than the crops given to fer")
         res = {"torch": m_t, "torch_tta": evaluate_checkpoint(ckpt, ts["spec"], ts["split"], options=ts["options"],
                                                              out_dir=work / "eval_tta" / ts["key"], progress=False,
-                                                             tta="hflip")}
+                                                             tta=args.tta)}
         for k, sess in sessions.items():
             probs = np.concatenate([sess.predict_faces(list(faces[i:i + 256])).probs for i in range(0, len(faces), 256)])
             res[k] = evaluate(y, probs, classes)
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = wait_for_load(args.max_load, args.max_wait)
         print(f"timing at load {load_before['load_avg_1_5_15']}", flush=True)
         tp = TorchPredictor(ckpt)
-        preds = {"torch": tp, "torch_tta": TorchPredictor(ckpt, tta="hflip"), **sessions}
+        preds = {"torch": tp, "torch_tta": TorchPredictor(ckpt, tta=args.tta), **sessions}
         for k, p in preds.items():
             lat = median_ms(lambda p=p: p.predict_faces(faces64[:1]), args.runs, 30)
             bat = median_ms(lambda p=p: p.predict_faces(faces64), args.batch_runs, 3)
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if pye_info is not None:
         versions["PyEmotion"] = pye_info["pyemotion_version"]
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
-              "hardware": hardware(), "versions": versions, "threads": 1, "checkpoint": str(ckpt),
+              "hardware": hardware(), "versions": versions, "threads": 1, "tta": args.tta, "checkpoint": str(ckpt),
               "checkpoint_model": side["model"], "checkpoint_preprocess": pre.to_dict(),
               "fer": {**fer_info, "class_order": fer_info["labels"], "to_canonical_columns": perm,
                       "preprocessing": "cv2.resize(crop, (64, 64)) [bilinear] -> /255 -> (x - 0.5) * 2 -> [1, 64, 64, 1] "
@@ -485,8 +488,12 @@ def markdown(r: dict[str, Any]) -> str:
               f"- Same crops for every model: each set is decoded once at its native 48x48 grayscale; our models apply the "
               f"checkpoint's preprocessing {r['checkpoint_preprocess']}, fer applies its own: {r['fer']['preprocessing']}. "
               f"fer's class order {r['fer']['class_order']} is mapped to the canonical order.",
-              "- Flip TTA rows: the mean of the probabilities of each crop and its mirror (two forward passes; "
-              "`fairexpr eval --tta hflip`, `fairexpr.evaluation.tta`); same checkpoint as the rows without it.",
+              ("- Crop TTA rows: the mean of the probabilities of twelve views of each crop — the crop, five crops of 95 % "
+               "of its side (centre, four corners) resized back, and the mirrors of all six (`fairexpr eval --tta crops`, "
+               "`fairexpr.evaluation.tta`; the view set chosen on FER2013 PublicTest, `benchmarks/results/tta_views_default.md`); "
+               "same checkpoint as the rows without it." if r.get("tta", "hflip") == "crops" else
+               "- Flip TTA rows: the mean of the probabilities of each crop and its mirror (two forward passes; "
+               "`fairexpr eval --tta hflip`, `fairexpr.evaluation.tta`); same checkpoint as the rows without it."),
               (f"- PyEmotion: {r['pyemotion']['preprocessing']}; class order {r['pyemotion']['class_order']} mapped to the "
                "canonical order; its scores are exp(sigmoid) of its outputs, normalised (the package reports only the argmax, "
                "so its ECE is not meaningful); the batch path is checked against its own `DetectFace._predict`."

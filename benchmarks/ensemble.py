@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="NAME FORMAT:PATH SPLIT [KEY=VALUE ...] (SPLIT '-' = the whole dataset)")
     ap.add_argument("--standard", action="store_true", help="the default model card's sets from --data")
     ap.add_argument("--data", default=os.environ.get("FAIREXPR_DATA"))
-    ap.add_argument("--tta", choices=["none", "hflip"], default="hflip")
+    from fairexpr.evaluation.tta import TTA_MODES
+
+    ap.add_argument("--tta", choices=TTA_MODES, default="hflip", help="none | hflip | crops (fairexpr.evaluation.tta)")
     ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the test images")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "ensemble"), help="member predictions")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))

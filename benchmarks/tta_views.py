@@ -5,7 +5,7 @@ cheap inference-side ideas are measured before any training is spent:
 
 1. **Crop TTA** — the "ten-crop" of FER2013 papers: besides the face and its mirror, five crops covering ``f`` of each
    side (centre and the four corners), resized back to the input size (bilinear, ``align_corners=False``: the same
-   resampling as ``torch.nn.functional.interpolate``), each also mirrored. The probabilities of a *view set* are the
+   resampling as ``torch.nn.functional.interpolate``; ``fairexpr.evaluation.tta.crop_resize``), each also mirrored. The probabilities of a *view set* are the
    mean of its views' calibrated probabilities (as ``fairexpr.evaluation.tta`` averages the mirror).
 2. **Post-hoc prior shift** (logit adjustment, Menon et al. 2021): ``p_k ∝ p_k · π_k^τ`` on the flip-TTA
    probabilities, ``τ > 0`` moving decisions toward frequent classes (accuracy up, balanced accuracy down). ``π`` is
@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-POSITIONS = ("centre", "top-left", "top-right", "bottom-left", "bottom-right")
+from fairexpr.evaluation.tta import CROP_POSITIONS as POSITIONS  # noqa: E402
 
 
 class TTAViewsError(SystemExit):
@@ -55,43 +55,13 @@ def _ensemble_bench():
     return mod
 
 
-def resize_matrix(c: int, n: int) -> np.ndarray:
-    """``[n, c]`` matrix of bilinear weights (``align_corners=False``, source coordinates clamped at 0) taking ``c``
-    samples to ``n``: ``out = R_h @ crop @ R_w.T`` is ``F.interpolate(crop, (n, n), mode="bilinear")``."""
-    r = np.zeros((n, c), np.float64)
-    for i in range(n):
-        src = max((i + 0.5) * c / n - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), c - 1)
-        i1 = min(i0 + 1, c - 1)
-        w = src - i0
-        r[i, i0] += 1.0 - w
-        r[i, i1] += w
-    return r
-
-
-def crop_box(h: int, w: int, frac: float, pos: str) -> tuple[int, int, int, int]:
-    """``(y0, x0, ch, cw)`` of the crop covering ``frac`` of each side at ``pos`` (the centre offset rounds down)."""
-    ch, cw = int(round(frac * h)), int(round(frac * w))
-    if not (0 < ch <= h and 0 < cw <= w):
-        raise TTAViewsError(f"crop fraction {frac} gives a {ch}x{cw} crop of a {h}x{w} input")
-    oy, ox = h - ch, w - cw
-    y0, x0 = {"centre": (oy // 2, ox // 2), "top-left": (0, 0), "top-right": (0, ox), "bottom-left": (oy, 0),
-              "bottom-right": (oy, ox)}[pos]
-    return y0, x0, ch, cw
-
-
 def view(x: Any, flip: bool, crop: tuple[float, str] | None) -> Any:
-    """One view of a ``[B, C, H, W]`` torch batch: the (mirrored) face, or a crop resized back to ``H x W``."""
-    import torch
+    """One view of a ``[B, C, H, W]`` batch: the (mirrored) face, or a crop resized back to ``H x W``
+    (``fairexpr.evaluation.tta.crop_resize``: the resampling of the library's ``crops`` mode)."""
+    from fairexpr.evaluation.tta import crop_resize
 
     v = x.flip(-1) if flip else x
-    if crop is None:
-        return v
-    h, w = v.shape[-2:]
-    y0, x0, ch, cw = crop_box(h, w, *crop)
-    rh = torch.as_tensor(resize_matrix(ch, h), dtype=v.dtype)
-    rw = torch.as_tensor(resize_matrix(cw, w), dtype=v.dtype)
-    return rh @ v[..., y0:y0 + ch, x0:x0 + cw] @ rw.T
+    return v if crop is None else crop_resize(v, *crop)
 
 
 def view_names(fractions: list[float]) -> list[str]:

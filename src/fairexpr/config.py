@@ -79,8 +79,8 @@ DEFAULTS: dict[str, Any] = {
         # Epoch-based schedules (DIFC's t1_epochs, DRW, step LR) then count these shorter epochs.
         "iters_per_epoch": None,
         "eval_batch_size": 512,
-        "eval_tta": "none",  # none | hflip: every split prediction of the engine (val, test, the DIFC target
-                             # confusion scores) averages each face and its mirror
+        "eval_tta": "none",  # none | hflip | crops: every split prediction of the engine (val, test, the DIFC
+                             # target confusion scores) averages each face and its mirror (crops: + 5 crops, 12 views)
         "grad_clip": None,
         # fit a temperature T on the validation split at the end of training (best checkpoint, no TTA) and store
         # it in the sidecar: predict/eval/serve/export then report calibrated confidences (fairexpr calibrate)
@@ -123,7 +123,7 @@ SELECT_METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "loss", "last")
 BATCHNORM_MODES = ("train", "frozen")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 #: test-time augmentation modes of `train.eval_tta` and of `--tta` (fairexpr.evaluation.tta implements them)
-TTA_MODES = ("none", "hflip")
+TTA_MODES = ("none", "hflip", "crops")
 
 _FREEFORM = {("model", "kwargs"), ("loss", "kwargs"), ("sampler", "kwargs")}
 _FREE_SECTIONS = {"method"}

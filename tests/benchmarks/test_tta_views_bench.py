@@ -1,4 +1,4 @@
-"""benchmarks/tta_views.py: the crop resampling against torch's bilinear interpolation and by hand, the crop boxes,
+"""benchmarks/tta_views.py: its views by hand (the resampling itself is tested in tests/evaluation/test_tta.py),
 the prior shift by hand, and the harness end to end on a tiny synthetic-face model (clear errors for bad input)."""
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from _bench import load_bench
 
 
@@ -16,23 +15,7 @@ def tv():
     return load_bench("tta_views")
 
 
-def test_resize_matrix_by_hand_and_against_interpolate(tv):
-    # 2 -> 4 samples, align_corners=False: sources (i + .5) / 2 - .5 = -.25 (clamped to 0), .25, .75, 1.25 (-> 1)
-    np.testing.assert_allclose(tv.resize_matrix(2, 4), [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
-    assert np.allclose(tv.resize_matrix(5, 5), np.eye(5))
-    x = torch.rand(2, 3, 9, 7)
-    for c_h, c_w, n_h, n_w in ((9, 7, 12, 10), (8, 6, 9, 7), (5, 5, 9, 7)):
-        crop = x[..., :c_h, :c_w]
-        ours = torch.as_tensor(tv.resize_matrix(c_h, n_h), dtype=x.dtype) @ crop @ torch.as_tensor(
-            tv.resize_matrix(c_w, n_w), dtype=x.dtype).T
-        ref = F.interpolate(crop, size=(n_h, n_w), mode="bilinear", align_corners=False)
-        assert torch.allclose(ours, ref, atol=1e-6)
-
-
-def test_crop_boxes_and_views(tv):
-    assert tv.crop_box(64, 64, 0.9, "centre") == (3, 3, 58, 58)  # round(57.6) = 58, offset 6 -> centre 3
-    assert tv.crop_box(64, 64, 0.9, "bottom-right") == (6, 6, 58, 58)
-    assert tv.crop_box(10, 20, 0.5, "top-right") == (0, 10, 5, 10)
+def test_views(tv):
     x = torch.arange(16.0).view(1, 1, 4, 4)
     assert torch.equal(tv.view(x, True, None), x.flip(-1))
     # the top-left half of a 4x4 image upsampled 2 -> 4: rows/cols weighted [1, 0], [.75, .25], [.25, .75], [0, 1]

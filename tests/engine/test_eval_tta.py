@@ -48,5 +48,14 @@ def test_engine_eval_tta_and_eval_cli(cfg_factory, tmp_path):
         got = np.load(run / "eval" / f"cli_{tta}" / "predictions.npz")["probs"]
         np.testing.assert_allclose(got, expect, atol=1e-5)
     assert out["accuracy"] == pytest.approx(float((plain.argmax(1).numpy() == pred["y_true"]).mean()))
+    # --tta crops: the mean of the twelve views' calibrated probabilities (fairexpr.evaluation.tta.tta_views)
+    from fairexpr.evaluation.tta import tta_views
+
+    r = CliRunner().invoke(cli, ["eval", "--checkpoint", str(run), "--data", data["test"], "--split", data["test_split"],
+                                 *opts, "--name", "cli_crops", "--tta", "crops"])
+    assert r.exit_code == 0 and "(crop TTA, 12 views)" in r.output, r.output
+    with torch.inference_mode():
+        crops = torch.stack([(model(v) / t).softmax(-1) for v, _ in tta_views(x, "crops")]).mean(0)
+    np.testing.assert_allclose(np.load(run / "eval" / "cli_crops" / "predictions.npz")["probs"], crops.numpy(), atol=1e-5)
     bad = CliRunner().invoke(cli, ["eval", "--checkpoint", str(run), "--data", data["test"], "--tta", "vflip"])
     assert bad.exit_code != 0 and "vflip" in bad.output

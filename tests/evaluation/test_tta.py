@@ -1,4 +1,4 @@
-"""Flip test-time augmentation: hand-computed example, every place it is offered (Predictor, `fairexpr eval`,
+"""Flip and crop test-time augmentation: hand-computed examples, every place it is offered (Predictor, `fairexpr eval`,
 `fairexpr predict`; the engine's ``train.eval_tta`` in tests/engine/test_eval_tta.py), and the errors for
 unknown modes."""
 from __future__ import annotations
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fairexpr.data.base import DataError
-from fairexpr.evaluation.tta import check_tta, mean_views, num_views, tta_views
+from fairexpr.evaluation.tta import (CROP_FRACTION, check_tta, crop_box, crop_landmarks, crop_resize, mean_views,
+                                     num_views, resize_matrix, tta_label, tta_views)
 from fairexpr.inference.predictor import Predictor
 from fairexpr.inference.preprocess import Preprocess
 
@@ -65,7 +66,7 @@ def test_tta_views_numpy_torch_and_landmarks():
 
 def test_unknown_modes_are_clear_errors():
     assert check_tta(None) == "none"
-    with pytest.raises(ValueError, match="tta must be one of none|hflip, got 'vflip'"):
+    with pytest.raises(ValueError, match="tta must be one of none|hflip|crops, got 'vflip'"):
         check_tta("vflip")
     with pytest.raises(DataError, match="test: tta must be one of"):
         HalvesPredictor("five_crop")
@@ -79,3 +80,67 @@ def test_cli_choices_are_the_tta_modes():
 
     assert TTA_CHOICES == TTA_MODES
 
+
+
+def test_resize_matrix_by_hand_and_against_interpolate():
+    import torch.nn.functional as F
+
+    # 2 -> 4 samples, align_corners=False: sources (i + .5) / 2 - .5 = -.25 (clamped to 0), .25, .75, 1.25 (-> 1)
+    np.testing.assert_allclose(resize_matrix(2, 4), [[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
+    assert np.allclose(resize_matrix(5, 5), np.eye(5))
+    x = torch.rand(2, 3, 9, 7)
+    for c_h, c_w, n_h, n_w in ((9, 7, 12, 10), (8, 6, 9, 7), (5, 5, 9, 7)):
+        crop = x[..., :c_h, :c_w]
+        ours = torch.as_tensor(resize_matrix(c_h, n_h), dtype=x.dtype) @ crop @ torch.as_tensor(
+            resize_matrix(c_w, n_w), dtype=x.dtype).T
+        ref = F.interpolate(crop, size=(n_h, n_w), mode="bilinear", align_corners=False)
+        assert torch.allclose(ours, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="positive sizes"):
+        resize_matrix(0, 4)
+
+
+def test_crop_boxes_resize_and_landmarks_by_hand():
+    assert crop_box(64, 64, 0.9, "centre") == (3, 3, 58, 58)  # round(57.6) = 58, offset 6 -> centre 3
+    assert crop_box(64, 64, 0.95, "bottom-right") == (3, 3, 61, 61)
+    assert crop_box(10, 20, 0.5, "top-right") == (0, 10, 5, 10)
+    with pytest.raises(ValueError, match="crop position must be one of centre"):
+        crop_box(8, 8, 0.5, "middle")
+    with pytest.raises(ValueError, match="gives a 0x0 crop of a 4x4 image"):
+        crop_box(4, 4, 0.1, "centre")
+    # the top-left half of a 4x4 image upsampled 2 -> 4: rows and columns weighted [1,0] [.75,.25] [.25,.75] [0,1]
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    r = np.array([[1, 0], [0.75, 0.25], [0.25, 0.75], [0, 1]])
+    v = crop_resize(x, 0.5, "top-left")
+    assert v.dtype == np.float32 and v.shape == x.shape
+    np.testing.assert_allclose(v[0, 0], r @ np.array([[0.0, 1], [4, 5]]) @ r.T)
+    # NumPy (the ONNX predictor) and torch give the same pixels
+    t = torch.from_numpy(x)
+    assert torch.allclose(crop_resize(t, 0.5, "bottom-right"), torch.from_numpy(crop_resize(x, 0.5, "bottom-right")))
+    # a point at (x, y) = (0.75, 0.25) of the image is at (0.5, 0.5) of the top-right half-size crop
+    lm = np.array([[[0.75, 0.25]] * 5])
+    np.testing.assert_allclose(crop_landmarks(lm, 4, 4, 0.5, "top-right"), [[[0.5, 0.5]] * 5])
+    assert torch.allclose(crop_landmarks(torch.from_numpy(lm), 4, 4, 0.5, "top-right"), torch.full((1, 5, 2), 0.5,
+                                                                                                 dtype=torch.float64))
+
+
+def test_crops_mode_views_and_mean():
+    assert CROP_FRACTION == 0.95 and num_views("crops") == 12 and tta_label("crops") == "crop TTA, 12 views"
+    assert tta_label("hflip") == "flip TTA" and tta_label("none") == ""
+    x = np.random.default_rng(0).random((2, 1, 20, 20)).astype(np.float32)
+    lm = np.array([[[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]] * 2)
+    views = tta_views(x, "crops", lm)
+    assert len(views) == 12 and views[0][0] is x
+    # views 1-5: the crops (centre first) of the face; 6-11: the mirrors of views 0-5, landmarks mirrored with them
+    np.testing.assert_allclose(views[1][0], crop_resize(x, 0.95, "centre"))
+    np.testing.assert_allclose(views[2][1], crop_landmarks(lm, 20, 20, 0.95, "top-left"))
+    for k in range(6):
+        np.testing.assert_allclose(views[6 + k][0], views[k][0][..., ::-1])
+        np.testing.assert_allclose(views[6 + k][1], tta_views(views[k][0], "hflip", views[k][1])[1][1])
+    # the predictor averages the twelve views' probabilities: a model that only sees the mean pixel value
+    # ([mean of left half, mean of right half, 0] here) gives a hand-checkable mixture
+    p = HalvesPredictor("crops")
+    img = np.array([[[[2.0, 1.0], [2.0, 1.0]]]], np.float32)
+    zs = [p.logits(v) for v, _ in tta_views(img, "crops")]
+    expect = np.mean([np.exp(z[0]) / np.exp(z[0]).sum() for z in zs], axis=0)
+    np.testing.assert_allclose(p.predict_batch(img).probs[0], expect, rtol=1e-6)
+    assert p.describe()["tta"] == "crops"

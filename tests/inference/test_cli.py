@@ -176,5 +176,9 @@ def test_predict_tta_hflip_torch_onnx_and_mirrored_inputs(ckpt, onnx_file, ck_su
     np.testing.assert_allclose(p_tta, (p_plain + p_mirror) / 2, atol=1e-5)
     assert np.abs(p_tta - p_plain).max() > 1e-4
     np.testing.assert_allclose(probs("--onnx", onnx_file, plain_dir, "hflip"), p_tta, atol=1e-4)
+    # --tta crops: PyTorch and ONNX (NumPy views) agree, and it differs from flip TTA
+    p_crops = probs("--checkpoint", ckpt, plain_dir, "crops")
+    np.testing.assert_allclose(probs("--onnx", onnx_file, plain_dir, "crops"), p_crops, atol=1e-4)
+    assert np.abs(p_crops - p_tta).max() > 1e-4
     rc, out, err = run(["predict", "--checkpoint", ckpt, "--crops", plain_dir, "--tta", "vflip"], capsys)
     assert rc != 0 and "vflip" in out + err

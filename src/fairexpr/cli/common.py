@@ -115,10 +115,11 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 #: ``--tta`` of predict / eval / serve; the choices are ``fairexpr.evaluation.tta.TTA_MODES`` (kept literal here so the
 #: CLI does not import the evaluation package at start-up; a test checks they agree)
-TTA_CHOICES = ("none", "hflip")
+TTA_CHOICES = ("none", "hflip", "crops")
 tta_option = click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
                           help="Test-time augmentation: hflip averages the probabilities of each face and its mirror "
-                               "(two forward passes).")
+                               "(two forward passes); crops adds five crops of 95 % of the side (centre, corners), "
+                               "each mirrored too (twelve passes).")
 
 
 def train_overrides(epochs: int | None = None, minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from .common import UserError, emit, json_option
 def format_pretrained(rows: list[dict[str, Any]]) -> str:
     """The zoo as a table: name (aliases), architecture, input, size, and each recorded test set's
     accuracy / balanced accuracy."""
+    from ..evaluation.tta import tta_label
+
     lines = []
     for r in rows:
         alias = f" ({', '.join(r['aliases'])})" if r["aliases"] else ""
@@ -23,7 +25,7 @@ def format_pretrained(rows: list[dict[str, Any]]) -> str:
                      f"T = {r['temperature'] if r['temperature'] is not None else 1.0:.3f} — {r['description']}")
         for name, t in r["test"].items():
             lines.append(f"    {name:<46} n={t['n']:<5} accuracy {100 * t['accuracy']:.1f} %  "
-                         f"balanced {100 * t['balanced_accuracy']:.1f} %" + ("  (flip TTA)" if t.get("tta") == "hflip" else ""))
+                         f"balanced {100 * t['balanced_accuracy']:.1f} %" + (f"  ({tta_label(t['tta'])})" if t.get("tta", "none") != "none" else ""))
         lines.append(f"    {r['path']}")
     return "\n".join(lines)
 

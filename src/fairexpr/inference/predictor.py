@@ -66,7 +66,8 @@ class Predictor(ABC):
     preprocess: Preprocess
     temperature: float
     backend: str = "base"
-    #: test-time augmentation (:mod:`fairexpr.evaluation.tta`): "none" or "hflip" (face + mirror, probabilities averaged)
+    #: test-time augmentation (:mod:`fairexpr.evaluation.tta`): "none", "hflip" (face + mirror) or "crops" (+ five
+    #: crops, twelve views); the views' probabilities are averaged
     tta: str = "none"
 
     @abstractmethod
