@@ -432,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
               "speed": speed, "end_to_end": e2e, "seconds": round(time.time() - t_start, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare_fer.json").write_text(json.dumps(result, indent=1, default=float))
-    (out / "compare_fer.md").write_text(markdown(result))
+    from fairexpr.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(out / "compare_fer.json", json.dumps(result, indent=1, default=float).encode())
+    atomic_write_bytes(out / "compare_fer.md", markdown(result).encode())
     print(f"wrote {out / 'compare_fer.json'} and {out / 'compare_fer.md'}", flush=True)
     for f in sorted(work.rglob("*"), reverse=True):
         f.unlink() if f.is_file() else f.rmdir()
