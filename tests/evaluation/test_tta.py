@@ -144,3 +144,27 @@ def test_crops_mode_views_and_mean():
     expect = np.mean([np.exp(z[0]) / np.exp(z[0]).sum() for z in zs], axis=0)
     np.testing.assert_allclose(p.predict_batch(img).probs[0], expect, rtol=1e-6)
     assert p.describe()["tta"] == "crops"
+
+
+def test_views_go_through_the_network_stacked():
+    """The twelve crop-TTA views of a batch are one network call (chunked at VIEW_BATCH images), with the same result
+    as predicting each view on its own."""
+    calls = []
+
+    class Counting(HalvesPredictor):
+        def logits(self, batch):
+            calls.append(len(batch))
+            return super().logits(batch)
+
+    x = np.random.default_rng(1).random((3, 1, 2, 2)).astype(np.float32)
+    p = Counting("crops")
+    got = p.predict_batch(x)
+    assert calls == [36]
+    zs = [HalvesPredictor().logits(v) for v, _ in tta_views(x, "crops")]
+    e = [np.exp(z) / np.exp(z).sum(1, keepdims=True) for z in zs]
+    np.testing.assert_allclose(got.probs, np.mean(e, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(got.logits, np.mean(zs, axis=0), rtol=1e-6)
+    calls.clear()
+    p.VIEW_BATCH = 10  # chunks of max(10, batch 3) images: 36 = 10 + 10 + 10 + 6, the same answer
+    np.testing.assert_allclose(p.predict_batch(x).probs, got.probs, rtol=1e-6)
+    assert calls == [10, 10, 10, 6]

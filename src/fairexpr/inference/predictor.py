@@ -69,6 +69,8 @@ class Predictor(ABC):
     #: test-time augmentation (:mod:`fairexpr.evaluation.tta`): "none", "hflip" (face + mirror) or "crops" (+ five
     #: crops, twelve views); the views' probabilities are averaged
     tta: str = "none"
+    #: the most images one network call gets when the TTA views of a batch are stacked (at least the batch itself)
+    VIEW_BATCH = 256
 
     @abstractmethod
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -84,7 +86,13 @@ class Predictor(ABC):
             raise DataError(f"model input must be [B, {exp[0]}, {exp[1]}, {exp[2]}], got {list(batch.shape)}")
         from ..evaluation.tta import mean_views, tta_views
 
-        zs = [np.asarray(self.logits(v), np.float64) for v, _ in tta_views(batch, self.tta)]
+        views = [v for v, _ in tta_views(batch, self.tta)]
+        # all views of a batch go through the network as one batch (at most VIEW_BATCH images at a time): one call
+        # instead of twelve for crop TTA, which is what a single face's latency is made of
+        flat = np.concatenate(views) if len(views) > 1 else views[0]
+        step = max(self.VIEW_BATCH, len(batch))
+        z_all = np.concatenate([np.asarray(self.logits(flat[i:i + step]), np.float64) for i in range(0, len(flat), step)])
+        zs = np.split(z_all, len(views))
         z = mean_views(zs)
         p = mean_views([softmax(zv, self.temperature) for zv in zs])
         return Prediction(z, p, p.argmax(axis=1), normalized_entropy_confidence(p))
