@@ -5,8 +5,9 @@ cheap inference-side ideas are measured before any training is spent:
 
 1. **Crop TTA** — the "ten-crop" of FER2013 papers: besides the face and its mirror, five crops covering ``f`` of each
    side (centre and the four corners), resized back to the input size (bilinear, ``align_corners=False``: the same
-   resampling as ``torch.nn.functional.interpolate``; ``fairexpr.evaluation.tta.crop_resize``), each also mirrored. The probabilities of a *view set* are the
-   mean of its views' calibrated probabilities (as ``fairexpr.evaluation.tta`` averages the mirror).
+   resampling as ``torch.nn.functional.interpolate``; ``fairexpr.evaluation.tta.crop_resize``), each also mirrored.
+   The probabilities of a *view set* are the mean of its views' calibrated probabilities (as
+   ``fairexpr.evaluation.tta`` averages the mirror).
 2. **Post-hoc prior shift** (logit adjustment, Menon et al. 2021): ``p_k ∝ p_k · π_k^τ`` on the flip-TTA
    probabilities, ``τ > 0`` moving decisions toward frequent classes (accuracy up, balanced accuracy down). ``π`` is
    the selection set's own class frequencies — an oracle prior, which can only flatter the adjustment.
@@ -159,12 +160,18 @@ def main(argv: list[str] | None = None) -> int:
             raise TTAViewsError(f"--fractions: each must be in [0.5, 1), got {f}")
     if a.boot < 100:
         raise TTAViewsError("--boot must be >= 100")
+    if not Path(str(a.checkpoint)).exists():  # before the standard sets' audit runs
+        from fairexpr.zoo import is_reference
+
+        if not is_reference(a.checkpoint):
+            raise TTAViewsError(f"--checkpoint {a.checkpoint}: no such file or folder, nor a packaged model's name")
     ens = _ensemble_bench()
     out = Path(a.out)
     if a.select is None or a.report is None:
         if not a.data:
             raise TTAViewsError("give --data (the folder holding fer2013/, ferplus/, ckplus/) or both --select and --report")
         std = {s["key"]: s for s in ens.standard_sets(Path(a.data), out)}
+
     def parsed(opt: str, v: list[str]) -> dict[str, Any]:
         try:
             return ens.parse_set(v)
@@ -174,11 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     sel = parsed("--select", a.select) if a.select else std["fer2013_public"]
     reports = ([parsed("--report", r) for r in a.report] if a.report
                else [s for k, s in std.items() if k != "fer2013_public"])
-    if not Path(str(a.checkpoint)).exists():
-        from fairexpr.zoo import is_reference
-
-        if not is_reference(a.checkpoint):
-            raise TTAViewsError(f"--checkpoint {a.checkpoint}: no such file or folder, nor a packaged model's name")
     progress = not a.no_progress
     t0 = time.time()
 

@@ -91,12 +91,13 @@ def test_resize_matrix_by_hand_and_against_interpolate():
     x = torch.rand(2, 3, 9, 7)
     for c_h, c_w, n_h, n_w in ((9, 7, 12, 10), (8, 6, 9, 7), (5, 5, 9, 7)):
         crop = x[..., :c_h, :c_w]
-        ours = torch.as_tensor(resize_matrix(c_h, n_h), dtype=x.dtype) @ crop @ torch.as_tensor(
+        ours = torch.tensor(resize_matrix(c_h, n_h), dtype=x.dtype) @ crop @ torch.tensor(
             resize_matrix(c_w, n_w), dtype=x.dtype).T
         ref = F.interpolate(crop, size=(n_h, n_w), mode="bilinear", align_corners=False)
         assert torch.allclose(ours, ref, atol=1e-6)
     with pytest.raises(ValueError, match="positive sizes"):
         resize_matrix(0, 4)
+    assert resize_matrix(61, 64) is resize_matrix(61, 64) and not resize_matrix(61, 64).flags.writeable  # cached
 
 
 def test_crop_boxes_resize_and_landmarks_by_hand():

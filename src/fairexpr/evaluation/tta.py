@@ -30,6 +30,7 @@ same pixels without a round trip between them.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Sequence
 
 from ..config import TTA_MODES  # the valid modes are part of the config schema (train.eval_tta)
@@ -59,9 +60,11 @@ def tta_label(mode: str) -> str:
     return {"none": "", "hflip": "flip TTA", "crops": f"crop TTA, {num_views('crops')} views"}[check_tta(mode)]
 
 
+@lru_cache(maxsize=64)
 def resize_matrix(c: int, n: int) -> Any:
     """``[n, c]`` NumPy matrix of bilinear weights (``align_corners=False``, source coordinates clamped to the
-    edges) taking ``c`` samples to ``n``: ``R_h @ img @ R_w.T`` is ``F.interpolate(img, (n_h, n_w), mode="bilinear")``."""
+    edges) taking ``c`` samples to ``n``: ``R_h @ img @ R_w.T`` is ``F.interpolate(img, (n_h, n_w), mode="bilinear")``.
+    Cached (a predictor asks for the same few sizes on every batch), so the array is read-only."""
     import numpy as np
 
     if c < 1 or n < 1:
@@ -74,6 +77,7 @@ def resize_matrix(c: int, n: int) -> Any:
         w = src - i0
         r[i, i0] += 1.0 - w
         r[i, i1] += w
+    r.setflags(write=False)
     return r
 
 
@@ -100,8 +104,8 @@ def crop_resize(x: Any, frac: float, pos: str) -> Any:
     if hasattr(x, "flip"):  # torch.Tensor
         import torch
 
-        rh_t = torch.as_tensor(rh, dtype=x.dtype, device=x.device)
-        rw_t = torch.as_tensor(rw, dtype=x.dtype, device=x.device)
+        rh_t = torch.tensor(rh, dtype=x.dtype, device=x.device)  # a copy: the cached matrix is read-only
+        rw_t = torch.tensor(rw, dtype=x.dtype, device=x.device)
         return (rh_t @ x[..., y0:y0 + ch, x0:x0 + cw] @ rw_t.T).contiguous()
     import numpy as np
 

@@ -87,7 +87,7 @@ class Predictor(ABC):
         from ..evaluation.tta import mean_views, tta_views
 
         views = [v for v, _ in tta_views(batch, self.tta)]
-        # all views of a batch go through the network as one batch (at most VIEW_BATCH images at a time): one call
+        # all views of a batch go through the network stacked (chunks of max(VIEW_BATCH, batch) images): one call
         # instead of twelve for crop TTA, which is what a single face's latency is made of
         flat = np.concatenate(views) if len(views) > 1 else views[0]
         step = max(self.VIEW_BATCH, len(batch))
