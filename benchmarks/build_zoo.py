@@ -101,16 +101,22 @@ def fp16_parity(run: Path, dest: Path, spec: str, split: str) -> dict[str, Any]:
             "max_abs_prob_diff": float(np.abs(a - b).max())}
 
 
+REPORTED_TTA = ("none", "hflip", "crops")  # the model card's rows per test set
+
+
 def evaluate_all(dest: Path, run: Path, sets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every test set without TTA, with flip TTA (key suffix ``_tta``) and with crop TTA (``_crops``: the face, five
+    95 % crops and the mirrors of all six, ``fairexpr.evaluation.tta``), each written under ``run/zoo_build/KEY``."""
     from fairexpr.engine.evaluate import evaluate_checkpoint
+    from fairexpr.evaluation.tta import tta_label
 
     res: dict[str, Any] = {}
     for ts in sets:
-        for tta in ("none", "hflip"):
-            key = ts["key"] + ("_tta" if tta == "hflip" else "")
+        for tta in REPORTED_TTA:
+            key = ts["key"] + {"none": "", "hflip": "_tta", "crops": "_crops"}[tta]
             m = evaluate_checkpoint(dest, ts["spec"], ts["split"], options=ts["options"], tta=tta, progress=False,
                                     out_dir=run / "zoo_build" / key)
-            res[key] = {"name": ts["name"] + (" (flip TTA)" if tta == "hflip" else ""), "dataset": ts["spec"].split(":", 1)[0],
+            res[key] = {"name": ts["name"] + (f" ({tta_label(tta)})" if tta != "none" else ""), "dataset": ts["spec"].split(":", 1)[0],
                         "split": ts["split"], "tta": tta, "n": m["n"], "accuracy": m["accuracy"],
                         "balanced_accuracy": m["balanced_accuracy"], "macro_f1": m["macro_f1"], "ece": m["ece"],
                         "nll": m["nll"], "per_class_accuracy": m["per_class_accuracy"], "n_per_class": m["n_per_class"],

@@ -16,6 +16,13 @@ choice of test faces, not the training seed.
 ``--standard`` = FER2013 PublicTest (the selection split), PrivateTest, PrivateTest minus the images duplicated in
 train (``fairexpr audit --clean-manifest``, written into ``--out``), FER+ test (majority, 7 classes) and CK+48: the
 sets of the default model's card. Members must share their class list (one clear error otherwise).
+
+``--subsets`` (or ``--subsets all``) also scores the equal-weight ensembles of every subset containing the first member
+(of every subset), ranked on the first set; ``--max-train-minutes M`` ranks only those whose members' training took at
+most M minutes in all (issue 14's budget) and names the winner ("selected" in the JSON):
+
+    python benchmarks/ensemble.py --member a=RUN_A --member b=RUN_B --member c=RUN_C --standard --subsets all \\
+        --max-train-minutes 150 --tta crops --tag selection
 """
 from __future__ import annotations
 
@@ -144,10 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "ensemble"), help="member predictions")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="ensemble")
-    ap.add_argument("--subsets", action="store_true",
-                    help="also score every equal-weight ensemble of the first member with any others on each set, ranked "
-                         "on the FIRST set by accuracy + balanced accuracy (a selection split, never a test set): "
+    ap.add_argument("--subsets", nargs="?", const="first", choices=("first", "all"), default=None,
+                    help="also score equal-weight ensembles of the members on each set, ranked on the FIRST set by "
+                         "accuracy + balanced accuracy (a selection split, never a test set): 'first' (the default) "
+                         "every subset that contains the first member, 'all' every non-empty subset; "
                          "<tag>_subsets.md/.json")
+    ap.add_argument("--max-train-minutes", type=float, default=None, metavar="M",
+                    help="with --subsets: rank only the subsets whose members' training took at most M minutes in all "
+                         "(each member's result.json next to its checkpoint, or a packaged model's recorded training "
+                         "time); the others are listed, marked over budget")
     a = ap.parse_args(argv)
     members = [parse_member(m) for m in a.member]
     if len(members) < 2:
@@ -159,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         raise EnsembleError(f"--weights: one non-negative weight per member ({len(members)}), not all 0; got {a.weights}")
     if a.boot < 100:
         raise EnsembleError(f"--boot must be >= 100, got {a.boot}")
+    if a.max_train_minutes is not None and (a.subsets is None or not a.max_train_minutes > 0):
+        raise EnsembleError("--max-train-minutes needs --subsets and a positive number of minutes, got "
+                            f"{a.max_train_minutes} {'with' if a.subsets else 'without'} --subsets")
     from fairexpr.checkpoint import read_json, resolve_checkpoint
     from fairexpr.cli.common import UserError, resolve_checkpoint_arg
     from fairexpr.errors import FairexprError
@@ -171,6 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             sides[name] = read_json(resolve_checkpoint(ckpts[name], "model")[1])
         except (UserError, FairexprError) as e:
             raise EnsembleError(f"--member {name}: {getattr(e, 'message', e)}") from None
+    minutes = {n: member_train_minutes(ckpts[n], sides[n]) for n, _ in members}
+    if a.max_train_minutes is not None:
+        unknown = [n for n, m in minutes.items() if m is None]
+        if unknown:
+            raise EnsembleError(f"--max-train-minutes: no training time recorded for member(s) {unknown} (expected "
+                                "result.json beside a run's checkpoint or a packaged model's zoo.train.train_minutes)")
     classes = {n: tuple(s["classes"]) for n, s in sides.items()}
     first = members[0][0]
     for n, c in classes.items():
@@ -211,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         results[ts["key"]] = {"name": ts["name"], "spec": ts["spec"], "split": ts["split"], "rows": rows,
                               "ensemble_minus_member": diffs}
         if a.subsets:
-            results[ts["key"]]["subsets"] = subset_scores(y, probs, [n for n, _ in members], len(cls))
+            results[ts["key"]]["subsets"] = subset_scores(y, probs, [n for n, _ in members], len(cls),
+                                                          with_first=a.subsets == "first")
         e = rows["ensemble"]
         print(f"  ensemble acc {100 * e['accuracy']:.2f} bal {100 * e['balanced_accuracy']:.2f}  "
               + "  ".join(f"{n} {100 * rows[n]['accuracy']:.2f}/{100 * rows[n]['balanced_accuracy']:.2f}"
@@ -225,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"members": {n: {"checkpoint": shown(ckpts[n]), "model": sides[n]["model"]["name"],
                             "temperature": sides[n].get("temperature", 1.0)} for n, _ in members},
             "weights": dict(zip([n for n, _ in members], weights)), "tta": a.tta, "bootstrap_resamples": a.boot,
+            "train_minutes": minutes, "subsets": a.subsets, "max_train_minutes": a.max_train_minutes,
             "hardware": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
             "command": "python benchmarks/ensemble.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": time.strftime("%Y-%m-%d"), "minutes": round((time.time() - t0) / 60, 1)}
@@ -232,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     res.mkdir(parents=True, exist_ok=True)
     from fairexpr.checkpoint import atomic_write_bytes, atomic_write_json
 
+    if a.subsets:
+        meta["selected"] = select_subset(results, minutes, a.max_train_minutes)
     atomic_write_json(res / f"{a.tag}.json", {"meta": meta, "sets": results})
     atomic_write_bytes(res / f"{a.tag}.md", markdown(meta, results, [n for n, _ in members]).encode())
     print((res / f"{a.tag}.md").read_text())
@@ -241,33 +266,88 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def subset_scores(y: np.ndarray, probs: dict[str, np.ndarray], names: list[str], k: int) -> list[dict[str, Any]]:
+def member_train_minutes(ckpt: str, side: dict[str, Any]) -> float | None:
+    """Minutes a member's training took: a packaged model's recorded ``zoo.train.train_minutes``, else the
+    ``train_seconds`` of the ``result.json`` beside the checkpoint (a run folder or a file in one); None if neither."""
+    from fairexpr.checkpoint import read_json
+
+    zoo = (side.get("zoo") or {}).get("train") or {}
+    if zoo.get("train_minutes") is not None:
+        return float(zoo["train_minutes"])
+    p = Path(ckpt)
+    r = (p if p.is_dir() else p.parent) / "result.json"
+    if r.is_file():
+        sec = read_json(r).get("train_seconds")
+        return None if sec is None else float(sec) / 60
+    return None
+
+
+def subset_scores(y: np.ndarray, probs: dict[str, np.ndarray], names: list[str], k: int,
+                  with_first: bool = True) -> list[dict[str, Any]]:
     """Accuracy and balanced accuracy of the equal-weight mean of every subset of ``names`` that contains the first
-    (alone included), in a fixed order (by size, then member order)."""
+    (alone included; ``with_first=False``: every non-empty subset), in a fixed order (by size, then member order)."""
     from itertools import combinations
 
-    first, rest = names[0], names[1:]
+    subs = ([[names[0], *extra] for size in range(len(names)) for extra in combinations(names[1:], size)]
+            if with_first else [list(c) for size in range(1, len(names) + 1) for c in combinations(names, size)])
     out = []
-    for size in range(len(rest) + 1):
-        for extra in combinations(rest, size):
-            sub = [first, *extra]
-            acc, bal = _acc_bal(y, combine([probs[n] for n in sub], [1.0] * len(sub)).argmax(1), k)
-            out.append({"members": sub, "accuracy": acc, "balanced_accuracy": bal})
+    for sub in subs:
+        acc, bal = _acc_bal(y, combine([probs[n] for n in sub], [1.0] * len(sub)).argmax(1), k)
+        out.append({"members": sub, "accuracy": acc, "balanced_accuracy": bal})
     return out
+
+
+def _subset_minutes(members: list[str], minutes: dict[str, float | None]) -> float | None:
+    m = [minutes.get(n) for n in members]
+    return None if any(v is None for v in m) else float(sum(m))
+
+
+def subset_order(results: dict[str, Any], minutes: dict[str, float | None],
+                 budget: float | None) -> tuple[list[int], list[int]]:
+    """Indices of the subsets ranked on the first set by accuracy + balanced accuracy (ties: fewer members, then the
+    fixed order), and those left unranked because their training minutes exceed ``budget``."""
+    first = results[next(iter(results))]["subsets"]
+    over = [i for i, s in enumerate(first)
+            if budget is not None and _subset_minutes(s["members"], minutes) > budget]
+    ranked = sorted((i for i in range(len(first)) if i not in over),
+                    key=lambda i: (-(first[i]["accuracy"] + first[i]["balanced_accuracy"]), len(first[i]["members"]), i))
+    return ranked, over
+
+
+def select_subset(results: dict[str, Any], minutes: dict[str, float | None], budget: float | None) -> dict[str, Any] | None:
+    """The first-ranked subset (see subset_order), with its selection-split scores and training minutes."""
+    ranked, _ = subset_order(results, minutes, budget)
+    if not ranked:
+        return None
+    s = results[next(iter(results))]["subsets"][ranked[0]]
+    return {"members": s["members"], "accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"],
+            "train_minutes": _subset_minutes(s["members"], minutes)}
 
 
 def subsets_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     keys = list(results)
     first = results[keys[0]]["subsets"]
-    order = sorted(range(len(first)), key=lambda i: -(first[i]["accuracy"] + first[i]["balanced_accuracy"]))
-    lines = [f"## Equal-weight ensembles of every subset ({meta['date']}, TTA {meta['tta']})", "",
+    minutes, budget = meta.get("train_minutes", {}), meta.get("max_train_minutes")
+    ranked, over = subset_order(results, minutes, budget)
+    kind = "containing the first member" if meta.get("subsets", "first") == "first" else "of the members"
+    rule = (f" Only subsets whose members trained for at most {budget:g} minutes in all are ranked; {len(over)} over "
+            "that budget are listed below the ranking, unranked." if budget is not None else "")
+    lines = [f"## Equal-weight ensembles of every subset {kind} ({meta['date']}, TTA {meta['tta']})", "",
              f"Ranked on **{results[keys[0]]['name']}** by accuracy + balanced accuracy (the selection split: choose "
-             "there, report the others once). Accuracy / balanced accuracy in %.", "",
-             "| rank | members | " + " | ".join(results[k]["name"] for k in keys) + " |", "|---:|---|" + "---|" * len(keys)]
-    for r, i in enumerate(order, 1):
+             f"there, report the others once; ties: fewer members first).{rule} Accuracy / balanced accuracy in %.", "",
+             "| rank | members | training min | " + " | ".join(results[k]["name"] for k in keys) + " |",
+             "|---:|---|---:|" + "---|" * len(keys)]
+    for r, i in [*((str(r), i) for r, i in enumerate(ranked, 1)), *(("over budget", i) for i in over)]:
         cells = [f"{100 * results[k]['subsets'][i]['accuracy']:.2f} / {100 * results[k]['subsets'][i]['balanced_accuracy']:.2f}"
                  for k in keys]
-        lines.append(f"| {r} | {' + '.join(first[i]['members'])} | " + " | ".join(cells) + " |")
+        m = _subset_minutes(first[i]["members"], minutes)
+        lines.append(f"| {r} | {' + '.join(first[i]['members'])} | {'–' if m is None else f'{m:.1f}'} | "
+                     + " | ".join(cells) + " |")
+    sel = meta.get("selected")
+    if sel:
+        lines += ["", f"Selected: **{' + '.join(sel['members'])}** ({100 * sel['accuracy']:.2f} / "
+                      f"{100 * sel['balanced_accuracy']:.2f} on {results[keys[0]]['name']}"
+                      + ("" if sel["train_minutes"] is None else f", {sel['train_minutes']:.1f} training minutes") + ")."]
     lines += ["", f"- command: `{meta['command']}`", ""]
     return "\n".join(lines)
 

@@ -86,6 +86,22 @@ def test_end_to_end_two_members(ens, two_runs, capsys):
     assert subs[0]["accuracy"] == pytest.approx(s["rows"]["a"]["accuracy"]) and subs[1]["accuracy"] == pytest.approx(acc)
     smd = (root / "res" / "ts_subsets.md").read_text()
     assert "Ranked on **syn**" in smd and "| a + b |" in smd and "| a |" in smd
+    # --subsets all: every non-empty subset; --max-train-minutes ranks only those within the members' summed training
+    # minutes (each from the run's result.json) and lists the others as over budget
+    ma, mb = (json.loads((r / "result.json").read_text())["train_seconds"] / 60 for r in (r0, r1))
+    budget = max(ma, mb) * 1.01  # each member alone fits, the pair does not
+    assert ma + mb > budget
+    assert ens.main([*args, "--subsets", "all", "--max-train-minutes", str(budget), "--tag", "tb"]) == 0
+    rb = json.loads((root / "res" / "tb.json").read_text())
+    assert [x["members"] for x in rb["sets"]["syn"]["subsets"]] == [["a"], ["b"], ["a", "b"]]
+    assert rb["meta"]["train_minutes"] == pytest.approx({"a": ma, "b": mb})
+    sa, sb = (x["accuracy"] + x["balanced_accuracy"] for x in rb["sets"]["syn"]["subsets"][:2])
+    best = "a" if sa >= sb else "b"  # a tie goes to the earlier subset
+    assert rb["meta"]["selected"]["members"] == [best]
+    assert rb["meta"]["selected"]["train_minutes"] == pytest.approx(ma if best == "a" else mb)
+    bmd = (root / "res" / "tb_subsets.md").read_text()
+    assert "| over budget | a + b |" in bmd and f"Selected: **{best}**" in bmd and "1 over that budget" in bmd
+    assert ens.subset_order(rb["sets"], rb["meta"]["train_minutes"], None)[1] == []  # no budget: nothing left out
     # weights 1 : 0 -> the ensemble is member a
     assert ens.main([*args, "--weights", "1", "0", "--tag", "t1"]) == 0
     r1 = json.loads((root / "res" / "t1.json").read_text())["sets"]["syn"]
@@ -103,11 +119,34 @@ def test_end_to_end_two_members(ens, two_runs, capsys):
     (["--member", "b=default", "--set", "x", "y"], "expected NAME FORMAT:PATH SPLIT"),
     (["--member", "b=default", "--set", "x", "synthetic:fer2013", "test", "total"], "option 'total' must look like key=value"),
     (["--member", "b=default"], "no test set"),
+    (["--member", "b=default", "--max-train-minutes", "150"], "--max-train-minutes needs --subsets"),
+    (["--member", "b=default", "--subsets", "--max-train-minutes", "0"], "a positive number of minutes"),
 ])
 def test_bad_input_is_one_clear_error(ens, extra, msg, tmp_path):
     with pytest.raises(SystemExit) as e:
         ens.main(["--member", "a=default", *extra, "--out", str(tmp_path), "--results", str(tmp_path)])
     assert e.value.code == 2 and msg in str(e.value)
+
+
+def test_subset_order_by_hand(ens):
+    subs = [{"members": ["a"], "accuracy": 0.60, "balanced_accuracy": 0.50},
+            {"members": ["b"], "accuracy": 0.55, "balanced_accuracy": 0.55},       # ties a on the sum: a stays first
+            {"members": ["a", "b"], "accuracy": 0.70, "balanced_accuracy": 0.70}]  # best, but 30 + 90 > 100 minutes
+    res = {"sel": {"subsets": subs}}
+    assert ens.subset_order(res, {"a": 30.0, "b": 90.0}, None) == ([2, 0, 1], [])
+    assert ens.subset_order(res, {"a": 30.0, "b": 90.0}, 100.0) == ([0, 1], [2])
+    assert ens.select_subset(res, {"a": 30.0, "b": 90.0}, 100.0) == {
+        "members": ["a"], "accuracy": 0.60, "balanced_accuracy": 0.50, "train_minutes": 30.0}
+    assert ens.select_subset(res, {"a": 30.0, "b": 90.0}, 10.0) is None
+
+
+def test_member_train_minutes(ens, two_runs):
+    root, (r0, _) = two_runs
+    sec = json.loads((r0 / "result.json").read_text())["train_seconds"]
+    assert ens.member_train_minutes(str(r0), {}) == pytest.approx(sec / 60)
+    assert ens.member_train_minutes(str(r0 / "model.safetensors"), {}) == pytest.approx(sec / 60)
+    assert ens.member_train_minutes(str(root), {}) is None
+    assert ens.member_train_minutes(str(root), {"zoo": {"train": {"train_minutes": 12.5}}}) == 12.5
 
 
 def test_members_with_other_classes_are_refused(ens, two_runs, tmp_path):
@@ -122,3 +161,17 @@ def test_members_with_other_classes_are_refused(ens, two_runs, tmp_path):
     with pytest.raises(SystemExit, match="classes .* differ from a's"):
         ens.main(["--member", f"a={r0}", "--member", f"b={other}", "--set", "syn", "synthetic:fer2013", "test",
                   "--out", str(tmp_path / "o"), "--results", str(tmp_path / "r")])
+
+
+def test_budget_needs_every_members_training_time(ens, two_runs, tmp_path):
+    import shutil
+
+    root, (r0, r1) = two_runs
+    other = tmp_path / "noresult"
+    shutil.copytree(r1, other)
+    (other / "result.json").unlink()
+    with pytest.raises(SystemExit, match=r"no training time recorded for member\(s\) \['b'\]") as e:
+        ens.main(["--member", f"a={r0}", "--member", f"b={other}", "--set", "syn", "synthetic:fer2013", "test",
+                  "--subsets", "all", "--max-train-minutes", "150", "--out", str(tmp_path / "o"),
+                  "--results", str(tmp_path / "r")])
+    assert e.value.code == 2

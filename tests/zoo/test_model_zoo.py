@@ -501,3 +501,24 @@ def test_package_data_globs_ship_every_zoo_file():
     for f in need:
         rel = f.relative_to(pkg).as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not shipped by package-data {globs}"
+
+
+def test_build_zoo_evaluates_every_set_without_tta_with_flip_and_with_crops(tmp_path):
+    """The card's rows per test set: no TTA, flip TTA (key ``_tta``) and crop TTA (``_crops``), each what
+    ``evaluate_checkpoint`` gives with that mode (the crop row is the mean of its 12 views, tested in
+    tests/engine/test_eval_tta.py)."""
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    bz = _build_zoo()
+    ck = tiny_checkpoint(tmp_path / "m")
+    ts = {"key": "syn", "name": "Synthetic test", "spec": "synthetic:fer2013", "split": "test",
+          "options": {"total": 140, "seed": 3}}
+    res = bz.evaluate_all(ck, tmp_path / "run", [ts])
+    assert list(res) == ["syn", "syn_tta", "syn_crops"]
+    assert [r["name"] for r in res.values()] == ["Synthetic test", "Synthetic test (flip TTA)",
+                                                 "Synthetic test (crop TTA, 12 views)"]
+    assert [r["tta"] for r in res.values()] == ["none", "hflip", "crops"]
+    m = evaluate_checkpoint(ck, "synthetic:fer2013", "test", options=ts["options"], tta="crops", progress=False,
+                            out_dir=tmp_path / "direct")
+    assert res["syn_crops"]["accuracy"] == m["accuracy"] and res["syn_crops"]["ece"] == pytest.approx(m["ece"])
+    assert (tmp_path / "run" / "zoo_build" / "syn_crops" / "predictions.npz").is_file()
