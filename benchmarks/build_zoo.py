@@ -506,7 +506,7 @@ def ensemble_card(name: str, side: dict[str, Any], zoo: dict[str, Any], idx: dic
         f"- An ensemble of {len(rows)} networks trained separately on FER2013 (`fairexpr.models.ensemble`): each member "
         "normalises the shared crop its own way, divides its logits by its own temperature, and the answer is the "
         "weighted mean of the members' calibrated probabilities (weights fixed before any test set was seen). One "
-        "network to every command: `eval`, `predict`, `serve`, `export` (one ONNX graph), flip TTA."
+        "network to every command: `eval`, `predict`, `serve`, `export` (one ONNX graph), flip and crop TTA."
         + (f" Members: {idx['models'][name]['selection']}" if idx["models"][name].get("selection") else ""),
         f"- Input {pre['input_size'][0]}x{pre['input_size'][1]} grey, pixel / 255 (each member normalises it as it was "
         f"trained); {zoo['pack']['parameters_and_buffers'] / 1e6:.2f} M parameters and buffers (layers a member never runs "
@@ -531,10 +531,23 @@ def ensemble_card(name: str, side: dict[str, Any], zoo: dict[str, Any], idx: dic
         "resumable with `--resume`); `benchmarks/ensemble.py` measures the same average from the members' checkpoints "
         "with paired bootstrap intervals against each member.", ""]
     retrain = "each member's recipe, `fairexpr train --config RECIPE data.train=FORMAT:PATH ...`, then this build"
-    start = ("starting from ImageNet-pretrained weights (torchvision's MobileNetV2, BSD-3; ImageNet's images are for "
-             "non-commercial research) and from dlib's face-recognition ResNet (CC0, trained by dlib's author on about "
-             "3 million faces of public datasets)")
-    return "\n".join(lines + card_results(side, zoo, retrain, start)) + "\n"
+    return "\n".join(lines + card_results(side, zoo, retrain, ensemble_start(side))) + "\n"
+
+
+START_WEIGHTS = {  # the pretrained weights a member network starts from, for the licence section
+    "mobilenet_v2": "ImageNet-pretrained weights (torchvision's MobileNetV2, BSD-3; ImageNet's images are for "
+                    "non-commercial research)",
+    "dlib_resnet29": "dlib's face-recognition ResNet (CC0, trained by dlib's author on about 3 million faces of public "
+                     "datasets)"}
+
+
+def ensemble_start(side: dict[str, Any]) -> str:
+    """"starting from ..." for the licence section: the start of every member network, each named once, in order."""
+    names = list(dict.fromkeys(m["name"] for m in side["model"]["kwargs"]["members"]))
+    unknown = [n for n in names if n not in START_WEIGHTS]
+    if unknown:
+        raise SystemExit(f"build_zoo: no licence line for member network(s) {unknown}; add them to START_WEIGHTS")
+    return "starting from " + " and from ".join(START_WEIGHTS[n] for n in names)
 
 
 def main(argv: list[str] | None = None) -> int:

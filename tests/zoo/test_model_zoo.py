@@ -522,3 +522,14 @@ def test_build_zoo_evaluates_every_set_without_tta_with_flip_and_with_crops(tmp_
                             out_dir=tmp_path / "direct")
     assert res["syn_crops"]["accuracy"] == m["accuracy"] and res["syn_crops"]["ece"] == pytest.approx(m["ece"])
     assert (tmp_path / "run" / "zoo_build" / "syn_crops" / "predictions.npz").is_file()
+
+
+def test_ensemble_card_licence_names_each_member_networks_start_once():
+    bz = _build_zoo()
+    side = lambda *names: {"model": {"kwargs": {"members": [{"name": n} for n in names]}}}  # noqa: E731
+    s = bz.ensemble_start(side("dlib_resnet29", "dlib_resnet29"))
+    assert s == "starting from " + bz.START_WEIGHTS["dlib_resnet29"]
+    s = bz.ensemble_start(side("mobilenet_v2", "dlib_resnet29", "dlib_resnet29"))
+    assert s.count("ImageNet") == 2 and s.count("dlib's") == 1 and s.index("MobileNetV2") < s.index("dlib's")
+    with pytest.raises(SystemExit, match=r"no licence line for member network\(s\) \['vit'\]"):
+        bz.ensemble_start(side("vit"))
