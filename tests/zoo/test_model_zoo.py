@@ -530,6 +530,6 @@ def test_ensemble_card_licence_names_each_member_networks_start_once():
     s = bz.ensemble_start(side("dlib_resnet29", "dlib_resnet29"))
     assert s == "starting from " + bz.START_WEIGHTS["dlib_resnet29"]
     s = bz.ensemble_start(side("mobilenet_v2", "dlib_resnet29", "dlib_resnet29"))
-    assert s.count("ImageNet") == 2 and s.count("dlib's") == 1 and s.index("MobileNetV2") < s.index("dlib's")
+    assert s.count("ImageNet") == 2 and s.count("dlib's face-recognition") == 1 and s.index("MobileNetV2") < s.index("dlib's")
     with pytest.raises(SystemExit, match=r"no licence line for member network\(s\) \['vit'\]"):
         bz.ensemble_start(side("vit"))
