@@ -348,6 +348,8 @@ def subsets_markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         lines += ["", f"Selected: **{' + '.join(sel['members'])}** ({100 * sel['accuracy']:.2f} / "
                       f"{100 * sel['balanced_accuracy']:.2f} on {results[keys[0]]['name']}"
                       + ("" if sel["train_minutes"] is None else f", {sel['train_minutes']:.1f} training minutes") + ")."]
+    elif not ranked:
+        lines += ["", f"Selected: **none** — every subset is over the {budget:g}-minute budget."]
     lines += ["", f"- command: `{meta['command']}`", ""]
     return "\n".join(lines)
 

@@ -132,12 +132,16 @@ def test_subset_order_by_hand(ens):
     subs = [{"members": ["a"], "accuracy": 0.60, "balanced_accuracy": 0.50},
             {"members": ["b"], "accuracy": 0.55, "balanced_accuracy": 0.55},       # ties a on the sum: a stays first
             {"members": ["a", "b"], "accuracy": 0.70, "balanced_accuracy": 0.70}]  # best, but 30 + 90 > 100 minutes
-    res = {"sel": {"subsets": subs}}
+    res = {"sel": {"name": "Selection split", "subsets": subs}}
     assert ens.subset_order(res, {"a": 30.0, "b": 90.0}, None) == ([2, 0, 1], [])
     assert ens.subset_order(res, {"a": 30.0, "b": 90.0}, 100.0) == ([0, 1], [2])
     assert ens.select_subset(res, {"a": 30.0, "b": 90.0}, 100.0) == {
         "members": ["a"], "accuracy": 0.60, "balanced_accuracy": 0.50, "train_minutes": 30.0}
     assert ens.select_subset(res, {"a": 30.0, "b": 90.0}, 10.0) is None
+    meta = {"train_minutes": {"a": 30.0, "b": 90.0}, "max_train_minutes": 10.0, "subsets": "all", "selected": None,
+            "date": "d", "tta": "none", "command": "c"}
+    md = ens.subsets_markdown(meta, res)  # nothing fits: said, not silently left out
+    assert "Selected: **none** — every subset is over the 10-minute budget." in md and md.count("| over budget |") == 3
 
 
 def test_member_train_minutes(ens, two_runs):
