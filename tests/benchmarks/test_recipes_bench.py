@@ -1,0 +1,114 @@
+"""benchmarks/recipes.py: each recipe runs as written (train, or adapt with the file's own source/target), keyed by its
+resolved config, finished runs skipped, a live lock respected and a dead one taken over; the ECE table over the
+finished runs, unfinished ones listed; bad input is one clear line."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from _bench import load_bench
+
+SYN = "{total: 280, seed: 1}"
+COMMON = f"""seed: 0
+data:
+  train: synthetic:fer2013
+  train_split: train
+  train_options: {SYN}
+  val: synthetic:fer2013
+  val_split: val
+  val_options: {SYN}
+  image_size: 32
+  channels: 1
+  cache_dir: null
+model: {{name: resnet18, kwargs: {{small_input: false}}}}
+optim: {{name: sgd, lr: 0.05}}
+"""
+
+def _train_recipe() -> str:
+    # data.test* belong inside data: insert them after the val options
+    return COMMON.replace(f"  val_options: {SYN}\n", f"  val_options: {SYN}\n  test: synthetic:fer2013\n"
+                          f"  test_split: test\n  test_options: {SYN}\n") + \
+        "train: {epochs: 1, batch_size: 32, eval_batch_size: 128}\n"
+
+
+def _adapt_recipe(target: bool = True) -> str:
+    extra = (f"  target: synthetic:fer2013\n  target_options: {SYN}\n  target_eval: synthetic:fer2013\n"
+             f"  target_eval_split: test\n  target_eval_options: {SYN}\n") if target else ""
+    return COMMON.replace(f"  val_options: {SYN}\n", f"  val_options: {SYN}\n{extra}") + \
+        "method: {name: dann, cls_loss: di, t1_epochs: 1, disc_hidden: 16}\n" \
+        "train: {epochs: 1, batch_size: 32, eval_batch_size: 128}\n"
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return load_bench("recipes")
+
+
+def test_argv_as_written(rec, tmp_path):
+    t = tmp_path / "t.yaml"
+    t.write_text(_train_recipe())
+    assert rec.recipe_argv(t, 3) == ["train", "--config", str(t), "--no-progress", "seed=3"]
+    a = tmp_path / "a.yaml"
+    a.write_text(_adapt_recipe())
+    assert rec.recipe_argv(a, 0) == ["adapt", "--config", str(a), "--source", "synthetic:fer2013", "--target",
+                                     "synthetic:fer2013", "--target-eval", "synthetic:fer2013", "--no-progress", "seed=0"]
+    # the folder is keyed by the resolved config: another seed, another folder; the same request, the same one
+    assert rec.run_dir(tmp_path, t, 0) == rec.run_dir(tmp_path, t, 0) != rec.run_dir(tmp_path, t, 1)
+    assert rec.run_dir(tmp_path, t, 0).name.startswith("t_s0_")
+
+
+def test_bad_input_is_one_clear_line(rec, tmp_path):
+    a = tmp_path / "a.yaml"
+    a.write_text(_adapt_recipe(target=False))
+    with pytest.raises(SystemExit, match=r"a\.yaml: an adaptation recipe needs data\.target \(FORMAT:PATH\)"):
+        rec.recipe_argv(a, 0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: 0}\n")
+    with pytest.raises(SystemExit, match=r"bad\.yaml: .*train\.epochs"):
+        rec.recipe_argv(bad, 0)
+    with pytest.raises(SystemExit, match="none.yaml: recipe file not found"):
+        rec.main([str(tmp_path / "none.yaml")])
+    t = tmp_path / "t.yaml"
+    t.write_text(_train_recipe())
+    with pytest.raises(SystemExit, match="listed twice"):
+        rec.main([str(t), str(t)])
+
+
+def test_lock_live_and_stale(rec, tmp_path):
+    run = tmp_path / "r"
+    assert rec.take_lock(run) and (run / rec.LOCK).read_text() == str(os.getpid())
+    assert not rec.take_lock(run)  # held by a live process (this one)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / rec.LOCK).write_text(str(dead.pid))
+    assert rec.take_lock(run)  # its holder is gone: taken over
+    assert (run / rec.LOCK).read_text() == str(os.getpid())
+
+
+def test_end_to_end_train_and_adapt(rec, tmp_path, capsys):
+    t, a = tmp_path / "t.yaml", tmp_path / "a.yaml"
+    t.write_text(_train_recipe())
+    a.write_text(_adapt_recipe())
+    out, res = tmp_path / "runs", tmp_path / "res"
+    busy = rec.run_dir(out, a, 0)
+    busy.mkdir(parents=True)
+    (busy / rec.LOCK).write_text(str(os.getpid()))  # another lane is training the adaptation recipe
+    assert rec.main([str(t), str(a), "--out", str(out), "--results-dir", str(res), "--tag", "x"]) == 0
+    printed = capsys.readouterr().out
+    assert "t.yaml: finished" in printed and "a.yaml: busy (another process)" in printed
+    j = json.loads((res / "x.json").read_text())
+    assert [r["recipe"] for r in j["runs"]] == [rec.label(t, 0)] and j["runs"][0]["epochs run"] == 1
+    assert j["meta"]["not finished"] == [rec.label(a, 0)]  # listed, not dropped
+    roles = {r["role"] for r in j["rows"]}
+    assert roles == {"val", "test"} and all(r["recipe / runs"] == rec.label(t, 0) for r in j["rows"])
+    assert "**Not finished** (1)" in (res / "x.md").read_text()
+    (busy / rec.LOCK).unlink()
+    assert rec.main([str(t), str(a), "--out", str(out), "--results-dir", str(res), "--tag", "x", "--reverse"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("a.yaml: finished") < printed.index("t.yaml: skipped (finished)")
+    j = json.loads((res / "x.json").read_text())
+    assert j["meta"]["not finished"] == [] and {r["role"] for r in j["rows"]} == {"val", "test", "target_eval"}
+    assert not (busy / rec.LOCK).exists()
