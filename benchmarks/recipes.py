@@ -133,6 +133,20 @@ def label(recipe: Path, seed: int) -> str:
     return f"{rel} (seed {seed}, as written)"
 
 
+def scores(run: Path) -> str:
+    """``role acc / bal`` per evaluated role other than ``val`` (test, target_eval), from ``eval/<role>/metrics.json``:
+    a recipe left at chance has a trivially small ECE, so the table shows what the model can do beside it."""
+    from calibration import role_order
+
+    out = []
+    for f in sorted(run.glob("eval/*/metrics.json"), key=lambda p: role_order(p.parent.name)):
+        if f.parent.name == "val":
+            continue
+        m = json.loads(f.read_text())
+        out.append(f"{f.parent.name} {100 * m['accuracy']:.1f} / {100 * m['balanced_accuracy']:.1f}")
+    return "; ".join(out) or "–"
+
+
 def write_table(out: Path, recipes: list[Path], seed: int, results_dir: Path, tag: str, argv: list[str]) -> str:
     """``calibration.py``'s table over the finished runs, plus per run its epochs, best epoch and minutes."""
     from calibration import group_table, markdown
@@ -149,7 +163,7 @@ def write_table(out: Path, recipes: list[Path], seed: int, results_dir: Path, ta
         res = json.loads((d / "result.json").read_text())
         runs.append({"recipe": label(r, seed), "run": str(d.relative_to(ROOT) if d.is_relative_to(ROOT) else d),
                      "epochs run": res.get("epochs_run"), "best epoch": res.get("best_epoch"),
-                     "stopped by": res.get("stopped_by"),
+                     "stopped by": res.get("stopped_by"), "accuracy / balanced (%)": scores(d),
                      "train minutes": (round(res["train_seconds"] / 60, 1)
                                        if isinstance(res.get("train_seconds"), (int, float)) else None)})
     rows = group_table(groups) if groups else []

@@ -101,6 +101,8 @@ def test_end_to_end_train_and_adapt(rec, tmp_path, capsys):
     assert "t.yaml: finished" in printed and "a.yaml: busy (another process)" in printed
     j = json.loads((res / "x.json").read_text())
     assert [r["recipe"] for r in j["runs"]] == [rec.label(t, 0)] and j["runs"][0]["epochs run"] == 1
+    m = json.loads((rec.run_dir(out, t, 0) / "eval" / "test" / "metrics.json").read_text())
+    assert j["runs"][0]["accuracy / balanced (%)"] == f"test {100 * m['accuracy']:.1f} / {100 * m['balanced_accuracy']:.1f}"
     assert j["meta"]["not finished"] == [rec.label(a, 0)]  # listed, not dropped
     roles = {r["role"] for r in j["rows"]}
     assert roles == {"val", "test"} and all(r["recipe / runs"] == rec.label(t, 0) for r in j["rows"])
