@@ -6,7 +6,7 @@ whose method needs a target), with ``--source`` / ``--target`` / ``--target-eval
 ``data.train`` / ``data.target`` / ``data.target_eval`` — with nothing changed but the seed. Run directories are keyed
 by the hash of the resolved config (docs/benchmarks.md rule 5: a run made with other settings is never reused);
 finished runs are skipped, a killed one resumes from its last checkpoint, and a run another process of this script is
-training right now (a live ``.recipes.lock``) is left to it, so two processes can share one list from its two ends
+training right now (it holds a lock on ``.recipes.lock``) is left to it, so two processes can share one list from its two ends
 (``--reverse``). When this process has nothing left, it writes the table of every finished run in the list
 (``benchmarks/calibration.py``'s, one group per recipe file) to ``benchmarks/results/<tag>.{md,json}``; runs not
 finished yet are listed there, not dropped.
@@ -21,7 +21,6 @@ are in the table).
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -66,39 +65,19 @@ def run_dir(out: Path, recipe: Path, seed: int) -> Path:
     return keyed_dir(out, f"{recipe.stem}_s{seed}", recipe_argv(recipe, seed))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def take_lock(run: Path) -> IO[str] | None:
+    """An exclusive ``flock`` on ``run/.recipes.lock`` (the open file, to keep open while training), or None when
+    another process holds it. The kernel drops the lock when its holder exits, so a killed lane leaves no stale lock."""
+    import fcntl
 
-
-def take_lock(run: Path) -> bool:
-    """Create ``run/.recipes.lock`` holding this pid; False when a live process holds it (a dead holder's lock is
-    taken over)."""
     run.mkdir(parents=True, exist_ok=True)
-    lock = run / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except OSError as e:
-            if e.errno != errno.EEXIST:
-                raise
-            try:
-                holder = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                holder = 0
-            if holder and _alive(holder):
-                return False
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return True
-    return False
+    fh = open(run / LOCK, "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def train_one(out: Path, recipe: Path, seed: int) -> tuple[Path, str]:
@@ -107,9 +86,12 @@ def train_one(out: Path, recipe: Path, seed: int) -> tuple[Path, str]:
     run = run_dir(out, recipe, seed)
     if (run / "result.json").is_file():
         return run, "skipped (finished)"
-    if not take_lock(run):
+    lock = take_lock(run)
+    if lock is None:
         return run, "busy (another process)"
     try:
+        if (run / "result.json").is_file():  # finished by the lane that held the lock until now
+            return run, "skipped (finished)"
         cmd = [sys.executable, "-m", "fairexpr.cli", *recipe_argv(recipe, seed), "--out", str(run)]
         if (run / "last.json").is_file():
             cmd.append("--resume")
@@ -122,7 +104,7 @@ def train_one(out: Path, recipe: Path, seed: int) -> tuple[Path, str]:
             return run, f"failed (exit {proc.returncode}; {log})"
         return run, "finished"
     finally:
-        (run / LOCK).unlink(missing_ok=True)
+        lock.close()
 
 
 def label(recipe: Path, seed: int) -> str:
@@ -151,6 +133,8 @@ def write_table(out: Path, recipes: list[Path], seed: int, results_dir: Path, ta
     """``calibration.py``'s table over the finished runs, plus per run its epochs, best epoch and minutes."""
     from calibration import group_table, markdown
 
+    from fairexpr._io import atomic_write_bytes
+
     groups: dict[str, list[Path]] = {}
     runs: list[dict[str, Any]] = []
     unfinished = []
@@ -174,16 +158,16 @@ def write_table(out: Path, recipes: list[Path], seed: int, results_dir: Path, ta
                    "T = 1 is the network's raw output (a cosine head's logits without LDAM's s)",
             "goal": "ECE <= 5% on the test split (issue 14)", "seed": seed, "date": time.strftime("%Y-%m-%d"),
             "not finished": unfinished}
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{tag}.json").write_text(json.dumps({"meta": meta, "runs": runs, "rows": rows}, indent=2,
-                                                        ensure_ascii=False))
+    # two lanes may finish together: each file is replaced whole (temporary file + os.replace), never interleaved
+    atomic_write_bytes(results_dir / f"{tag}.json", json.dumps({"meta": meta, "runs": runs, "rows": rows}, indent=2,
+                                                               ensure_ascii=False).encode())
     text = (f"## Every recipe once, as written: ECE before / after the end-of-training temperature ({tag})\n\n"
             + (markdown(rows) if rows else "(no finished run yet)\n") + "\n"
             + (markdown(runs) + "\n" if runs else "")
             + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k != "not finished") + "\n"
             + (f"\n**Not finished** ({len(unfinished)}): " + ", ".join(f"`{u}`" for u in unfinished) + "\n"
                if unfinished else ""))
-    (results_dir / f"{tag}.md").write_text(text)
+    atomic_write_bytes(results_dir / f"{tag}.md", text.encode())
     return text
 
 
