@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fairexpr.evaluation.grefel_tables import (claims_table, cluster_table, epochs_table, load_run, loss_table, noise_table,  # noqa: E402
+from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, epochs_table, load_run, loss_table, noise_table,  # noqa: E402
                                                rb_table, to_markdown)
 
 RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
@@ -223,6 +223,47 @@ def _torch_version() -> str:
     return torch.__version__
 
 
+def cell_key(r: dict[str, Any]) -> tuple:
+    return (r["dataset"], r["rb"], r["loss"], r["label_noise"])
+
+
+def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Records of earlier runs files and the change of settings this run makes over them (its ``--override`` items
+    the baseline did not use). Raises ``ValueError`` (one line) when a file is not a runs file of this benchmark, was
+    made with another model, recipe or budget, used an override this run drops, or when this run changes nothing, or
+    two files hold different runs for one cell and seed."""
+    records: dict[tuple, dict[str, Any]] = {}
+    changes = set()
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--baseline {path}: cannot read a runs JSON ({e})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("runs"), list):
+            raise ValueError(f"--baseline {path}: expected a benchmarks/grefel.py <tag>_runs.json with 'meta' and 'runs'")
+        bm = doc["meta"]
+        for k in ("model", "recipe", "budget"):
+            if bm.get(k) != meta[k]:
+                raise ValueError(f"--baseline {path}: its {k} is {bm.get(k)!r}, this run's is {meta[k]!r}")
+        dropped = [o for o in bm.get("overrides", []) if o not in meta["overrides"]]
+        if dropped:
+            raise ValueError(f"--baseline {path}: it ran with --override {' '.join(dropped)}, which this run does not")
+        changes.add(" ".join(o for o in meta["overrides"] if o not in bm.get("overrides", [])))
+        for r in doc["runs"]:
+            r = dict(r)
+            if r.get("use_anchors") and "anchor_init" not in r:  # runs file made before the option existed
+                r["anchor_init"] = "normal"
+            k = (*cell_key(r), r["seed"])
+            if k in records and records[k]["run"] != r["run"]:
+                raise ValueError(f"--baseline: two runs for cell {k[:4]} seed {k[4]}: {records[k]['run']} and {r['run']}")
+            records[k] = r
+    if len(changes) != 1 or not next(iter(changes)):
+        raise ValueError("--baseline: " + ("this run uses the same --override as the baseline: nothing changed"
+                                           if changes == {""} else f"the files differ from this run by different "
+                                           f"overrides ({' | '.join(sorted(changes))})"))
+    return list(records.values()), next(iter(changes))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.environ.get("FAIREXPR_DATA", str(ROOT.parent / "shared" / "data")))
@@ -250,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--losses", nargs="+", default=None, choices=list(LOSSES),
                    help="table-b rows to run (default: all; cls = L_cls, cls_a = + L_a, cls_a_c = + L_a + L_c; "
                         "--collect with all three to get its table)")
+    p.add_argument("--baseline", nargs="+", type=Path, default=None, metavar="RUNS_JSON",
+                   help="earlier <tag>_runs.json files made with the same model, recipe and budget and a subset of this "
+                        "run's --override: adds the table of the change (this run's extra overrides) per cell, paired "
+                        "by seed, and the claims with the cells this run did not make taken from the baseline")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -278,6 +323,21 @@ def main(argv: list[str] | None = None) -> int:
     if "synthetic" in args.datasets and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--datasets synthetic numbers are meaningless: pass --results to a scratch folder")
     recipe = yaml.safe_load(Path(args.recipe).read_text())
+    meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
+            "model": args.model, "recipe": str(Path(args.recipe).resolve().relative_to(ROOT))
+            if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
+            "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
+            "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
+            "wall_minutes": None,
+            "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
+    baseline, change = [], ""
+    if args.baseline:  # checked before any training: a mismatch is found in seconds, not after the cells
+        try:
+            baseline, change = load_baseline(args.baseline, meta)
+        except ValueError as e:
+            p.error(str(e))
+        meta["baseline"] = {"files": [str(f) for f in args.baseline], "change": change}
     out = Path(args.out) / args.model
     run_recipe = model_recipe(Path(args.recipe), args.model, out)
     t_start = time.time()
@@ -305,16 +365,16 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, KeyError, ValueError) as e:
             print(f"skipping unfinished run {d}: {e}", flush=True)
     res.mkdir(parents=True, exist_ok=True)
-    meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
-            "model": args.model, "recipe": str(Path(args.recipe).resolve().relative_to(ROOT))
-            if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
-            "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
-            "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
-            "wall_minutes": (time.time() - t_start) / 60,
-            "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
+    meta["wall_minutes"] = (time.time() - t_start) / 60
     (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
     tables: dict[str, Any] = {}
+    if records and baseline:
+        tables["change_vs_baseline"] = change_table(baseline, records, change)
+        made = {cell_key(r) for r in records}
+        borrowed = [r for r in baseline if cell_key(r) not in made]
+        claims = claims_table([*records, *borrowed])
+        if len(claims):
+            tables["claims_with_baseline_cells"] = claims
     if records:
         if "a" in args.tables:
             tables["table2_reliability_balancing"] = rb_table(records)
@@ -350,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
           "Claims: B − A paired by seed, mean [95 % Student-t interval] in points, **reproduced** only when the "
           "interval excludes 0 in the claimed direction. Epochs: epochs run (epoch kept by validation) per seed.\n",
           f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
+    if baseline:
+        md += [f"Baseline (A): {', '.join(f'`{f}`' for f in args.baseline)}; this run (B) differs by `{change}`. "
+               "`change_vs_baseline`: every cell both made, B − A paired by seed. `claims_with_baseline_cells`: the "
+               "claims over this run's cells plus the baseline's cells this run did not make (for example the heads "
+               "without anchors, which the change does not touch).\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]

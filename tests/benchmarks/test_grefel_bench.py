@@ -39,6 +39,43 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     assert grefel.main([*base, "--collect"]) == 0
     assert "\n+ " not in "\n" + capsys.readouterr().out  # nothing trained again
 
+    # one change of settings against that run as the baseline: the RB cells again with data-initialised anchors
+    changed = [*base[:base.index("--tag")], "--tag", "g_change", "--override", "train.batch_size=16",
+               "model.kwargs.anchor_init=data", "--baseline", str(res / "g_smoke_runs.json")]
+    changed[changed.index("norb")] = "rb"  # --variants rb rb: the rb cells only
+    assert grefel.main(changed) == 0
+    runs = json.loads((res / "g_change_runs.json").read_text())
+    assert runs["meta"]["baseline"]["change"] == "model.kwargs.anchor_init=data"
+    assert {r["anchor_init"] for r in runs["runs"]} == {"data"} and len(runs["runs"]) == 2
+    tables = json.loads((res / "g_change_tables.json").read_text())
+    rows = [dict(zip(tables["change_vs_baseline"]["columns"], r)) for r in tables["change_vs_baseline"]["data"]]
+    assert {(r["variant"], r["change (B)"], r["seeds"]) for r in rows} == {("anchors + MHSA", "model.kwargs.anchor_init=data", "0 1")}
+    assert {r["metric"] for r in rows} == {"accuracy", "balanced accuracy", "macro-F1"}
+    claims = [dict(zip(tables["claims_with_baseline_cells"]["columns"], r))
+              for r in tables["claims_with_baseline_cells"]["data"]]
+    # the heads without RB are the baseline's (the change does not touch them), the RB arm is this run's
+    old = {r["seed"]: r for r in json.loads((res / "g_smoke_runs.json").read_text())["runs"] if r["rb"] == "without RB"}
+    new = {r["seed"]: r for r in runs["runs"]}
+    acc = next(c for c in claims if c["claim"] == "RB > without RB" and c["metric"] == "accuracy")
+    assert acc["A"] == f"{(old[0]['accuracy'] + old[1]['accuracy']) / 2 * 100:.2f}"
+    assert acc["B"] == f"{(new[0]['accuracy'] + new[1]['accuracy']) / 2 * 100:.2f}"
+    assert "Baseline (A)" in (res / "g_change_tables.md").read_text()
+
+    # a baseline that cannot be compared is refused in one line before anything trains
+    capsys.readouterr()
+    for argv, msg in (([*changed[:changed.index("--epochs")], "--epochs", "2", *changed[changed.index("--epochs") + 2:]],
+                       "its budget is"),
+                      ([*changed[:changed.index("--override")], "--override", "train.batch_size=16", "--baseline",
+                        str(res / "g_smoke_runs.json")], "nothing changed"),
+                      ([*changed[:changed.index("--baseline")], "--baseline", str(res / "g_smoke_tables.json")],
+                       "expected a benchmarks/grefel.py <tag>_runs.json"),
+                      ([*changed[:changed.index("--override")], "--override", "model.kwargs.anchor_init=data",
+                        "--baseline", str(res / "g_smoke_runs.json")], "it ran with --override train.batch_size=16")):
+        with pytest.raises(SystemExit):
+            grefel.main(argv)
+        err = capsys.readouterr()
+        assert msg in err.err and "Traceback" not in err.err and "\n+ " not in "\n" + err.out
+
 
 def test_bad_tag_and_synthetic_into_results_are_refused(grefel, tmp_path, capsys):
     with pytest.raises(SystemExit):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairexpr.evaluation.grefel_tables import (claims_table, cluster_table, complexity_of, epochs_table, load_run,
+from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, complexity_of, epochs_table, load_run,
                                                load_runs, loss_table, loss_variant, noise_table, rb_table, rb_variant,
                                                to_markdown)
 from fairexpr.evaluation.metrics import _json, evaluate
@@ -230,3 +230,19 @@ def test_claims_rb_head_against_mlp_head_with_the_same_loss(runs, tmp_path):
     one = claims_table(load_runs(runs, complexity=False))
     one = one[(one["claim"] == "RB head > MLP head, both L_cls") & (one["metric"] == "accuracy")].iloc[0]
     assert one["B − A [95 % CI] (points)"] == "+0.00 (n=1, no interval)"
+
+
+def test_change_table_pairs_each_cell_by_seed_by_hand(runs, tmp_path):
+    base = load_runs(runs, complexity=False)
+    assert {r["anchor_init"] for r in base if r["use_anchors"]} == {"normal"} and base[0]["anchor_init"] is None
+    changed = [dict(r, accuracy=r["accuracy"] + d, run=r["run"] + "_b") for r, d in
+               ((base[4], -0.10), (base[5], +0.02))]  # the full head, clean, seeds 0 and 1; 6/6 and 5/6 before
+    t = change_table(base, changed, "model.kwargs.anchor_init=data")
+    assert set(t["variant"]) == {"anchors + MHSA"} and set(t["loss"]) == {"L_cls + L_a + L_c"}
+    acc = t[t["metric"] == "accuracy"].iloc[0]
+    # differences -10 and +2 points: mean -4, sd 8.485, t_{0.975,1} = 12.706 -> half width 76.24
+    assert (acc["A"], acc["B"], acc["seeds"]) == ("91.67", "87.67", "0 1")
+    assert acc["B − A [95 % CI] (points)"] == "-4.00 [-80.24, +72.24] (n=2)" and acc["verdict"] == "no difference shown"
+    bal = t[t["metric"] == "balanced accuracy"].iloc[0]
+    assert bal["B − A [95 % CI] (points)"] == "+0.00 [+0.00, +0.00] (n=2)"  # unchanged: sd 0
+    assert change_table(base, [], "x").empty

@@ -36,6 +36,12 @@ def test_registered_and_options_validated():
         cls(_cfg(num_anchors=0), _info())
     with pytest.raises(ConfigError, match="method.delta"):
         cls(_cfg(delta=-1.0), _info())
+    with pytest.raises(ConfigError, match="model.kwargs.num_anchors: set it as method.num_anchors"):
+        cls(_cfg(kwargs={"num_anchors": 3}), _info())
+    # on a plain backbone, head options in model.kwargs go to the reliability head, the rest to the backbone
+    m = cls(_cfg(kwargs={"anchor_init": "zeros", "dropout": 0.2}), _info())
+    assert m.model_spec["kwargs"]["anchor_init"] == "zeros" and m.model_spec["kwargs"]["backbone_kwargs"] == {"in_chans": 1}
+    assert m.model.rb_head.anchors.anchors.abs().sum() == 0
 
 
 def _train(steps: int, **method) -> list[dict[str, float]]:
@@ -115,3 +121,29 @@ def test_head_lr_mult_puts_the_reliability_head_in_its_own_group():
     assert len(slow["params"]) + len(fast["params"]) == len([p for p in m.parameters() if p.requires_grad])
     assert all(id(p) not in head_ids for p in m.model.backbone.parameters())
 
+
+
+def test_data_anchor_init_sets_anchors_from_the_first_batch_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    method = get_method("grefel")(_cfg(kwargs={"anchor_init": "data", "anchor_init_std": 1e-6}, num_anchors=2,
+                                       lambda_center=0.01), _info())
+    anchors = method.model.rb_head.anchors
+    assert method.model_spec["kwargs"]["anchor_init"] == "data" and anchors.needs_init
+    batch = {"image": torch.randn(8, 1, 32, 32), "label": torch.arange(8) % 4, "index": torch.arange(8)}
+    method.train()
+    out = method.training_step(batch, _ctx())
+    assert not anchors.needs_init
+    # BatchNorm in train mode: the features of this batch are what the anchors were set from
+    feats = method.model.forward_features(batch["image"]).detach()
+    means = torch.stack([feats[batch["label"] == c].mean(0) for c in range(4)])
+    torch.testing.assert_close(anchors.anchors.data, means.unsqueeze(1).expand(4, 2, -1), atol=1e-4, rtol=1e-4)
+    # every embedding now sits near its own class's anchors: the centre loss starts small, not at ‖e‖² / √D
+    assert float(out["l_center"]) < 0.5 * float(feats.pow(2).sum(1).mean() / feats.shape[1] ** 0.5)
+    out["loss"].backward()
+    assert anchors.anchors.grad.abs().sum() > 0
+    m = method.model
+    save_model(tmp_path, m, {"model": {"name": m.registry_name, "num_classes": 4, "kwargs": m.build_kwargs},
+                             "classes": list(CLASSES), "preprocess": {}})
+    rebuilt, _ = load_model(tmp_path)
+    assert not rebuilt.rb_head.anchors.needs_init
+    assert torch.equal(rebuilt.rb_head.anchors.anchors, anchors.anchors)

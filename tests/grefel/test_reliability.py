@@ -89,6 +89,45 @@ def test_anchor_init_options():
     assert AnchorSet(3, 4, 8).anchors.abs().sum() > 0
     with pytest.raises(ModelError, match="anchor_init"):
         AnchorSet(3, 4, 8, init="ones")
+    with pytest.raises(ModelError, match="anchor_init_std"):
+        AnchorSet(3, 4, 8, init_std=0.0)
+    assert not AnchorSet(3, 4, 8).needs_init and "initialized" not in AnchorSet(3, 4, 8).state_dict()
+    with pytest.raises(ModelError, match="anchor_init='data'"):
+        AnchorSet(3, 4, 8).initialize_from(torch.zeros(2, 8), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ModelError, match=r"embeddings \[B, 8\] and labels \[B\]"):
+        AnchorSet(3, 4, 8, init="data").initialize_from(torch.zeros(2, 8), torch.zeros(3, dtype=torch.long))
+
+
+def test_data_init_puts_anchors_at_class_means_hand_computed():
+    torch.manual_seed(0)
+    s = AnchorSet(3, 2, 2, init="data", init_std=1e-6)
+    assert s.needs_init and s.anchors.abs().sum() == 0
+    e = torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 4.0], [9.0, 9.0]])
+    y = torch.tensor([0, 0, 1, -1])  # class 2 absent, the unlabelled row ignored
+    assert s.initialize_from(e, y) == [0, 1]
+    torch.testing.assert_close(s.anchors.data[0], torch.tensor([[2.0, 2.0], [2.0, 2.0]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(s.anchors.data[1], torch.tensor([[0.0, 4.0], [0.0, 4.0]]), atol=1e-4, rtol=0)
+    assert s.anchors.data[2].abs().sum() == 0 and s.initialized.tolist() == [True, True, False] and s.needs_init
+    # a later batch initialises class 2 only: classes already set keep their (possibly trained) anchors
+    assert s.initialize_from(torch.tensor([[5.0, 5.0], [7.0, 5.0], [-8.0, 0.0]]), torch.tensor([2, 2, 0])) == [2]
+    torch.testing.assert_close(s.anchors.data[2], torch.tensor([[6.0, 5.0], [6.0, 5.0]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(s.anchors.data[0], torch.tensor([[2.0, 2.0], [2.0, 2.0]]), atol=1e-4, rtol=0)
+    assert not s.needs_init and s.initialize_from(e, y) == []
+    # the flags travel with the weights (a resumed run does not re-initialise)
+    t = AnchorSet(3, 2, 2, init="data")
+    t.load_state_dict(s.state_dict())
+    assert not t.needs_init and torch.equal(t.anchors, s.anchors)
+
+
+def test_data_init_default_noise_is_a_tenth_of_the_within_class_spread():
+    torch.manual_seed(0)
+    s = AnchorSet(2, 4000, 2, init="data")
+    # class 0: deviations (-1, -1), (1, 1) -> within SS 4; class 1 one sample -> 0; n = 3, D = 2:
+    # pooled within-class variance 4 / 6 per coordinate, RMS 0.8165, sigma = 0.08165
+    s.initialize_from(torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 4.0]]), torch.tensor([0, 0, 1]))
+    dev = s.anchors.data - torch.tensor([[2.0, 2.0], [0.0, 4.0]]).unsqueeze(1)
+    assert dev.std().item() == pytest.approx(0.1 * (4 / 6) ** 0.5, rel=0.03)
+    assert dev.mean().abs().item() < 0.005
     with pytest.raises(ModelError, match="expect embeddings"):
         AnchorSet(3, 4, 8).distances(torch.zeros(2, 5))
 

@@ -9,6 +9,9 @@
 * **Claims** (:func:`claims_table`): the paper's three claims as paired per-seed differences with 95 % Student-t
   intervals (RB > without RB; the full loss above L_cls and above L_cls + L_a; RB above without RB at each injected
   noise rate), *reproduced* only when the interval excludes 0 in the claimed direction.
+* **A setting change** (:func:`change_table`): each cell (dataset, head, loss, noise) run with and without one
+  change of settings (e.g. ``model.kwargs.anchor_init=data``), paired by seed; the baseline's records come from an
+  earlier ``*_runs.json``.
 * **Epochs** (:func:`epochs_table`): epochs run and the epoch kept per cell and seed (a baseline whose best epoch is
   its last has not converged).
 * **Cluster quality**: Davies–Bouldin (lower is better) and Calinski–Harabasz (higher is better) of the test
@@ -36,7 +39,7 @@ import pandas as pd
 
 from .difc_tables import to_markdown
 
-__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "claims_table", "cluster_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
+__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
            "noise_table", "loss_table", "rb_table", "rb_variant", "to_markdown"]
 
 #: head variants of Table 2 in the paper's order
@@ -115,6 +118,7 @@ def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True
     rec: dict[str, Any] = {
         "run": str(d), "dataset": _dataset_name(cfg), "seed": int(cfg.get("seed", 0)),
         "model": sidecar.get("model", {}).get("name"), "use_anchors": use_a, "use_mhsa": use_m,
+        "anchor_init": (sidecar.get("model", {}).get("kwargs") or {}).get("anchor_init", "normal") if use_a else None,
         "rb": rb_variant(use_a, use_m), "lambda_anchor": la, "lambda_center": lc, "loss": loss_variant(use_a, la, lc),
         "label_noise": float(data.get("label_noise", 0.0)), "label_noise_kind": data.get("label_noise_kind", "symmetric"),
         "accuracy": float(m["accuracy"]), "balanced_accuracy": m.get("balanced_accuracy"), "macro_f1": float(m["macro_f1"]),
@@ -282,6 +286,35 @@ def claims_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
                              "B − A [95 % CI] (points)": format_difference(d), "verdict": verdict})
     return pd.DataFrame(rows, columns=["dataset", "claim", "A → B", "metric", "A", "B", "B − A [95 % CI] (points)",
                                        "verdict"])
+
+
+def change_table(baseline: Sequence[dict[str, Any]], changed: Sequence[dict[str, Any]], change: str) -> pd.DataFrame:
+    """The effect of one change of settings (``change``, e.g. ``model.kwargs.anchor_init=data``): every cell
+    (dataset, head, loss, label noise) present in both record sets, B (``changed``) − A (``baseline``) paired by seed
+    for accuracy, balanced accuracy and macro-F1, with the 95 % Student-t interval. ``verdict``: "B > A" / "B < A"
+    when the interval excludes 0, else "no difference shown"."""
+    from .stats import format_difference, paired_difference
+
+    key = lambda r: (r["dataset"], r["rb"], r["loss"], r["label_noise"])  # noqa: E731
+    rows = []
+    for cell in sorted({key(r) for r in changed} & {key(r) for r in baseline}):
+        a = _by_seed(baseline, lambda r, c=cell: key(r) == c)
+        b = _by_seed(changed, lambda r, c=cell: key(r) == c)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        for k, label in CLAIM_METRICS.items():
+            if any(a[s].get(k) is None or b[s].get(k) is None for s in seeds):
+                continue
+            d = paired_difference({s: float(a[s][k]) for s in seeds}, {s: float(b[s][k]) for s in seeds})
+            verdict = {"b > a": "B > A", "b < a": "B < A"}.get(d["verdict"], d["verdict"])
+            rows.append({"dataset": cell[0], "variant": cell[1], "loss": cell[2], "label noise": f"{cell[3] * 100:g}%",
+                         "change (B)": change, "metric": label, "seeds": " ".join(map(str, seeds)),
+                         "A": f"{np.mean([a[s][k] for s in seeds]) * 100:.2f}",
+                         "B": f"{np.mean([b[s][k] for s in seeds]) * 100:.2f}",
+                         "B − A [95 % CI] (points)": format_difference(d), "verdict": verdict})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "loss", "label noise", "change (B)", "metric", "seeds", "A",
+                                       "B", "B − A [95 % CI] (points)", "verdict"])
 
 
 def epochs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:

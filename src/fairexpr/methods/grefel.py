@@ -7,7 +7,8 @@ whose ``forward`` returns ``log L_final``:
   method's head options (``num_anchors``, ``use_anchors``, ``use_mhsa``, ``delta``) added to the
   model kwargs;
 * any other registered backbone ``B``: built as ``reliability_balanced(backbone=B, backbone_kwargs=...)``
-  so the RB head sits on ``B.forward_features``.
+  so the RB head sits on ``B.forward_features``; ``model.kwargs`` keys that are reliability-head options
+  (``anchor_init``, ``anchor_init_std``, ``dropout``, ``hidden``, ...) go to the head, the rest to ``B``.
 
 ``self.model_spec`` (``{"name", "kwargs"}``) is what the checkpoint sidecar must record for
 :func:`fairexpr.checkpoint.load_model` to rebuild the network.
@@ -66,10 +67,17 @@ class GReFELMethod(Method):
             spec_name, spec_kwargs = name, {**kwargs, **head}
         elif name == "reliability_balanced":
             spec_name, spec_kwargs = name, {**kwargs, **head}
-        else:
+        else:  # model.kwargs that name reliability-head options (anchor_init, dropout, ...) go to the head
+            from ..models.reliability import HEAD_OPTIONS
+
+            head_kw = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_OPTIONS}
+            clash = sorted(set(head_kw) & set(head))
+            if clash:
+                raise ConfigError(f"model.kwargs.{clash[0]}: set it as method.{clash[0]} (the grefel method owns it)")
             if data_info.in_chans != 3:
                 kwargs.setdefault("in_chans", data_info.in_chans)
-            spec_name, spec_kwargs = "reliability_balanced", {"backbone": name, "backbone_kwargs": kwargs, **head}
+            spec_name, spec_kwargs = "reliability_balanced", {"backbone": name, "backbone_kwargs": kwargs, **head_kw,
+                                                              **head}
         self.model = create_model(spec_name, num_classes=data_info.num_classes, pretrained=mcfg.get("pretrained"),
                                   **spec_kwargs)
         self.model_spec = {"name": spec_name, "kwargs": spec_kwargs}
@@ -121,7 +129,13 @@ class GReFELMethod(Method):
         return anchors.anchors if anchors is not None else None
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, torch.Tensor]:
-        out = self.model.forward_reliability(batch["image"])
+        head = self.model.rb_head
+        if head is None:
+            raise ConfigError("method 'grefel' needs a reliability head: the model was built without one")
+        features = self.model.forward_features(batch["image"])
+        if head.anchors is not None and head.anchors.needs_init:  # model.kwargs.anchor_init: data
+            head.anchors.initialize_from(features, batch["label"])
+        out = head(features)
         losses = self.criterion(out, batch["label"], self._anchors(), batch.get("soft_label"))
         with torch.no_grad():
             losses["acc"] = (out["final"].argmax(1) == batch["label"]).float().mean()

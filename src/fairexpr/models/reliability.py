@@ -16,7 +16,13 @@ Choices where the paper is silent or inconsistent (each documented where it is m
   ``utils.normalized_entropy`` also divides by ``log N``), so that is what :func:`normalized_entropy` does.
 * Anchors are initialised from ``N(0, init_std²)`` by default. ARBEx initialises them to zeros; with all
   anchors equal the anchor-spread loss (Eq. 21) has an identically zero gradient, so zero init is offered
-  as ``anchor_init="zeros"`` for fidelity but is not the default.
+  as ``anchor_init="zeros"`` for fidelity but is not the default. Neither puts the anchors where the
+  embeddings are: a pretrained backbone's embeddings can have norms of ~60 while the anchors start at ~1
+  (dlib's face ResNet), and the center loss (Eq. 22) then starts large and pulls every embedding towards
+  the origin. ``anchor_init="data"`` (a deviation, not in the paper) sets each class's anchors at the mean
+  training embedding of that class in the first training batch that contains it, plus Gaussian noise
+  (:meth:`AnchorSet.initialize_from`, called by the ``grefel`` method; the data-dependent initialisation
+  pattern of weight normalisation and Glow's ActNorm).
 * The MHSA correction: a single embedding vector is a sequence of length one, for which self-attention
   degenerates to a linear map, and ARBEx instead attends *across the batch* (so a prediction depends on
   the other images in the batch). Here the embedding is cut into ``T`` contiguous chunks of
@@ -117,12 +123,67 @@ class AnchorSet(nn.Module):
         super().__init__()
         if num_anchors < 1:
             raise ModelError(f"num_anchors must be >= 1, got {num_anchors}")
-        if init not in ("normal", "zeros"):
-            raise ModelError(f"anchor_init must be 'normal' or 'zeros', got {init!r}")
+        if init not in ("normal", "zeros", "data"):
+            raise ModelError(f"anchor_init must be 'normal', 'zeros' or 'data', got {init!r}")
+        if init_std is not None and not init_std > 0:
+            raise ModelError(f"anchor_init_std must be > 0, got {init_std!r}")
         self.num_classes, self.num_anchors, self.dim = num_classes, num_anchors, dim
+        self.init, self.init_std = init, init_std
         self.anchors = nn.Parameter(torch.zeros(num_classes, num_anchors, dim))
         if init == "normal":
             nn.init.normal_(self.anchors, std=init_std if init_std is not None else 1.0 / math.sqrt(dim))
+        if init == "data":  # which classes' anchors have been set from data (saved with the weights: resume keeps it)
+            self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+
+    @property
+    def needs_init(self) -> bool:
+        """True while ``anchor_init="data"`` and some class has not been seen by :meth:`initialize_from`."""
+        return self.init == "data" and not bool(self.initialized.all())
+
+    @torch.no_grad()
+    def initialize_from(self, e: torch.Tensor, labels: torch.Tensor) -> list[int]:
+        """``anchor_init="data"``: for every class not yet initialised that has samples in this batch, set its
+        ``K`` anchors to ``μ_c + σ z_k`` with ``μ_c`` the class's mean embedding in the batch and ``z_k ~ N(0, I)``;
+        ``σ = init_std`` if given, else 0.1 × the batch's pooled within-class RMS deviation per coordinate (so the
+        ``K`` anchors start apart but inside the class's cloud). Unlabelled samples (label < 0) are ignored. Under
+        ``torch.distributed`` the class sums are all-reduced and rank 0's anchors broadcast, so every process
+        holds the same anchors. Returns the classes initialised by this call.
+        """
+        if self.init != "data":
+            raise ModelError(f"initialize_from is for anchor_init='data', this anchor set was built with {self.init!r}")
+        if e.ndim != 2 or e.shape[1] != self.dim or labels.shape != e.shape[:1]:
+            raise ModelError(f"initialize_from expects embeddings [B, {self.dim}] and labels [B], got "
+                             f"{tuple(e.shape)} and {tuple(labels.shape)}")
+        x = e.detach().float()
+        y = labels.long()
+        keep = (y >= 0) & (y < self.num_classes)
+        x, y = x[keep], y[keep]
+        sums = torch.zeros(self.num_classes, self.dim, device=x.device).index_add_(0, y, x)
+        counts = torch.bincount(y, minlength=self.num_classes).to(x.dtype)
+        sq = torch.zeros((), device=x.device) + x.pow(2).sum()
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            for t in (sums, counts, sq):
+                dist.all_reduce(t)
+        new = (counts > 0) & ~self.initialized.to(counts.device)
+        if not bool(new.any()):
+            return []
+        seen = counts > 0
+        means = sums[seen] / counts[seen].unsqueeze(1)
+        # pooled within-class variance per coordinate: (Σ‖x‖² − Σ_c n_c ‖μ_c‖²) / (n · D)
+        n = counts.sum()
+        within = (sq - (counts[seen].unsqueeze(1) * means.pow(2)).sum()).clamp_min(0.0) / (n * self.dim)
+        sigma = float(self.init_std) if self.init_std is not None else 0.1 * float(within.sqrt())
+        mu = sums / counts.clamp_min(1.0).unsqueeze(1)
+        fresh = mu.unsqueeze(1) + sigma * torch.randn(self.num_classes, self.num_anchors, self.dim, device=x.device)
+        if distributed:
+            dist.broadcast(fresh, 0)
+        idx = new.nonzero().flatten().to(self.anchors.device)
+        self.anchors.data[idx] = fresh[new].to(self.anchors.dtype).to(self.anchors.device)
+        self.initialized[idx] = True
+        return idx.tolist()
 
     def distances(self, e: torch.Tensor) -> torch.Tensor:
         """Eq. 13: ``d^{ij}(e) = sqrt(Σ_k (a^{ij}_k − e_k)²)``; ``[B, D] -> [B, C, K]``.
