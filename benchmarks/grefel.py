@@ -294,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", nargs="+", type=Path, default=None, metavar="RUNS_JSON",
                    help="earlier <tag>_runs.json files made with the same model, recipe and budget and a subset of this "
                         "run's --override: adds the table of the change (this run's extra overrides) per cell, paired "
-                        "by seed, and the claims with the cells this run did not make taken from the baseline")
+                        "by seed")
+    p.add_argument("--borrow", nargs="+", default=None, choices=list(VARIANTS),
+                   help="with --baseline: head variants whose cells the change cannot affect (e.g. norb, which has no "
+                        "anchors, for an anchor setting): the claims are recomputed with the baseline's cells of those "
+                        "variants that this run did not make")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -307,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     for opt, used_by in (("noise", "c"), ("variants", "ac"), ("losses", "b")):
         if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
             p.error(f"--{opt} picks rows of table {' or '.join(used_by)}, but --tables is {' '.join(args.tables)}")
+    if args.borrow and not args.baseline:
+        p.error("--borrow takes cells from a --baseline runs file: give --baseline too")
     args.noise = args.noise if args.noise is not None else list(NOISE_RATES)
     args.variants = args.variants if args.variants is not None else list(VARIANTS)
     args.losses = args.losses if args.losses is not None else list(LOSSES)
@@ -370,11 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     tables: dict[str, Any] = {}
     if records and baseline:
         tables["change_vs_baseline"] = change_table(baseline, records, change)
-        made = {cell_key(r) for r in records}
-        borrowed = [r for r in baseline if cell_key(r) not in made]
-        claims = claims_table([*records, *borrowed])
-        if len(claims):
-            tables["claims_with_baseline_cells"] = claims
+        if args.borrow:
+            from fairexpr.evaluation.grefel_tables import rb_variant
+
+            made = {cell_key(r) for r in records}
+            lend = {rb_variant(*VARIANTS[v]) for v in args.borrow}
+            borrowed = [r for r in baseline if cell_key(r) not in made and r["rb"] in lend]
+            claims = claims_table([*records, *borrowed])
+            if len(claims):
+                tables["claims_with_baseline_cells"] = claims
     if records:
         if "a" in args.tables:
             tables["table2_reliability_balancing"] = rb_table(records)
@@ -412,9 +422,10 @@ def main(argv: list[str] | None = None) -> int:
           f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     if baseline:
         md += [f"Baseline (A): {', '.join(f'`{f}`' for f in args.baseline)}; this run (B) differs by `{change}`. "
-               "`change_vs_baseline`: every cell both made, B − A paired by seed. `claims_with_baseline_cells`: the "
-               "claims over this run's cells plus the baseline's cells this run did not make (for example the heads "
-               "without anchors, which the change does not touch).\n"]
+               "`change_vs_baseline`: every cell both made, B − A paired by seed."
+               + (f" `claims_with_baseline_cells`: the claims over this run's cells plus the baseline's cells of "
+                  f"{', '.join(args.borrow)} (`--borrow`: variants the change cannot affect) that this run did not make."
+                  if args.borrow else "") + "\n"]
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]

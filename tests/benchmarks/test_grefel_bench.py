@@ -41,7 +41,7 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
 
     # one change of settings against that run as the baseline: the RB cells again with data-initialised anchors
     changed = [*base[:base.index("--tag")], "--tag", "g_change", "--override", "train.batch_size=16",
-               "model.kwargs.anchor_init=data", "--baseline", str(res / "g_smoke_runs.json")]
+               "model.kwargs.anchor_init=data", "--baseline", str(res / "g_smoke_runs.json"), "--borrow", "norb"]
     changed[changed.index("norb")] = "rb"  # --variants rb rb: the rb cells only
     assert grefel.main(changed) == 0
     runs = json.loads((res / "g_change_runs.json").read_text())
@@ -59,7 +59,11 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     acc = next(c for c in claims if c["claim"] == "RB > without RB" and c["metric"] == "accuracy")
     assert acc["A"] == f"{(old[0]['accuracy'] + old[1]['accuracy']) / 2 * 100:.2f}"
     assert acc["B"] == f"{(new[0]['accuracy'] + new[1]['accuracy']) / 2 * 100:.2f}"
-    assert "Baseline (A)" in (res / "g_change_tables.md").read_text()
+    assert "Baseline (A)" in (res / "g_change_tables.md").read_text() and "--borrow" in (res / "g_change_tables.md").read_text()
+    # without --borrow no baseline cell enters the claims (a change may touch every cell that has anchors)
+    assert grefel.main([*changed[:changed.index("--borrow")], "--collect"]) == 0
+    tables = json.loads((res / "g_change_tables.json").read_text())
+    assert "claims_with_baseline_cells" not in tables and "change_vs_baseline" in tables
 
     # a baseline that cannot be compared is refused in one line before anything trains
     capsys.readouterr()
@@ -69,6 +73,7 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
                         str(res / "g_smoke_runs.json")], "nothing changed"),
                       ([*changed[:changed.index("--baseline")], "--baseline", str(res / "g_smoke_tables.json")],
                        "expected a benchmarks/grefel.py <tag>_runs.json"),
+                      ([*changed[:changed.index("--baseline")], "--borrow", "norb"], "give --baseline too"),
                       ([*changed[:changed.index("--override")], "--override", "model.kwargs.anchor_init=data",
                         "--baseline", str(res / "g_smoke_runs.json")], "it ran with --override train.batch_size=16")):
         with pytest.raises(SystemExit):
