@@ -18,7 +18,9 @@ with a registered loss (:func:`fairexpr.losses.build_loss`) — the same modules
   with its full loss ``L_cls + L_a + L_c`` (:class:`fairexpr.losses.grefel.GReFELLoss`); ``rb_none`` the same head
   without RB (no anchors, no MHSA: ``L_final = l``, loss ``L_cls``); ``rb_cls`` / ``rb_cls_a`` the full head trained
   with ``L_cls`` / ``L_cls + L_a`` only. Head options and loss weights are ``configs/grefel_dlib_cpu.yaml``'s
-  (:data:`RB_HEAD`, λ_a = 1, λ_c = 0.01); the prediction is ``argmax L_final``.
+  (:data:`RB_HEAD`, λ_a = 1, λ_c = 0.01; the anchors normal-initialised, as in the runs this protocol was committed
+  with — the recipe's ``anchor_init: data`` answers a backbone pulled to its anchors end to end, which fixed
+  embeddings cannot be); the prediction is ``argmax L_final``.
 
 Training: features standardised with the training set's mean and sd, SGD (momentum 0.9, Nesterov, weight
 decay 5e-4), cosine learning rate, ``epochs`` passes of shuffled batches; everything seeded by ``seed``
