@@ -117,6 +117,8 @@ def test_data_init_puts_anchors_at_class_means_hand_computed():
     t = AnchorSet(3, 2, 2, init="data")
     t.load_state_dict(s.state_dict())
     assert not t.needs_init and torch.equal(t.anchors, s.anchors)
+    t.load_state_dict(AnchorSet(3, 2, 2, init="data").state_dict())  # fresh flags loaded: the cached answer is dropped
+    assert t.needs_init
 
 
 def test_data_init_default_noise_is_a_tenth_of_the_within_class_spread():

@@ -132,13 +132,20 @@ class AnchorSet(nn.Module):
         self.anchors = nn.Parameter(torch.zeros(num_classes, num_anchors, dim))
         if init == "normal":
             nn.init.normal_(self.anchors, std=init_std if init_std is not None else 1.0 / math.sqrt(dim))
+        self._all_initialized = init != "data"  # host-side cache: no device sync per training step once all are set
         if init == "data":  # which classes' anchors have been set from data (saved with the weights: resume keeps it)
             self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
     @property
     def needs_init(self) -> bool:
         """True while ``anchor_init="data"`` and some class has not been seen by :meth:`initialize_from`."""
-        return self.init == "data" and not bool(self.initialized.all())
+        if not self._all_initialized:
+            self._all_initialized = bool(self.initialized.all())
+        return not self._all_initialized
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._all_initialized = self.init != "data"  # re-read the loaded flags on the next check
 
     @torch.no_grad()
     def initialize_from(self, e: torch.Tensor, labels: torch.Tensor) -> list[int]:
@@ -160,7 +167,7 @@ class AnchorSet(nn.Module):
         x, y = x[keep], y[keep]
         sums = torch.zeros(self.num_classes, self.dim, device=x.device).index_add_(0, y, x)
         counts = torch.bincount(y, minlength=self.num_classes).to(x.dtype)
-        sq = torch.zeros((), device=x.device) + x.pow(2).sum()
+        sq = x.pow(2).sum()
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
