@@ -57,6 +57,27 @@ def test_difc_cells_with_other_settings_get_other_directories(tmp_path, monkeypa
     assert len({same, d(epochs=3), d(t1=2), d(init="fer"), d(override=["method.epsilon=0.2"])}) == 5
 
 
+def test_face2exp_mobilenet_recipe_deploys_b_and_the_override_remakes_the_a_selected_cells(tmp_path, monkeypatch):
+    """The recipe deploys B; the README's tables ran it with `deploy: adaptation`, and the command it gives
+    (`--override method.deploy=adaptation`) resolves to exactly the config of the recipe as it was then; SL cells,
+    which have no method options, are not touched by it."""
+    monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
+    f2e = _load("face2exp")
+    recipe = ROOT / "configs" / "face2exp_mobilenet_cpu.yaml"
+    assert load_config(recipe)["method"]["deploy"] == "base"
+    before = tmp_path / "face2exp_mobilenet_cpu.yaml"
+    before.write_text(recipe.read_text().replace("  deploy: base\n", "  deploy: adaptation\n"))
+    assert load_config(before)["method"]["deploy"] == "adaptation"
+    ov = list(f2e.datasets(tmp_path, smoke=True)["fer2013"]["overrides"])
+    plain = argparse.Namespace(epochs=8, minutes=12.0, clock="process", override=[])
+    forced = argparse.Namespace(**{**vars(plain), "override": ["method.deploy=adaptation"]})
+    assert f2e.cell_dir(tmp_path, recipe, "face2exp", "fer2013", 0.1, 0, ov, forced) == \
+        f2e.cell_dir(tmp_path, before, "face2exp", "fer2013", 0.1, 0, ov, plain)
+    assert f2e.cell_dir(tmp_path, recipe, "face2exp", "fer2013", 0.1, 0, ov, plain) != \
+        f2e.cell_dir(tmp_path, before, "face2exp", "fer2013", 0.1, 0, ov, plain)
+    assert f2e.cell_argv(recipe, "sl", 0.1, 0, ov, forced) == f2e.cell_argv(recipe, "sl", 0.1, 0, ov, plain)
+
+
 def test_face2exp_grefel_cucn_cells_are_keyed(tmp_path, monkeypatch):
     monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
     f2e, grefel, cucn = _load("face2exp"), _load("grefel"), _load("cucn")
