@@ -50,6 +50,53 @@ def test_anchor_spread_gradient_pushes_anchors_apart():
     assert (after[off] > before[off]).all()
 
 
+def test_bounded_anchor_spread_hand_computed():
+    # the 1-D anchors above; margin 3 caps every squared distance at 9: 1+9+9+4+9+4 = 36 over 6 pairs
+    a = torch.tensor([[[0.0], [1.0]], [[3.0], [5.0]]])
+    assert AnchorSpreadLoss(normalize=False, margin=3.0)(a).item() == pytest.approx(-6.0)
+    # inter-class pairs only: min(9, 9) + min(25, 9) + min(4, 9) + min(16, 9) = 31 over 4 pairs
+    assert AnchorSpreadLoss("inter_class", normalize=False, margin=3)(a).item() == pytest.approx(-7.75)
+    # a margin wider than every pair is Eq. 21 itself
+    assert AnchorSpreadLoss(normalize=False, margin=100.0)(a).item() == pytest.approx(-59 / 6)
+    two_d = torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]]])  # distance 5, capped at 2: -4 / sqrt(2)
+    assert AnchorSpreadLoss(margin=2.0)(two_d).item() == pytest.approx(-4 / math.sqrt(2))
+    for bad in (0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="margin must be a number > 0"):
+            AnchorSpreadLoss(margin=bad)
+
+
+def test_bounded_anchor_spread_gradient_stops_at_the_margin():
+    # 1-D: class 0 at {0, 1}, class 1 at {3, 5}, margin 2.5 -> only the pairs (0,1), (1,3), (3,5) still pull
+    a = torch.tensor([[[0.0], [1.0]], [[3.0], [5.0]]], requires_grad=True)
+    AnchorSpreadLoss(normalize=False, margin=2.5)(a).backward()
+    # L = -(1/6) sum over unordered pairs of min(d^2, 6.25): dL/dx_i = -(1/6) sum over its close pairs 2 (x_i - x_j)
+    want = torch.tensor([-2 * (0 - 1), -2 * ((1 - 0) + (1 - 3)), -2 * ((3 - 1) + (3 - 5)), -2 * (5 - 3)]) / 6
+    assert torch.allclose(a.grad.view(-1), want)
+
+
+def test_bounded_anchor_spread_stays_bounded_under_adam():
+    # the unbounded Eq. 21 under Adam drives anchors apart at constant speed for as long as it runs (issue 16,
+    # grefel_cpu: L_a -73.9); with a margin the loss settles at its bound -m^2 / sqrt(D) and the anchors stop
+    def run(margin):
+        torch.manual_seed(0)
+        a = torch.nn.Parameter(0.1 * torch.randn(3, 2, 4))
+        opt = torch.optim.Adam([a], lr=0.05)
+        loss_fn = AnchorSpreadLoss(margin=margin)
+        norms = []
+        for _ in range(400):
+            opt.zero_grad()
+            loss = loss_fn(a)
+            loss.backward()
+            opt.step()
+            norms.append(a.detach().norm(dim=-1).mean().item())
+        return loss.item(), norms
+    free_loss, free_norms = run(None)
+    bound_loss, bound_norms = run(2.0)
+    assert free_loss < -50 and free_norms[-1] > free_norms[-100] + 1.0  # still running away
+    assert bound_loss >= -4 / 2 - 1e-6 and bound_loss == pytest.approx(-2.0, abs=0.05)
+    assert abs(bound_norms[-1] - bound_norms[-100]) < 0.2 and bound_norms[-1] < 3.0
+
+
 def test_anchor_spread_has_zero_gradient_at_zero_init():
     # why anchors are not zero-initialised by default (ARBEx does): identical anchors never separate via L_a
     a = torch.zeros(3, 2, 4, requires_grad=True)

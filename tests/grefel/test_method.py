@@ -36,6 +36,11 @@ def test_registered_and_options_validated():
         cls(_cfg(num_anchors=0), _info())
     with pytest.raises(ConfigError, match="method.delta"):
         cls(_cfg(delta=-1.0), _info())
+    for bad in (0, -2.0, "wide", True):
+        with pytest.raises(ConfigError, match="method.anchor_margin: expected null or a number > 0"):
+            cls(_cfg(anchor_margin=bad), _info())
+    assert cls(_cfg(anchor_margin=4), _info()).criterion.spread.margin == 4.0
+    assert cls(_cfg(), _info()).criterion.spread.margin is None
     with pytest.raises(ConfigError, match="model.kwargs.num_anchors: set it as method.num_anchors"):
         cls(_cfg(kwargs={"num_anchors": 3}), _info())
     # on a plain backbone, head options in model.kwargs go to the reliability head, the rest to the backbone

@@ -15,6 +15,7 @@ whose ``forward`` returns ``log L_final``:
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ class GReFELMethod(Method):
         "delta": 1.0,  # similarity temperature of Eq. 14
         "label_smoothing": 0.0,  # paper Table 8
         "anchor_pairs": "all",  # Eq. 21 over all anchor pairs | "inter_class"
+        "anchor_margin": None,  # null = Eq. 21 (unbounded) | m > 0: pair distances count up to m (docs/methods.md)
     }
 
     def __init__(self, config: dict[str, Any], data_info: DataInfo) -> None:
@@ -85,7 +87,8 @@ class GReFELMethod(Method):
         self.model.build_kwargs = spec_kwargs  # type: ignore[attr-defined]
         self.head_lr_mult = float((config.get("optim") or {}).get("head_lr_mult", 1.0))
         self.criterion = GReFELLoss(opts["lambda_cls"], opts["lambda_anchor"], opts["lambda_center"],
-                                    opts["label_smoothing"], opts["anchor_pairs"])
+                                    opts["label_smoothing"], opts["anchor_pairs"],
+                                    anchor_margin=opts["anchor_margin"])
 
     @classmethod
     def resolve_options(cls, method_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +111,9 @@ class GReFELMethod(Method):
             raise ConfigError(f"method.label_smoothing: expected a number in [0, 1), got {opts['label_smoothing']!r}")
         if opts["anchor_pairs"] not in ("all", "inter_class"):
             raise ConfigError(f"method.anchor_pairs: expected 'all' or 'inter_class', got {opts['anchor_pairs']!r}")
+        m = opts["anchor_margin"]
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m <= 0):
+            raise ConfigError(f"method.anchor_margin: expected null or a number > 0, got {m!r}")
         for k in ("use_anchors", "use_mhsa"):
             if not isinstance(opts[k], bool):
                 raise ConfigError(f"method.{k}: expected true/false, got {opts[k]!r}")
