@@ -227,6 +227,59 @@ def cell_key(r: dict[str, Any]) -> tuple:
     return (r["dataset"], r["rb"], r["loss"], r["label_noise"])
 
 
+def _override_keys(items: list[str], where: str) -> dict[str, str]:
+    """``key.path=value`` items by their key (the last item of a key wins, as in the config)."""
+    from fairexpr.config import ConfigError, parse_override
+
+    out: dict[str, str] = {}
+    for o in items:
+        try:
+            out[".".join(parse_override(o)[0])] = o
+        except ConfigError as e:
+            raise ValueError(f"{where}: {e}") from None
+    return out
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def verify_change(baseline: list[dict[str, Any]], records: list[dict[str, Any]], change: str) -> dict[str, Any]:
+    """Check, pair by pair (same cell and seed), that the saved ``config.yaml`` of this run's cell differs from the
+    baseline cell's in the changed settings only (``change``: this run's ``--override`` items that differ), so that
+    a baseline whose recipe file has been edited since cannot pass as the same settings. Pairs whose run folders are
+    not on this machine are counted, not checked. Raises ``ValueError`` (one line) on a pair that differs elsewhere
+    or not at all."""
+    keys = set(_override_keys(change.split(), "change"))
+    mine = {(*cell_key(r), r["seed"]): r for r in records}
+    checked, missing = 0, []
+    for r in baseline:
+        k = (*cell_key(r), r["seed"])
+        if k not in mine:
+            continue
+        a, b = Path(r["run"]) / "config.yaml", Path(mine[k]["run"]) / "config.yaml"
+        if not (a.is_file() and b.is_file()):
+            missing.append(str(a if not a.is_file() else b))
+            continue
+        fa, fb = _flat(yaml.safe_load(a.read_text())), _flat(yaml.safe_load(b.read_text()))
+        diff = sorted(x for x in set(fa) | set(fb) if fa.get(x, "<unset>") != fb.get(x, "<unset>"))
+        if not diff:
+            raise ValueError(f"--baseline: {a.parent} and {b.parent} ran the same config: nothing changed")
+        other = [x for x in diff if x not in keys and not any(x.startswith(c + ".") for c in keys)]
+        if other:
+            x = other[0]
+            raise ValueError(f"--baseline: {b.parent} differs from {a.parent} in {x} ({fa.get(x, '<unset>')!r} -> "
+                             f"{fb.get(x, '<unset>')!r}), not only in {change}")
+        checked += 1
+    return {"pairs_checked": checked, "pairs_not_on_this_machine": len(missing)}
+
+
 def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Records of earlier runs files and the change of settings this run makes over them (its ``--override`` items
     the baseline did not use). Raises ``ValueError`` (one line) when a file is not a runs file of this benchmark, was
@@ -234,6 +287,7 @@ def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[st
     two files hold different runs for one cell and seed."""
     records: dict[tuple, dict[str, Any]] = {}
     changes = set()
+    mine = _override_keys(meta["overrides"], "--override")
     for path in paths:
         try:
             doc = json.loads(path.read_text())
@@ -245,10 +299,12 @@ def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[st
         for k in ("model", "recipe", "budget"):
             if bm.get(k) != meta[k]:
                 raise ValueError(f"--baseline {path}: its {k} is {bm.get(k)!r}, this run's is {meta[k]!r}")
-        dropped = [o for o in bm.get("overrides", []) if o not in meta["overrides"]]
+        theirs = _override_keys(bm.get("overrides", []), f"--baseline {path}")
+        dropped = [o for k, o in theirs.items() if k not in mine]
         if dropped:
             raise ValueError(f"--baseline {path}: it ran with --override {' '.join(dropped)}, which this run does not")
-        changes.add(" ".join(o for o in meta["overrides"] if o not in bm.get("overrides", [])))
+        # a setting this run adds, or sets to another value than the baseline did, is the change
+        changes.add(" ".join(o for k, o in mine.items() if theirs.get(k) != o))
         for r in doc["runs"]:
             r = dict(r)
             if r.get("use_anchors") and "anchor_init" not in r:  # runs file made before the option existed
@@ -370,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
             records.append(load_run(d))
         except (FileNotFoundError, KeyError, ValueError) as e:
             print(f"skipping unfinished run {d}: {e}", flush=True)
+    if baseline and records:  # the pairs' saved configs differ in the change only (a recipe edit would show here)
+        try:
+            meta["baseline"]["configs"] = verify_change(baseline, records, change)
+        except ValueError as e:
+            p.error(str(e))
     res.mkdir(parents=True, exist_ok=True)
     meta["wall_minutes"] = (time.time() - t_start) / 60
     (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
@@ -423,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     if baseline:
         md += [f"Baseline (A): {', '.join(f'`{f}`' for f in args.baseline)}; this run (B) differs by `{change}`. "
                "`change_vs_baseline`: every cell both made, B − A paired by seed."
+               + (f" Saved configs of the paired runs compared: {meta['baseline']['configs']['pairs_checked']} differ "
+                  f"in the change only, {meta['baseline']['configs']['pairs_not_on_this_machine']} not on this "
+                  "machine to check." if meta["baseline"].get("configs") else "")
                + (f" `claims_with_baseline_cells`: the claims over this run's cells plus the baseline's cells of "
                   f"{', '.join(args.borrow)} (`--borrow`: variants the change cannot affect) that this run did not make."
                   if args.borrow else "") + "\n"]

@@ -4,6 +4,7 @@ a bad ``--tag`` and synthetic numbers into benchmarks/results are refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from _bench import load_bench
@@ -46,6 +47,8 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     assert grefel.main(changed) == 0
     runs = json.loads((res / "g_change_runs.json").read_text())
     assert runs["meta"]["baseline"]["change"] == "model.kwargs.anchor_init=data"
+    # the saved configs of both pairs were compared: they differ in the anchor init only
+    assert runs["meta"]["baseline"]["configs"] == {"pairs_checked": 2, "pairs_not_on_this_machine": 0}
     assert {r["anchor_init"] for r in runs["runs"]} == {"data"} and len(runs["runs"]) == 2
     tables = json.loads((res / "g_change_tables.json").read_text())
     rows = [dict(zip(tables["change_vs_baseline"]["columns"], r)) for r in tables["change_vs_baseline"]["data"]]
@@ -64,6 +67,33 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     assert grefel.main([*changed[:changed.index("--borrow")], "--collect"]) == 0
     tables = json.loads((res / "g_change_tables.json").read_text())
     assert "claims_with_baseline_cells" not in tables and "change_vs_baseline" in tables
+
+    # a baseline that set the changed key to another value is the same change, not a dropped override: one made
+    # with --override model.kwargs.anchor_init=normal pairs with this run's =data
+    doc = json.loads((res / "g_smoke_runs.json").read_text())
+    doc["meta"]["overrides"] = [*doc["meta"]["overrides"], "model.kwargs.anchor_init=normal"]
+    (res / "g_normal_runs.json").write_text(json.dumps(doc))
+    both = [*changed[:changed.index("--baseline")], "--baseline", str(res / "g_smoke_runs.json"),
+            str(res / "g_normal_runs.json"), "--borrow", "norb", "--collect"]
+    assert grefel.main(both) == 0
+    assert json.loads((res / "g_change_runs.json").read_text())["meta"]["baseline"]["change"] == \
+        "model.kwargs.anchor_init=data"
+    # a baseline run whose recipe was edited since (its saved config differs elsewhere too) is refused, in one line
+    cfg = Path(next(r["run"] for r in doc["runs"] if r["rb"] != "without RB")) / "config.yaml"
+    saved = cfg.read_text()
+    assert "batch_size: 16" in saved
+    cfg.write_text(saved.replace("batch_size: 16", "batch_size: 32"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        grefel.main([*changed, "--collect"])
+    err = capsys.readouterr().err
+    assert "differs from" in err and "train.batch_size (32 -> 16), not only in model.kwargs.anchor_init=data" in err
+    assert "Traceback" not in err
+    cfg.write_text(saved)
+    # pairs whose folders are not on this machine are counted, not checked
+    gone = [{**r, "run": str(tmp_path / "elsewhere" / Path(r["run"]).name)} for r in doc["runs"]]
+    assert grefel.verify_change(gone, runs["runs"], "model.kwargs.anchor_init=data") == \
+        {"pairs_checked": 0, "pairs_not_on_this_machine": 2}
 
     # a baseline that cannot be compared is refused in one line before anything trains
     capsys.readouterr()
