@@ -250,22 +250,22 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def verify_change(baseline: list[dict[str, Any]], records: list[dict[str, Any]], change: str) -> dict[str, Any]:
+def verify_change(baseline: list[dict[str, Any]], records: list[dict[str, Any]], change: list[str]) -> dict[str, Any]:
     """Check, pair by pair (same cell and seed), that the saved ``config.yaml`` of this run's cell differs from the
     baseline cell's in the changed settings only (``change``: this run's ``--override`` items that differ), so that
     a baseline whose recipe file has been edited since cannot pass as the same settings. Pairs whose run folders are
     not on this machine are counted, not checked. Raises ``ValueError`` (one line) on a pair that differs elsewhere
     or not at all."""
-    keys = set(_override_keys(change.split(), "change"))
+    keys = set(_override_keys(change, "change"))
     mine = {(*cell_key(r), r["seed"]): r for r in records}
-    checked, missing = 0, []
+    checked = missing = 0
     for r in baseline:
         k = (*cell_key(r), r["seed"])
         if k not in mine:
             continue
         a, b = Path(r["run"]) / "config.yaml", Path(mine[k]["run"]) / "config.yaml"
         if not (a.is_file() and b.is_file()):
-            missing.append(str(a if not a.is_file() else b))
+            missing += 1
             continue
         fa, fb = _flat(yaml.safe_load(a.read_text())), _flat(yaml.safe_load(b.read_text()))
         diff = sorted(x for x in set(fa) | set(fb) if fa.get(x, "<unset>") != fb.get(x, "<unset>"))
@@ -275,12 +275,12 @@ def verify_change(baseline: list[dict[str, Any]], records: list[dict[str, Any]],
         if other:
             x = other[0]
             raise ValueError(f"--baseline: {b.parent} differs from {a.parent} in {x} ({fa.get(x, '<unset>')!r} -> "
-                             f"{fb.get(x, '<unset>')!r}), not only in {change}")
+                             f"{fb.get(x, '<unset>')!r}), not only in {' '.join(change)}")
         checked += 1
-    return {"pairs_checked": checked, "pairs_not_on_this_machine": len(missing)}
+    return {"pairs_checked": checked, "pairs_not_on_this_machine": missing}
 
 
-def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """Records of earlier runs files and the change of settings this run makes over them (its ``--override`` items
     the baseline did not use). Raises ``ValueError`` (one line) when a file is not a runs file of this benchmark, was
     made with another model, recipe or budget, used an override this run drops, or when this run changes nothing, or
@@ -304,7 +304,7 @@ def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[st
         if dropped:
             raise ValueError(f"--baseline {path}: it ran with --override {' '.join(dropped)}, which this run does not")
         # a setting this run adds, or sets to another value than the baseline did, is the change
-        changes.add(" ".join(o for k, o in mine.items() if theirs.get(k) != o))
+        changes.add(tuple(o for k, o in mine.items() if theirs.get(k) != o))
         for r in doc["runs"]:
             r = dict(r)
             if r.get("use_anchors") and "anchor_init" not in r:  # runs file made before the option existed
@@ -315,9 +315,9 @@ def load_baseline(paths: list[Path], meta: dict[str, Any]) -> tuple[list[dict[st
             records[k] = r
     if len(changes) != 1 or not next(iter(changes)):
         raise ValueError("--baseline: " + ("this run uses the same --override as the baseline: nothing changed"
-                                           if changes == {""} else f"the files differ from this run by different "
-                                           f"overrides ({' | '.join(sorted(changes))})"))
-    return list(records.values()), next(iter(changes))
+                                           if changes == {()} else f"the files differ from this run by different "
+                                           f"overrides ({' | '.join(sorted(' '.join(c) for c in changes))})"))
+    return list(records.values()), list(next(iter(changes)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -393,13 +393,14 @@ def main(argv: list[str] | None = None) -> int:
             "wall_minutes": None,
             "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
-    baseline, change = [], ""
+    baseline, change_items = [], []
     if args.baseline:  # checked before any training: a mismatch is found in seconds, not after the cells
         try:
-            baseline, change = load_baseline(args.baseline, meta)
+            baseline, change_items = load_baseline(args.baseline, meta)
         except ValueError as e:
             p.error(str(e))
-        meta["baseline"] = {"files": [str(f) for f in args.baseline], "change": change}
+        meta["baseline"] = {"files": [str(f) for f in args.baseline], "change": " ".join(change_items)}
+    change = " ".join(change_items)
     out = Path(args.out) / args.model
     run_recipe = model_recipe(Path(args.recipe), args.model, out)
     t_start = time.time()
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping unfinished run {d}: {e}", flush=True)
     if baseline and records:  # the pairs' saved configs differ in the change only (a recipe edit would show here)
         try:
-            meta["baseline"]["configs"] = verify_change(baseline, records, change)
+            meta["baseline"]["configs"] = verify_change(baseline, records, change_items)
         except ValueError as e:
             p.error(str(e))
     res.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     cfg.write_text(saved)
     # pairs whose folders are not on this machine are counted, not checked
     gone = [{**r, "run": str(tmp_path / "elsewhere" / Path(r["run"]).name)} for r in doc["runs"]]
-    assert grefel.verify_change(gone, runs["runs"], "model.kwargs.anchor_init=data") == \
+    assert grefel.verify_change(gone, runs["runs"], ["model.kwargs.anchor_init=data"]) == \
         {"pairs_checked": 0, "pairs_not_on_this_machine": 2}
 
     # a baseline that cannot be compared is refused in one line before anything trains
@@ -110,6 +110,20 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
             grefel.main(argv)
         err = capsys.readouterr()
         assert msg in err.err and "Traceback" not in err.err and "\n+ " not in "\n" + err.out
+
+
+def test_verify_change_reads_override_values_with_spaces(grefel, tmp_path):
+    # a changed item like `model.kwargs={backbone: resnet18, dropout: 0.2}` is one setting, not three words
+    cell = {"dataset": "fer2013", "rb": "anchors + MHSA", "loss": "L_cls + L_a + L_c", "label_noise": 0.2, "seed": 0}
+    for name, dropout in (("a", 0.1), ("b", 0.2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"seed: 0\nmodel:\n  kwargs: {{backbone: resnet18, dropout: {dropout}}}\n")
+    change = ["model.kwargs={backbone: resnet18, dropout: 0.2}"]
+    assert grefel.verify_change([{**cell, "run": str(tmp_path / "a")}], [{**cell, "run": str(tmp_path / "b")}], change) == \
+        {"pairs_checked": 1, "pairs_not_on_this_machine": 0}
+    (tmp_path / "b" / "config.yaml").write_text("seed: 1\nmodel:\n  kwargs: {backbone: resnet18, dropout: 0.2}\n")
+    with pytest.raises(ValueError, match=r"in seed \(0 -> 1\), not only in model.kwargs="):
+        grefel.verify_change([{**cell, "run": str(tmp_path / "a")}], [{**cell, "run": str(tmp_path / "b")}], change)
 
 
 def test_bad_tag_and_synthetic_into_results_are_refused(grefel, tmp_path, capsys):
