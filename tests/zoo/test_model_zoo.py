@@ -262,26 +262,36 @@ def test_every_packaged_model_is_complete_and_small(name):
 
 
 def test_the_default_model_is_the_packaged_ensemble_of_packaged_and_recipe_members():
-    """The default model is an ensemble; its first member is the packaged MobileNetV2 model, weight for weight (fp16
-    of it), and every member keeps the normalisation and temperature it was trained and calibrated with."""
+    """The default model is an ensemble of >= 2 equally weighted members, each as index.json names it: a packaged
+    member ({"entry": E}) is that packaged network weight for weight (fp16 of it) with its normalisation and
+    temperature; a recipe member ({"recipe": R, "run": D}) has its recipe committed and is recorded in the sidecar
+    with that recipe and run. Every member keeps the temperature it was calibrated with, which lowered its ECE."""
     import torch
 
     from fairexpr.checkpoint import load_model
 
     idx = Z.index()
     entry = idx["models"][idx["default"]]
-    assert [m.get("entry") for m in entry["members"]][0] == "fer2013-mobilenetv2-ldam"
     ens, side = load_model(Z.resolve("default"))
-    mob, mside = load_model(Z.resolve("fer"))
-    spec = side["model"]["kwargs"]["members"][0]
-    assert (spec["mean"], spec["std"], spec["temperature"]) == (mside["preprocess"]["mean"], mside["preprocess"]["std"],
-                                                                mside["temperature"])
-    for k, v in mob.state_dict().items():
-        torch.testing.assert_close(ens.members[0].state_dict()[k], v.half().float() if v.is_floating_point() else v,
-                                   rtol=0, atol=0)
-    for m in entry["members"][1:]:
-        assert (Path(__file__).resolve().parents[2] / m["recipe"]).is_file()  # the recipe that rebuilds it is committed
+    specs, records = side["model"]["kwargs"]["members"], side["ensemble"]["members"]
+    assert len(specs) == len(records) == len(entry["members"]) >= 2
     assert side["ensemble"]["weights"] == pytest.approx([1 / len(entry["members"])] * len(entry["members"]))
+    root = Path(__file__).resolve().parents[2]
+    for i, (m, spec, rec) in enumerate(zip(entry["members"], specs, records)):
+        assert spec["label"] == rec["label"] == m.get("label", spec["label"])
+        if "entry" in m:
+            net, nside = load_model(Z.resolve(m["entry"]))
+            assert (spec["mean"], spec["std"], spec["temperature"]) == (nside["preprocess"]["mean"],
+                                                                        nside["preprocess"]["std"], nside["temperature"])
+            for k, v in net.state_dict().items():
+                torch.testing.assert_close(ens.members[i].state_dict()[k], v.half().float() if v.is_floating_point() else v,
+                                           rtol=0, atol=0)
+        else:
+            assert (root / m["recipe"]).is_file()  # the recipe that rebuilds it is committed
+            assert rec["recipe"] == m["recipe"] + "".join(f" {o}" for o in m.get("overrides", []))
+            assert rec["source"] == m["run"]
+        assert spec["temperature"] == rec["temperature"] > 0
+        assert rec["calibration"]["after"]["ece"] < rec["calibration"]["before"]["ece"]
 
 
 def test_shipped_model_figures_reproduce_and_confidences_are_calibrated(real_data, tmp_path):
