@@ -143,35 +143,63 @@ def reliable_split(run: Path, key: str = "fer2013_private", thresholds: tuple[fl
     return {"set": key, "rule": "confidence = 1 - H(p)/log K >= threshold", "thresholds": out}
 
 
-def latency(dest: Path, runs: int = 300) -> dict[str, Any]:
+def latency(dest: Path, runs: int = 300, tta: str = "none") -> dict[str, Any]:
+    """Median time of one face (and faces/s in batches of 64) through the packed model, one thread; with a ``tta``
+    other than none, the same again with that mode under ``by_tta`` (measured in the same call, so the ratio holds
+    even where absolute times drift)."""
     import torch
 
     from fairexpr.inference.predictor import TorchPredictor
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        p = TorchPredictor(dest)
+    def one_mode(mode: str, n: int) -> dict[str, float]:
+        p = TorchPredictor(dest, tta=mode)
         rng = np.random.default_rng(0)
         face = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
         batch = [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(64)]
         for _ in range(20):
             p.predict_faces([face])
         one = []
-        for _ in range(runs):
+        for _ in range(n):
             t = time.perf_counter()
             p.predict_faces([face])
             one.append(time.perf_counter() - t)
         many = []
-        for _ in range(20):
+        for _ in range(20 if mode == "none" else 5):
             t = time.perf_counter()
             p.predict_faces(batch)
             many.append(time.perf_counter() - t)
+        return {"single_face_ms_median": 1e3 * statistics.median(one), "runs": n,
+                "batch64_faces_per_s": 64 / statistics.median(many)}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out: dict[str, Any] = one_mode("none", runs)
+        if tta != "none":
+            out["by_tta"] = {tta: one_mode(tta, max(runs // 3, 20))}
     finally:
         torch.set_num_threads(before)
-    return {"threads": 1, "single_face_ms_median": 1e3 * statistics.median(one), "runs": runs,
-            "batch64_faces_per_s": 64 / statistics.median(many), "backend": "torch (TorchPredictor, channels_last)",
-            "cpu": hardware_line()}
+    return {"threads": 1, **out, "backend": "torch (TorchPredictor, channels_last)", "cpu": hardware_line(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def inference_lines(side: dict[str, Any], zoo: dict[str, Any]) -> list[str]:
+    """The card's words on ``--tta auto``: which mode the model recommends and what it costs."""
+    from fairexpr.evaluation.tta import recommended_tta, tta_label
+
+    mode = recommended_tta(side, "sidecar")
+    if mode == "none":
+        return ["- Inference: `--tta auto` (the default of `predict`, `eval`, `serve`) runs this model without TTA; "
+                "`--tta hflip` / `--tta crops` average two / twelve views."]
+    lat = zoo.get("latency", {})
+    cost = ""
+    if mode in lat.get("by_tta", {}):
+        b = lat["by_tta"][mode]
+        cost = (f" It costs {b['single_face_ms_median']:.1f} ms per face instead of {lat['single_face_ms_median']:.1f} "
+                f"({b['single_face_ms_median'] / lat['single_face_ms_median']:.1f}x, one thread, measured in one run).")
+    return [f"- Inference: `--tta auto`, the default of `predict`, `eval` and `serve`, runs this model with **{tta_label(mode)}**, "
+            "the mode of the results rows marked so below and the one in which it meets the project's bar against "
+            "`fer`; `--tta none` (one view) is faster and lower (the rows without TTA)." + cost]
 
 
 def hardware_line() -> str:
@@ -247,9 +275,11 @@ def model_card(name: str, side: dict[str, Any], zoo: dict[str, Any], recipe: str
 def card_results(side: dict[str, Any], zoo: dict[str, Any], retrain: str, start: str) -> list[str]:
     """The model card's sections after the model and training ones: results per test set and per class, what
     ``reliable`` means, speed, licence."""
+    from fairexpr.evaluation.tta import tta_label
+
     t = zoo["test"]
     classes = side["classes"]
-    lines = [
+    lines = [*inference_lines(side, zoo), "",
         f"## Results (the packaged {'fp16' if side.get('storage_dtype') == 'float16' else 'fp32'} file, PyTorch, measured by the build)", "",
         "| test set | n | accuracy % | balanced accuracy % | macro-F1 % | ECE % |", "|---|---:|---:|---:|---:|---:|"]
     for r in t.values():
@@ -276,8 +306,13 @@ def card_results(side: dict[str, Any], zoo: dict[str, Any], retrain: str, start:
                 for t, v in zoo["reliable"]["thresholds"].items()], "",
               "## Speed", f"- {zoo['latency']['backend']}, {zoo['latency']['threads']} thread on {zoo['latency']['cpu']}: "
               f"{zoo['latency']['single_face_ms_median']:.2f} ms per face (median of {zoo['latency']['runs']}, crop -> "
-              f"probabilities), {zoo['latency']['batch64_faces_per_s']:.0f} faces/s in batches of 64. `fairexpr export` "
-              "gives an ONNX file that is faster still (see compare_fer.md).", "",
+              f"probabilities), {zoo['latency']['batch64_faces_per_s']:.0f} faces/s in batches of 64"
+              + (f" (1-minute load average {zoo['latency']['load_average_1min']} while measured: absolute "
+                 "times on a shared machine vary, the ratios of one call hold)" if "load_average_1min" in zoo["latency"] else "")
+              + ". `fairexpr export` gives an ONNX file that is faster still (see compare_fer.md).",
+              *[f"- With {tta_label(m)}: {v['single_face_ms_median']:.2f} ms per face (median of {v['runs']}, the same call), "
+                f"{v['batch64_faces_per_s']:.0f} faces/s in batches of 64." for m, v in zoo["latency"].get("by_tta", {}).items()],
+              "",
               "## Licence situation — read before use",
               "- The code of fairexpr is MIT. **These weights are not simply MIT**: they were trained on FER2013, which its "
               f"distributors restrict to research use, {start}.",
@@ -438,6 +473,29 @@ def pack_members(run: Path, dest: Path, storage: str) -> dict[str, Any]:
             "fp32_bytes": (run / "model.safetensors").stat().st_size, "dtype": "torch.float16" if storage == "fp16" else "torch.float32"}
 
 
+def inference_section(idx: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The index entry's ``inference`` section (the recommended TTA mode that ``--tta auto`` resolves to), checked;
+    None when the entry names none."""
+    from fairexpr.evaluation.tta import recommended_tta
+
+    inf = idx["models"][name].get("inference")
+    if inf is None:
+        return None
+    try:
+        return {"tta": recommended_tta({"inference": inf}, f"index.json: models.{name}")}
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def set_inference(side: dict[str, Any], idx: dict[str, Any], name: str) -> None:
+    """Copy the index entry's ``inference`` section into a packed sidecar (or drop a stale one)."""
+    inf = inference_section(idx, name)
+    if inf is None:
+        side.pop("inference", None)
+    else:
+        side["inference"] = inf
+
+
 def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> None:
     from fairexpr import checkpoint as ck
     from fairexpr import zoo as Z
@@ -471,7 +529,7 @@ def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> Non
     zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": f"FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "
                       f"{shlex.quote(name)} --storage {a.storage}   # make zoo builds every entry",
-           "recipe": None, "pack": packed, "storage_parity": parity, "test": tests, "latency": latency(dest),
+           "recipe": None, "pack": packed, "storage_parity": parity, "test": tests, "latency": latency(dest, tta=(inference_section(idx, name) or {}).get("tta", "none")),
            "reliable": reliable_split(run), "ensemble_temperature": {"T": ck.read_json(run / "model.json")["temperature"],
                                                                       "before": cal["before"],
                                                                       "after": cal["after"], "n": cal["n"]},
@@ -479,6 +537,7 @@ def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> Non
            "build_seconds": time.time() - t0}
     side = ck.read_json(dest / "model.json")
     side["zoo"] = zoo
+    set_inference(side, idx, name)
     ck.atomic_write_json(dest / "model.json", side)
     ck.atomic_write_bytes(dest / "MODEL_CARD.md", ensemble_card(name, side, zoo, idx).encode())
     print(f"wrote {dest}/model.json and MODEL_CARD.md", flush=True)
@@ -561,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--card-only", action="store_true",
                     help="rewrite MODEL_CARD.md from the packaged sidecar's zoo section (after an index or text change); "
                          "nothing is trained, packed or measured")
+    ap.add_argument("--latency", action="store_true",
+                    help="with --card-only: measure the packed model's speed again (no TTA and the entry's recommended "
+                         "mode, one thread) before rewriting the card")
     ap.add_argument("--storage", choices=("fp32", "fp16"), default=None,
                     help="weights as trained (fp32, exact; MobileNetV2 is 8.7 MB) or halved (fp16: 0.14 %% of PrivateTest "
                          "predictions flipped, max |dp| 0.012 once the temperature sharpens the logits); default: the "
@@ -577,8 +639,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             if name not in idx["models"]:
                 raise SystemExit(f"--name {name!r}: not in {Z.ZOO_DIR / 'index.json'} (known: {', '.join(idx['models'])})")
-            rewrite_card(idx, name)
+            rewrite_card(idx, name, remeasure_latency=a.latency)
         return 0
+    if a.latency:
+        raise SystemExit("--latency re-measures a packed model's speed for --card-only; a build always measures it")
     if not a.data or not Path(a.data).is_dir():
         raise SystemExit("--data / $FAIREXPR_DATA: the dataset root (fer2013/, ferplus/, ckplus/) is required")
     storage = a.storage
@@ -597,8 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def rewrite_card(idx: dict[str, Any], name: str) -> None:
-    """MODEL_CARD.md of a built entry again from its sidecar (whose ``zoo`` section holds every measured figure)."""
+def rewrite_card(idx: dict[str, Any], name: str, remeasure_latency: bool = False) -> None:
+    """MODEL_CARD.md of a built entry again from its sidecar (whose ``zoo`` section holds every measured figure);
+    with ``remeasure_latency`` its speed is measured again first (no TTA and the entry's recommended mode)."""
     from fairexpr import checkpoint as ck
     from fairexpr import zoo as Z
 
@@ -606,6 +671,12 @@ def rewrite_card(idx: dict[str, Any], name: str) -> None:
     if "zoo" not in side:
         raise SystemExit(f"--card-only: {name} was never built (its model.json has no zoo section)")
     zoo = side["zoo"]
+    set_inference(side, idx, name)  # the index's recommended TTA mode may have changed since the build
+    if remeasure_latency:
+        zoo["latency"] = latency(Z.ZOO_DIR / name, tta=(side.get("inference") or {}).get("tta", "none"))
+        zoo["latency"]["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        print(f"latency {json.dumps(zoo['latency'])}", flush=True)
+    ck.atomic_write_json(Z.ZOO_DIR / name / "model.json", side)
     card = (ensemble_card(name, side, zoo, idx) if idx["models"][name].get("members")
             else model_card(name, side, zoo, zoo["recipe"], idx))
     ck.atomic_write_bytes(Z.ZOO_DIR / name / "MODEL_CARD.md", card.encode())
@@ -636,7 +707,7 @@ def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | Non
     parity = fp16_parity(run, dest, f"fer2013:{data / 'fer2013'}", "private_test")
     print(f"packed {dest / 'model.safetensors'} ({packed['bytes'] / 2**20:.2f} MB, {a.storage}); parity {parity}", flush=True)
     tests = evaluate_all(dest, run, test_sets(data, clean.resolve()))
-    lat = latency(dest)
+    lat = latency(dest, tta=(inference_section(idx, name) or {}).get("tta", "none"))
     rel = reliable_split(run)
     zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "
@@ -652,6 +723,7 @@ def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | Non
            "build_seconds": time.time() - t0}
     side = ck.read_json(dest / "model.json")
     side["zoo"] = zoo
+    set_inference(side, idx, name)
     ck.atomic_write_json(dest / "model.json", side)
     ck.atomic_write_bytes(dest / "MODEL_CARD.md", model_card(name, side, zoo, recipe, idx).encode())
     print(f"wrote {dest}/model.json and MODEL_CARD.md", flush=True)

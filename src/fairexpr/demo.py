@@ -90,7 +90,7 @@ def demo_photo(out: Path, progress: bool = True) -> dict[str, Any]:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(group_photo(data.astronaut()), cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 92])
     atomic_write_bytes(photo, buf.tobytes())
-    pred = TorchPredictor(pretrained_path("default"))
+    pred = TorchPredictor(pretrained_path("default"), tta="auto")  # as `fairexpr predict photo.jpg` runs it
     det = create_detector("auto")
     res = run_predict(FacePipeline(pred, det), [(photo, "image")], [], annotate_dir=d / "annotated", progress=False,
                       report_dir=d)

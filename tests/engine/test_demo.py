@@ -26,7 +26,8 @@ def test_demo_runs_and_writes_report(tmp_path, monkeypatch):
     ph = res["photo"]
     if "skipped" not in ph:
         assert sum(f["status"] == "ok" for f in ph["faces"]) >= 3
-        assert json.loads(open(ph["faces_json"]).read())["faces"]
+        shown = json.loads(open(ph["faces_json"]).read())
+        assert shown["faces"] and shown["model"]["tta"] == "crops"  # what `fairexpr predict photo.jpg` runs
     # a second call reuses the finished runs instead of failing on the existing run directories
     again = run_demo(tmp_path / "demo", minutes=1.0, progress=False, total=840, epochs=3)
     assert again["runs"] == res["runs"]

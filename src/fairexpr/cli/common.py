@@ -113,13 +113,18 @@ def resolve_checkpoint_arg(value: str | None) -> str:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
-#: ``--tta`` of predict / eval / serve; the choices are ``fairexpr.evaluation.tta.TTA_MODES`` (kept literal here so the
-#: CLI does not import the evaluation package at start-up; a test checks they agree)
+#: ``--tta`` of predict / eval / serve; the modes are ``fairexpr.evaluation.tta.TTA_MODES`` (kept literal here so the
+#: CLI does not import the evaluation package at start-up; a test checks they agree) plus ``auto``
 TTA_CHOICES = ("none", "hflip", "crops")
-tta_option = click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
-                          help="Test-time augmentation: hflip averages the probabilities of each face and its mirror "
-                               "(two forward passes); crops adds five crops of 95 % of the side (centre, corners), "
-                               "each mirrored too (twelve passes).")
+_TTA_HELP = ("hflip averages the probabilities of each face and its mirror (two forward passes); crops adds five crops "
+             "of 95 % of the side (centre, corners), each mirrored too (twelve passes).")
+tta_option = click.option("--tta", type=click.Choice(("auto", *TTA_CHOICES)), default="auto", show_default=True,
+                          help="Test-time augmentation: auto = the mode the model recommends (the shipped default "
+                               "model: crops, the mode its model-card figures were measured in; a model that names "
+                               "none, e.g. one you trained: none); " + _TTA_HELP + " --tta none is the fastest.")
+#: ``--tta`` of embed: an explicit mode, none by default (cached embeddings should not change with a model's advice)
+tta_option_plain = click.option("--tta", type=click.Choice(TTA_CHOICES), default="none", show_default=True,
+                                help="Test-time augmentation: " + _TTA_HELP)
 
 
 def train_overrides(epochs: int | None = None, minutes: float | None = None, no_progress: bool = False) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import UserError, checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
+from .common import UserError, checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option_plain
 from .evaluate import exclusion_lines, parse_options
 
 
@@ -22,7 +22,7 @@ from .evaluate import exclusion_lines, parse_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--on-bad-file", type=click.Choice(["error", "skip"]), default="error", show_default=True)
-@tta_option
+@tta_option_plain
 @click.option("--no-progress", is_flag=True, help="Hide the decoding and embedding progress bars.")
 @json_option
 def command(checkpoint, model_name, pretrained, model_options, image_size, channels, spec, split, options, out, batch_size,

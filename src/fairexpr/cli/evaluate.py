@@ -52,7 +52,7 @@ def command(checkpoint, spec, split, options, out_dir, name, on_bad_file, no_tem
     checkpoint = resolve_checkpoint_arg(checkpoint)
     m = evaluate_checkpoint(checkpoint, spec, split, options=opts, out_dir=out_dir, name=name, on_bad_file=on_bad_file,
                             use_temperature=not no_temperature, tta=tta, progress=not (as_json or no_progress))
-    human = [f"{spec} [{split or 'all'}]  n={m['n']}" + (f"  ({tta_label(tta)})" if tta != "none" else ""), f"  accuracy          {m['accuracy']:.4f}",
+    human = [f"{spec} [{split or 'all'}]  n={m['n']}" + (f"  ({tta_label(m['tta'])})" if m["tta"] != "none" else ""), f"  accuracy          {m['accuracy']:.4f}",
              f"  balanced accuracy {m['balanced_accuracy']:.4f}", f"  macro-F1          {m['macro_f1']:.4f}",
              f"  ECE / NLL         {m['ece']:.4f} / {m['nll']:.4f}", "  per-class accuracy:"]
     for c, a in m["per_class_accuracy"].items():

@@ -100,12 +100,18 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
                "counts": result["counts"]}
     if out_json:
         _write_text(out_json, json.dumps(payload, indent=2))
-    human = _human(result, classes, out_csv, out_json, annotate_dir)
+    human = _human(result, classes, out_csv, out_json, annotate_dir, tta=predictor.tta)
     emit(payload, as_json, human)
     if result["bad"] and (strict or not result["records"]):
         if not result["records"] and not strict:
             click.echo(f"error: none of the {len(result['bad'])} input(s) could be read", err=True)
         raise SystemExit(1)
+
+
+def _tta_label(mode: str) -> str:
+    from ..evaluation.tta import tta_label
+
+    return tta_label(mode)
 
 
 def _report_dir(annotate_dir: str | None, out_csv: str | None, out_json: str | None) -> Path | None:
@@ -234,7 +240,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], classes: list[str]) 
 
 
 def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_json: str | None,
-           annotate_dir: str | None) -> str:
+           annotate_dir: str | None, tta: str = "none") -> str:
     lines = []
     for r in result["records"]:
         where = r.source + (f" @{r.time:.2f}s" if r.time is not None else "")
@@ -252,7 +258,8 @@ def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_
         lines.append(f"video {src}: {s['frames']} frames; {share or 'no faces'}; no face {100 * s['no_face']:.1f}%")
     c = result["counts"]
     lines.append(f"{c['ok']} face(s) classified, {c['too_small']} too small, {c['no_face']} image(s)/frame(s) "
-                 f"without a face, {c['bad_files']} unreadable input(s)")
+                 f"without a face, {c['bad_files']} unreadable input(s)"
+                 + ("" if tta == "none" else f"; {_tta_label(tta)} (--tta none is faster)"))
     for p, e in result["bad"]:
         # reader errors already start with the file name: print it once
         e = e[len(p):].lstrip(": ") if e.startswith(str(p)) else e

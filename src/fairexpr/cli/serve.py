@@ -52,11 +52,12 @@ def command(checkpoint, onnx_file, host, port, crops, detector, yunet_model, min
     port = sock.getsockname()[1]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     det_name = "none, crops" if det is None else det.name
-    click.echo(f"fairexpr serving {pred.backend} model {pred.source} (detector: {det_name}) on {url}", err=True)
+    tta_note = "" if pred.tta == "none" else f", {pred.tta} TTA"
+    click.echo(f"fairexpr serving {pred.backend} model {pred.source} (detector: {det_name}{tta_note}) on {url}", err=True)
     if as_json:
         click.echo(json.dumps({"url": url, "host": host, "port": port, "backend": pred.backend, "model": str(pred.source),
                                "classes": list(pred.classes), "detector": None if det is None else det.name,
-                               "crops": crops, "min_face": min_face, "threshold": threshold, "tta": tta,
+                               "crops": crops, "min_face": min_face, "threshold": threshold, "tta": pred.tta,
                                "max_bytes": max_bytes, "max_pixels": max_pixels}), nl=True)
         sys.stdout.flush()
     serve(app, host, port, sock=sock)

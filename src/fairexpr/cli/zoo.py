@@ -22,7 +22,9 @@ def format_pretrained(rows: list[dict[str, Any]]) -> str:
         h, w = r["input_size"] or (0, 0)
         arch = r["architecture"] + (f" of {' + '.join(r['members'])}" if r.get("members") else "")
         lines.append(f"{r['name']}{alias}: {arch}, {h}x{w}, {r['size_mb']:.1f} MB, "
-                     f"T = {r['temperature'] if r['temperature'] is not None else 1.0:.3f} — {r['description']}")
+                     f"T = {r['temperature'] if r['temperature'] is not None else 1.0:.3f}"
+                     + (f", runs with {tta_label(r['tta'])} by default (--tta none: one view)" if r.get("tta", "none") != "none" else "")
+                     + f" — {r['description']}")
         for name, t in r["test"].items():
             lines.append(f"    {name:<46} n={t['n']:<5} accuracy {100 * t['accuracy']:.1f} %  "
                          f"balanced {100 * t['balanced_accuracy']:.1f} %" + (f"  ({tta_label(t['tta'])})" if t.get("tta", "none") != "none" else ""))

@@ -56,17 +56,16 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
                         tta: str = "none") -> dict[str, Any]:
     """Evaluate a saved model on ``FORMAT:PATH`` (split) with the checkpoint's own preprocessing.
 
-    ``tta="hflip"`` averages the probabilities of each face and its mirror (:mod:`fairexpr.evaluation.tta`).
+    ``tta="hflip"`` averages the probabilities of each face and its mirror (:mod:`fairexpr.evaluation.tta`);
+    ``"auto"`` is the mode the checkpoint's sidecar recommends (``none`` when it names none).
     """
     from ..errors import ConfigError
     from ..data.augment import normalize, to_float
-    from ..evaluation.tta import check_tta, mean_views, tta_views
+    from ..evaluation.tta import AUTO, TTA_MODES, mean_views, resolve_tta, tta_views
     from .data import _remap, load_split
 
-    try:
-        tta = check_tta(tta, "tta")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if tta not in (AUTO, *TTA_MODES):
+        raise ConfigError(f"tta must be one of {AUTO}|{'|'.join(TTA_MODES)}, got {tta!r}")
 
     if split is None:
         from ..data.base import FERDataset
@@ -77,6 +76,10 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
             raise ConfigError(f"{spec}: has splits {', '.join(present)}; give one (--split NAME): evaluating them pooled "
                               "would mix training and test images")
     model, side = ck.load_model(checkpoint)
+    try:
+        tta = resolve_tta(tta, side, f"checkpoint {checkpoint}")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     pre = side["preprocess"]
     data_cfg = {"image_size": int(pre["input_size"][0]), "channels": int(pre["in_chans"]), "on_bad_file": on_bad_file,
                 "cache_dir": None}

@@ -60,6 +60,33 @@ def tta_label(mode: str) -> str:
     return {"none": "", "hflip": "flip TTA", "crops": f"crop TTA, {num_views('crops')} views"}[check_tta(mode)]
 
 
+#: ``--tta auto`` (the CLI's default for predict / eval / serve): the mode the model itself recommends
+AUTO = "auto"
+
+
+def recommended_tta(sidecar: Any, where: str = "checkpoint") -> str:
+    """The TTA mode a model's sidecar recommends (``{"inference": {"tta": MODE}}``; ``"none"`` when it names none).
+
+    A packaged model sets it to the mode its published figures were measured with (the shipped default: ``crops``,
+    the mode in which it meets issue 14's bar), so ``fairexpr predict photo.jpg`` gives what the model card reports.
+    A run trained by the user has no such key: ``none``. Raises ``ValueError`` naming ``where`` when it is malformed."""
+    inf = sidecar.get("inference") if hasattr(sidecar, "get") else None
+    if inf is None:
+        return "none"
+    if not hasattr(inf, "get"):
+        raise ValueError(f"{where}: inference must be a mapping like {{'tta': 'crops'}}, got {inf!r}")
+    return check_tta(inf.get("tta", "none"), f"{where}: inference.tta")
+
+
+def resolve_tta(requested: Any, sidecar: Any, where: str = "checkpoint") -> str:
+    """``requested`` if it is a mode, the sidecar's :func:`recommended_tta` if it is ``"auto"``."""
+    if requested == AUTO:
+        return recommended_tta(sidecar, where)
+    if requested is not None and requested not in TTA_MODES:
+        raise ValueError(f"{where}: tta must be one of {AUTO}|{'|'.join(TTA_MODES)}, got {requested!r}")
+    return check_tta(requested, f"{where}: tta")
+
+
 @lru_cache(maxsize=64)
 def resize_matrix(c: int, n: int) -> Any:
     """``[n, c]`` NumPy matrix of bilinear weights (``align_corners=False``, source coordinates clamped to the
@@ -175,5 +202,5 @@ def mean_views(values: Sequence[Any]) -> Any:
     return total / len(values) if len(values) > 1 else total
 
 
-__all__ = ["CROP_FRACTION", "CROP_POSITIONS", "TTA_MODES", "check_tta", "crop_box", "crop_landmarks", "crop_resize",
-           "mean_views", "num_views", "resize_matrix", "tta_label", "tta_views"]
+__all__ = ["AUTO", "CROP_FRACTION", "CROP_POSITIONS", "TTA_MODES", "check_tta", "crop_box", "crop_landmarks", "crop_resize",
+           "mean_views", "num_views", "recommended_tta", "resize_matrix", "resolve_tta", "tta_label", "tta_views"]

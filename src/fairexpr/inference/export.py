@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..data.base import DataError
-from .predictor import (META_CLASSES, META_FORMAT, META_MODEL, META_PREPROCESS, META_TEMPERATURE, ONNX_FORMAT,
+from .predictor import (META_CLASSES, META_FORMAT, META_INFERENCE, META_MODEL, META_PREPROCESS, META_TEMPERATURE, ONNX_FORMAT,
                         OnnxPredictor, softmax)
 from .preprocess import Preprocess
 
@@ -63,6 +63,14 @@ def export_onnx(model: Any, sidecar: Mapping[str, Any], path: str | Path, *, ops
             META_TEMPERATURE: repr(float(t if t is not None else 1.0)),
             META_MODEL: json.dumps({k: sidecar["model"].get(k) for k in ("name", "num_classes", "kwargs")}
                                    if "model" in sidecar else {})}
+    if sidecar.get("inference"):
+        # the recommended TTA mode travels with the file, so `predict --onnx` (default --tta auto) uses it too
+        from ..evaluation.tta import recommended_tta
+
+        try:
+            meta[META_INFERENCE] = json.dumps({"tta": recommended_tta(sidecar, "sidecar")})
+        except ValueError as e:
+            raise ExportError(str(e)) from None
     set_metadata(proto, meta)
     _atomic_save(proto, path)
     return path

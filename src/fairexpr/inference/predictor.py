@@ -22,6 +22,8 @@ from .preprocess import Preprocess
 #: ONNX metadata_props keys that make an exported model self-describing
 META_FORMAT, META_CLASSES, META_PREPROCESS, META_TEMPERATURE, META_MODEL = (
     "fairexpr.format", "fairexpr.classes", "fairexpr.preprocess", "fairexpr.temperature", "fairexpr.model")
+#: the sidecar's ``inference`` section (the recommended TTA mode), JSON; absent in files exported before it existed
+META_INFERENCE = "fairexpr.inference"
 ONNX_FORMAT = "fairexpr-onnx-1"
 
 
@@ -69,6 +71,8 @@ class Predictor(ABC):
     #: test-time augmentation (:mod:`fairexpr.evaluation.tta`): "none", "hflip" (face + mirror) or "crops" (+ five
     #: crops, twelve views); the views' probabilities are averaged
     tta: str = "none"
+    #: what the caller asked for: a mode, or "auto" (the model's recommended mode, resolved into ``tta``)
+    tta_requested: str = "none"
     #: the most images one network call gets when the TTA views of a batch are stacked (at least the batch itself)
     VIEW_BATCH = 256
 
@@ -103,15 +107,18 @@ class Predictor(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "source": getattr(self, "source", None), "classes": list(self.classes),
-                "preprocess": self.preprocess.to_dict(), "temperature": self.temperature, "tta": self.tta}
+                "preprocess": self.preprocess.to_dict(), "temperature": self.temperature, "tta": self.tta,
+                "tta_requested": self.tta_requested}
 
-    def _set_tta(self, tta: str | None, where: str) -> None:
-        from ..evaluation.tta import check_tta
+    def _set_tta(self, tta: str | None, where: str, sidecar: Mapping[str, Any] | None = None) -> None:
+        """``tta`` is a mode or "auto" = the mode ``sidecar`` recommends (``none`` when it names none)."""
+        from ..evaluation.tta import resolve_tta
 
         try:
-            self.tta = check_tta(tta, f"{where}: tta")
+            self.tta = resolve_tta("none" if tta is None else tta, sidecar or {}, where)
         except ValueError as e:
             raise DataError(str(e)) from None
+        self.tta_requested = "none" if tta is None else str(tta)
 
 
 def _temperature(v: Any, where: str) -> float:
@@ -145,7 +152,7 @@ class TorchPredictor(Predictor):
             self.model = self.model.to(memory_format=torch.channels_last)
         self.device = torch.device(device)
         where = f"checkpoint {checkpoint}"
-        self._set_tta(tta, where)
+        self._set_tta(tta, where, self.sidecar)
         self.preprocess = Preprocess.from_sidecar(self.sidecar.get("preprocess"), where)
         self.classes = tuple(self.sidecar["classes"])
         self.temperature = _temperature(temperature if temperature is not None else self.sidecar.get("temperature"), where)
@@ -175,7 +182,6 @@ class OnnxPredictor(Predictor):
 
         path = Path(onnx_file)
         self.source = str(path)
-        self._set_tta(tta, str(path))
         if not path.is_file():
             raise DataError(f"ONNX file {str(path)!r} not found")
         opts = ort.SessionOptions()
@@ -199,6 +205,11 @@ class OnnxPredictor(Predictor):
         except (KeyError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: fairexpr metadata is incomplete or not JSON ({e})") from None
         self.temperature = _temperature(temperature if temperature is not None else meta.get(META_TEMPERATURE), str(path))
+        try:
+            inference = json.loads(meta[META_INFERENCE]) if META_INFERENCE in meta else {}
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: metadata {META_INFERENCE!r} is not JSON ({e})") from None
+        self._set_tta(tta, str(path), {"inference": inference} if inference else {})
         self.input_name = self.session.get_inputs()[0].name
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

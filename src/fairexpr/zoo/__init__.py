@@ -139,5 +139,7 @@ def list_pretrained() -> list[dict[str, Any]]:
             "input_size": (side.get("preprocess") or {}).get("input_size"),
             "classes": side.get("classes"), "temperature": side.get("temperature"),
             "test": (side.get("zoo") or {}).get("test", {}),
+            # what `--tta auto` (the default of predict / eval / serve) runs this model with
+            "tta": ((side.get("inference") or {}).get("tta") or "none") if installed else None,
         })
     return rows
