@@ -487,6 +487,11 @@ def inference_section(idx: dict[str, Any], name: str) -> dict[str, Any] | None:
         raise SystemExit(str(e)) from None
 
 
+def recommended_mode(idx: dict[str, Any], name: str) -> str:
+    """The TTA mode the entry recommends (``none`` when it names none): the one its build also times."""
+    return (inference_section(idx, name) or {}).get("tta", "none")
+
+
 def set_inference(side: dict[str, Any], idx: dict[str, Any], name: str) -> None:
     """Copy the index entry's ``inference`` section into a packed sidecar (or drop a stale one)."""
     inf = inference_section(idx, name)
@@ -529,7 +534,7 @@ def build_ensemble(idx: dict[str, Any], name: str, a: argparse.Namespace) -> Non
     zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": f"FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "
                       f"{shlex.quote(name)} --storage {a.storage}   # make zoo builds every entry",
-           "recipe": None, "pack": packed, "storage_parity": parity, "test": tests, "latency": latency(dest, tta=(inference_section(idx, name) or {}).get("tta", "none")),
+           "recipe": None, "pack": packed, "storage_parity": parity, "test": tests, "latency": latency(dest, tta=recommended_mode(idx, name)),
            "reliable": reliable_split(run), "ensemble_temperature": {"T": ck.read_json(run / "model.json")["temperature"],
                                                                       "before": cal["before"],
                                                                       "after": cal["after"], "n": cal["n"]},
@@ -673,7 +678,7 @@ def rewrite_card(idx: dict[str, Any], name: str, remeasure_latency: bool = False
     zoo = side["zoo"]
     set_inference(side, idx, name)  # the index's recommended TTA mode may have changed since the build
     if remeasure_latency:
-        zoo["latency"] = latency(Z.ZOO_DIR / name, tta=(side.get("inference") or {}).get("tta", "none"))
+        zoo["latency"] = latency(Z.ZOO_DIR / name, tta=recommended_mode(idx, name))
         zoo["latency"]["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         print(f"latency {json.dumps(zoo['latency'])}", flush=True)
     ck.atomic_write_json(Z.ZOO_DIR / name / "model.json", side)
@@ -707,7 +712,7 @@ def build(idx: dict[str, Any], name: str, a: argparse.Namespace, run: Path | Non
     parity = fp16_parity(run, dest, f"fer2013:{data / 'fer2013'}", "private_test")
     print(f"packed {dest / 'model.safetensors'} ({packed['bytes'] / 2**20:.2f} MB, {a.storage}); parity {parity}", flush=True)
     tests = evaluate_all(dest, run, test_sets(data, clean.resolve()))
-    lat = latency(dest, tta=(inference_section(idx, name) or {}).get("tta", "none"))
+    lat = latency(dest, tta=recommended_mode(idx, name))
     rel = reliable_split(run)
     zoo = {"name": name, "built_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "command": "FAIREXPR_DATA=../shared/data OMP_NUM_THREADS=2 .venv/bin/python benchmarks/build_zoo.py --name "

@@ -13,7 +13,7 @@ import pytest
 
 from fairexpr.checkpoint import atomic_write_json, read_json
 from fairexpr.data.base import DataError
-from fairexpr.evaluation.tta import AUTO, recommended_tta, resolve_tta
+from fairexpr.evaluation.tta import AUTO, check_requested, recommended_tta, resolve_tta
 
 
 def test_recommended_and_resolved_modes_by_hand():
@@ -31,6 +31,39 @@ def test_recommended_and_resolved_modes_by_hand():
         resolve_tta("auto", {"inference": {"tta": "ten"}}, "m.json")
     with pytest.raises(ValueError, match=r"m\.json: tta must be one of auto\|none\|hflip\|crops, got 'vflip'"):
         resolve_tta("vflip", {}, "m.json")
+    assert check_requested(None) == "none" and check_requested("auto") == "auto" and check_requested("crops") == "crops"
+    with pytest.raises(ValueError, match=r"^eval: tta must be one of auto\|none\|hflip\|crops, got 5$"):
+        check_requested(5, "eval")
+
+
+def test_a_bad_request_is_refused_before_anything_loads(tmp_path):
+    from fairexpr.config import ConfigError
+    from fairexpr.engine.evaluate import evaluate_checkpoint
+
+    # the checkpoint does not exist: the mode is what is reported, before the model or the data are read
+    with pytest.raises(ConfigError, match=r"^eval: tta must be one of auto\|none\|hflip\|crops, got 'vflip'$"):
+        evaluate_checkpoint(tmp_path / "missing", "folder:/nowhere", "test", tta="vflip")
+
+
+def test_a_bad_index_entry_or_sidecar_is_one_line_at_build_and_export(ckpt, tmp_path):
+    import sys
+
+    from fairexpr.checkpoint import load_model
+    from fairexpr.inference.export import ExportError, export_onnx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        from build_zoo import inference_section, recommended_mode
+    finally:
+        sys.path.pop(0)
+    idx = {"models": {"a": {"inference": {"tta": "ten"}}, "b": {}, "c": {"inference": {"tta": "hflip"}}}}
+    with pytest.raises(SystemExit, match=r"index\.json: models\.a: inference\.tta must be one of none\|hflip\|crops"):
+        inference_section(idx, "a")
+    assert recommended_mode(idx, "b") == "none" and recommended_mode(idx, "c") == "hflip"
+    model, side = load_model(ckpt)
+    with pytest.raises(ExportError, match=r"sidecar: inference must be a mapping"):
+        export_onnx(model, {**side, "inference": "crops"}, tmp_path / "out" / "m.onnx")
+    assert not (tmp_path / "out").exists()  # refused before anything is exported or written
 
 
 @pytest.fixture(scope="module")

@@ -108,12 +108,6 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
         raise SystemExit(1)
 
 
-def _tta_label(mode: str) -> str:
-    from ..evaluation.tta import tta_label
-
-    return tta_label(mode)
-
-
 def _report_dir(annotate_dir: str | None, out_csv: str | None, out_json: str | None) -> Path | None:
     if annotate_dir:
         return Path(annotate_dir)
@@ -241,6 +235,8 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], classes: list[str]) 
 
 def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_json: str | None,
            annotate_dir: str | None, tta: str = "none") -> str:
+    from ..evaluation.tta import tta_label
+
     lines = []
     for r in result["records"]:
         where = r.source + (f" @{r.time:.2f}s" if r.time is not None else "")
@@ -259,7 +255,7 @@ def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_
     c = result["counts"]
     lines.append(f"{c['ok']} face(s) classified, {c['too_small']} too small, {c['no_face']} image(s)/frame(s) "
                  f"without a face, {c['bad_files']} unreadable input(s)"
-                 + ("" if tta == "none" else f"; {_tta_label(tta)} (--tta none is faster)"))
+                 + ("" if tta == "none" else f"; {tta_label(tta)} (--tta none is faster)"))
     for p, e in result["bad"]:
         # reader errors already start with the file name: print it once
         e = e[len(p):].lstrip(": ") if e.startswith(str(p)) else e

@@ -61,11 +61,13 @@ def evaluate_checkpoint(checkpoint: str | Path, spec: str, split: str | None = N
     """
     from ..errors import ConfigError
     from ..data.augment import normalize, to_float
-    from ..evaluation.tta import AUTO, TTA_MODES, mean_views, resolve_tta, tta_views
+    from ..evaluation.tta import check_requested, mean_views, resolve_tta, tta_views
     from .data import _remap, load_split
 
-    if tta not in (AUTO, *TTA_MODES):
-        raise ConfigError(f"tta must be one of {AUTO}|{'|'.join(TTA_MODES)}, got {tta!r}")
+    try:  # a bad mode is refused before the model and the data are loaded
+        check_requested(tta, "eval")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     if split is None:
         from ..data.base import FERDataset

@@ -78,13 +78,20 @@ def recommended_tta(sidecar: Any, where: str = "checkpoint") -> str:
     return check_tta(inf.get("tta", "none"), f"{where}: inference.tta")
 
 
+def check_requested(requested: Any, where: str = "checkpoint") -> str:
+    """A requested mode: one of ``TTA_MODES`` or ``"auto"`` (``None`` = ``"none"``); ``ValueError`` naming ``where``
+    otherwise. Lets a caller refuse a bad request before it loads anything."""
+    if requested is None:
+        return "none"
+    if requested != AUTO and requested not in TTA_MODES:
+        raise ValueError(f"{where}: tta must be one of {AUTO}|{'|'.join(TTA_MODES)}, got {requested!r}")
+    return requested
+
+
 def resolve_tta(requested: Any, sidecar: Any, where: str = "checkpoint") -> str:
     """``requested`` if it is a mode, the sidecar's :func:`recommended_tta` if it is ``"auto"``."""
-    if requested == AUTO:
-        return recommended_tta(sidecar, where)
-    if requested is not None and requested not in TTA_MODES:
-        raise ValueError(f"{where}: tta must be one of {AUTO}|{'|'.join(TTA_MODES)}, got {requested!r}")
-    return check_tta(requested, f"{where}: tta")
+    requested = check_requested(requested, where)
+    return recommended_tta(sidecar, where) if requested == AUTO else requested
 
 
 @lru_cache(maxsize=64)
@@ -203,4 +210,4 @@ def mean_views(values: Sequence[Any]) -> Any:
 
 
 __all__ = ["AUTO", "CROP_FRACTION", "CROP_POSITIONS", "TTA_MODES", "check_tta", "crop_box", "crop_landmarks", "crop_resize",
-           "mean_views", "num_views", "recommended_tta", "resize_matrix", "resolve_tta", "tta_label", "tta_views"]
+           "check_requested", "mean_views", "num_views", "recommended_tta", "resize_matrix", "resolve_tta", "tta_label", "tta_views"]

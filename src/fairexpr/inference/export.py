@@ -38,6 +38,16 @@ def export_onnx(model: Any, sidecar: Mapping[str, Any], path: str | Path, *, ops
     import torch
 
     pre = Preprocess.from_sidecar(sidecar.get("preprocess"), "sidecar")
+    inference = None
+    if sidecar.get("inference"):
+        # the recommended TTA mode travels with the file, so `predict --onnx` (default --tta auto) uses it too;
+        # checked before the (slow) export
+        from ..evaluation.tta import recommended_tta
+
+        try:
+            inference = json.dumps({"tta": recommended_tta(sidecar, "sidecar")})
+        except ValueError as e:
+            raise ExportError(str(e)) from None
     classes = list(sidecar["classes"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,14 +73,8 @@ def export_onnx(model: Any, sidecar: Mapping[str, Any], path: str | Path, *, ops
             META_TEMPERATURE: repr(float(t if t is not None else 1.0)),
             META_MODEL: json.dumps({k: sidecar["model"].get(k) for k in ("name", "num_classes", "kwargs")}
                                    if "model" in sidecar else {})}
-    if sidecar.get("inference"):
-        # the recommended TTA mode travels with the file, so `predict --onnx` (default --tta auto) uses it too
-        from ..evaluation.tta import recommended_tta
-
-        try:
-            meta[META_INFERENCE] = json.dumps({"tta": recommended_tta(sidecar, "sidecar")})
-        except ValueError as e:
-            raise ExportError(str(e)) from None
+    if inference is not None:
+        meta[META_INFERENCE] = inference
     set_metadata(proto, meta)
     _atomic_save(proto, path)
     return path

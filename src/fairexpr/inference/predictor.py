@@ -115,7 +115,7 @@ class Predictor(ABC):
         from ..evaluation.tta import resolve_tta
 
         try:
-            self.tta = resolve_tta("none" if tta is None else tta, sidecar or {}, where)
+            self.tta = resolve_tta(tta, sidecar or {}, where)
         except ValueError as e:
             raise DataError(str(e)) from None
         self.tta_requested = "none" if tta is None else str(tta)
