@@ -48,8 +48,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, epochs_table, load_run, loss_table, noise_table,  # noqa: E402
-                                               rb_table, to_markdown)
+from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
+                                               epochs_table, load_run, loss_table, noise_table, rb_table, to_markdown)
 
 RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
 
@@ -355,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --baseline: head variants whose cells the change cannot affect (e.g. norb, which has no "
                         "anchors, for an anchor setting): the claims are recomputed with the baseline's cells of those "
                         "variants that this run did not make")
+    p.add_argument("--collapse-below", type=float, default=None, metavar="PCT",
+                   help="table c: also count the runs whose test accuracy is below PCT %% (a threshold fixed before the "
+                        "runs) per head and noise rate, with the one-sided Fisher exact p that the head without RB "
+                        "collapses more often")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     p.add_argument("--speed", action="store_true",
@@ -364,9 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
     # a row filter for tables that are not requested would be silently ignored: refuse it
-    for opt, used_by in (("noise", "c"), ("variants", "ac"), ("losses", "b")):
+    for opt, used_by in (("noise", "c"), ("variants", "ac"), ("losses", "b"), ("collapse_below", "c")):
         if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
-            p.error(f"--{opt} picks rows of table {' or '.join(used_by)}, but --tables is {' '.join(args.tables)}")
+            what = "counts runs of" if opt == "collapse_below" else "picks rows of"
+            p.error(f"--{opt.replace('_', '-')} {what} table {' or '.join(used_by)}, but --tables is "
+                    f"{' '.join(args.tables)}")
+    if args.collapse_below is not None and not 0 < args.collapse_below < 100:
+        p.error(f"--collapse-below {args.collapse_below:g}: expected a test accuracy in % between 0 and 100")
     if args.borrow and not args.baseline:
         p.error("--borrow takes cells from a --baseline runs file: give --baseline too")
     args.noise = args.noise if args.noise is not None else list(NOISE_RATES)
@@ -390,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
             "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
+            "collapse_below_pct": args.collapse_below,
             "wall_minutes": None,
             "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
@@ -456,7 +465,11 @@ def main(argv: list[str] | None = None) -> int:
             tables["table7_label_noise_accuracy"] = noise_table(records)
             tables["table7_label_noise_balanced_accuracy"] = noise_table(records, metric="balanced_accuracy")
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
-        tables["embedding_cluster_quality"] = cluster_table(records)
+            if args.collapse_below is not None:
+                tables["label_noise_collapses"] = collapse_table(records, args.collapse_below / 100)
+        clusters = cluster_table(records)
+        if len(clusters):  # clean full-loss cells only: none in a noise-only run
+            tables["embedding_cluster_quality"] = clusters
         claims = claims_table(records)
         if len(claims):
             tables["claims_paired_by_seed"] = claims
@@ -480,7 +493,10 @@ def main(argv: list[str] | None = None) -> int:
           "GFLOPs = multiply-accumulates at the model's input size (the paper's unit). Cluster scores of the test "
           "embeddings grouped by true class: Davies–Bouldin lower is better, Calinski–Harabasz higher is better. "
           "Claims: B − A paired by seed, mean [95 % Student-t interval] in points, **reproduced** only when the "
-          "interval excludes 0 in the claimed direction. Epochs: epochs run (epoch kept by validation) per seed.\n",
+          "interval excludes 0 in the claimed direction. Epochs: epochs run (epoch kept by validation) per seed."
+          + (f" Collapses: runs with test accuracy below {args.collapse_below:g} % (marked *), per head, with the "
+             "one-sided Fisher exact p that the head without RB collapses more often."
+             if args.collapse_below is not None else "") + "\n",
           f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     if baseline:
         md += [f"Baseline (A): {', '.join(f'`{f}`' for f in args.baseline)}; this run (B) differs by `{change}`. "

@@ -168,3 +168,34 @@ def test_a_row_filter_of_a_table_not_run_is_refused(grefel, capsys, tables, opt,
         grefel.main(["--tables", *tables, opt, value, "--datasets", "synthetic", "--results", "/tmp/unused"])
     err = capsys.readouterr().err
     assert f"{opt} picks rows of table" in err and f"--tables is {' '.join(tables)}" in err
+
+
+@pytest.mark.parametrize("argv, msg", [(["--tables", "a", "--collapse-below", "50"],
+                                        "--collapse-below counts runs of table c, but --tables is a"),
+                                       (["--tables", "c", "--collapse-below", "0"], "--collapse-below 0: expected a test accuracy in %"),
+                                       (["--tables", "c", "--collapse-below", "150"], "between 0 and 100")])
+def test_a_bad_collapse_threshold_is_refused(grefel, capsys, argv, msg):
+    with pytest.raises(SystemExit):
+        grefel.main([*argv, "--datasets", "synthetic", "--results", "/tmp/unused"])
+    assert msg in capsys.readouterr().err
+
+
+def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
+    """Table c at one noise rate on synthetic faces, both heads, two seeds, with a collapse threshold above any
+    accuracy a 1-epoch synthetic run reaches: every run counts as collapsed, and the table says so."""
+    argv = ["--datasets", "synthetic", "--model", "reliability_balanced", "--tables", "c", "--noise", "0.2",
+            "--seeds", "0", "1", "--epochs", "1", "--minutes", "0", "--synthetic-total", "120", "--collapse-below", "99.9",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--tag", "g_noise",
+            "--override", "train.batch_size=16"]
+    assert grefel.main(argv) == 0
+    tables = json.loads((tmp_path / "res" / "g_noise_tables.json").read_text())
+    assert "embedding_cluster_quality" not in tables  # no clean full-loss cell in a noise-only run: no empty table
+    rows = [dict(zip(tables["label_noise_collapses"]["columns"], r)) for r in tables["label_noise_collapses"]["data"]]
+    assert len(rows) == 1 and rows[0]["label noise"] == "20%" and rows[0]["collapse: below"] == "99.9%"
+    assert rows[0]["without RB collapsed"] == "2 of 2" and rows[0]["with RB collapsed"] == "2 of 2"
+    assert rows[0]["Fisher p (without RB collapses more)"] == "1.000"
+    assert rows[0]["with RB by seed"].startswith("s0: ") and rows[0]["with RB by seed"].count("*") == 2
+    runs = json.loads((tmp_path / "res" / "g_noise_runs.json").read_text())
+    assert runs["meta"]["collapse_below_pct"] == 99.9
+    md = (tmp_path / "res" / "g_noise_tables.md").read_text()
+    assert "## label_noise_collapses" in md and "below 99.9 % (marked *)" in md

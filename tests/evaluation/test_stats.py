@@ -56,3 +56,25 @@ def test_claim_verdict_follows_the_claimed_direction():
     assert claim_verdict(paired_difference([0.1], [0.2]), "b > a") == "one seed: no interval"
     with pytest.raises(ValueError, match="claimed direction"):
         claim_verdict(up, "up")
+
+
+def test_fisher_one_sided_by_hand():
+    from fairexpr.evaluation.stats import fisher_one_sided
+
+    # 4 of 5 vs 0 of 5: all 4 events in A, C(5,4) C(5,0) / C(10,4) = 5 / 210
+    assert fisher_one_sided(4, 5, 0, 5) == pytest.approx(5 / 210)
+    assert fisher_one_sided(3, 5, 0, 5) == pytest.approx(10 / 120)  # C(5,3) / C(10,3)
+    assert fisher_one_sided(4, 15, 0, 15) == pytest.approx(1365 / 27405)  # C(15,4) / C(30,4) = 0.0498
+    # 1 of 5 vs 1 of 5: P(X >= 1) with K = 2 = (C(5,1) C(5,1) + C(5,2) C(5,0)) / C(10,2) = 35 / 45
+    assert fisher_one_sided(1, 5, 1, 5) == pytest.approx(35 / 45)
+    assert fisher_one_sided(0, 5, 0, 5) == 1.0 and fisher_one_sided(0, 3, 2, 3) == 1.0
+    assert fisher_one_sided(2, 2, 0, 3) == pytest.approx(1 / 10)  # C(2,2) C(3,0) / C(5,2)
+
+
+@pytest.mark.parametrize("args, match", [((3, 2, 0, 5), "exceed"), ((1, 0, 0, 0), "exceed"), ((0, 0, 0, 3), "at least one"),
+                                         ((-1, 5, 0, 5), "hits_a"), ((1.5, 5, 0, 5), "hits_a"), ((True, 5, 0, 5), "hits_a")])
+def test_fisher_one_sided_bad_counts(args, match):
+    from fairexpr.evaluation.stats import fisher_one_sided
+
+    with pytest.raises(ValueError, match=match):
+        fisher_one_sided(*args)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, complexity_of, epochs_table, load_run,
+from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table, complexity_of, epochs_table, load_run,
                                                load_runs, loss_table, loss_variant, noise_table, rb_table, rb_variant,
                                                to_markdown)
 from fairexpr.evaluation.metrics import _json, evaluate
@@ -141,6 +141,29 @@ def test_noise_table_table7(runs):
             r["balanced_accuracy"] = 0.3  # distinct from its accuracy (0.5): the table reads the metric it is given
     b = noise_table(recs, metric="balanced_accuracy", as_text=False).set_index(["dataset", "model"])
     assert b.loc[("ferplus", "without RB"), "20%"] == pytest.approx(0.3)
+
+
+def test_collapse_table_counts_and_fisher_by_hand(runs):
+    t = collapse_table(load_runs(runs, complexity=False), 0.6).set_index(["dataset", "label noise"])
+    # ferplus, clean: without RB s0 P3 = 50.0 % (collapsed), s1 P5 = 83.3 %; with RB (full loss only) s0 P6, s1 P5.
+    # One event, both runs' margins 2: P(it is A's) = C(2,1) C(2,0) / C(4,1) = 1/2
+    clean = t.loc[("ferplus", "0%")]
+    assert clean["without RB collapsed"] == "1 of 2" and clean["with RB collapsed"] == "0 of 2"
+    assert clean["without RB by seed"] == "s0: 50.0*, s1: 83.3" and clean["with RB by seed"] == "s0: 100.0, s1: 83.3"
+    assert clean["Fisher p (without RB collapses more)"] == "0.500" and clean["collapse: below"] == "60%"
+    noisy = t.loc[("ferplus", "20%")]  # P3 vs P4: 1 of 1 vs 0 of 1 -> C(1,1) C(1,0) / C(2,1) = 1/2
+    assert (noisy["without RB collapsed"], noisy["with RB collapsed"]) == ("1 of 1", "0 of 1")
+    assert noisy["with RB by seed"] == "s0: 66.7"
+    fer = t.loc[("fer2013", "0%")]  # one head only: nothing to test
+    assert fer["without RB collapsed"] == "–" and fer["Fisher p (without RB collapses more)"] == "–"
+    assert len(t) == 3  # the MHSA-only, anchors-only and partial-loss runs are not Table 7's heads
+    low = collapse_table(load_runs(runs, complexity=False), 0.4).set_index(["dataset", "label noise"])
+    assert low["without RB collapsed"].to_dict() == {("fer2013", "0%"): "–", ("ferplus", "0%"): "0 of 2",
+                                                     ("ferplus", "20%"): "0 of 1"}
+    assert low.loc[("ferplus", "0%"), "Fisher p (without RB collapses more)"] == "1.000"
+    for bad in (0.0, 1.0, 50):
+        with pytest.raises(ValueError, match="fraction in"):
+            collapse_table(load_runs(runs, complexity=False), bad)
 
 
 def test_cluster_table_hand_computed(runs):

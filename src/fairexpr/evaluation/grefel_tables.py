@@ -219,6 +219,39 @@ def noise_table(records: Sequence[dict[str, Any]], *, metric: str = "accuracy", 
     return pd.DataFrame(list(table.values()), columns=["dataset", "model", "seeds", *cols])
 
 
+def collapse_table(records: Sequence[dict[str, Any]], below: float, *, metric: str = "accuracy") -> pd.DataFrame:
+    """Collapsed runs of Table 7's two heads (without RB / with RB = anchors + MHSA, full loss) per dataset and
+    label-noise rate: a run *collapses* when its test ``metric`` is below ``below`` (a fraction, fixed before the
+    runs). Lists each run's value by seed and the one-sided Fisher exact p that the head without RB collapses more
+    often (:func:`fairexpr.evaluation.stats.fisher_one_sided`); a rate with only one head present has no p."""
+    from .stats import fisher_one_sided
+
+    if not 0.0 < below < 1.0:
+        raise ValueError(f"collapse threshold must be a fraction in (0, 1), got {below!r}")
+    keep = lambda r: r["rb"] in ("without RB", "anchors + MHSA") and _full_loss(r)  # noqa: E731
+    by_cell: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+    for (ds, variant, rate), rs in _group(records, ("dataset", "rb", "label_noise"), keep,
+                                         {"rb": ("without RB", "anchors + MHSA")}):
+        by_cell.setdefault((ds, rate), {})[variant] = sorted(rs, key=lambda r: r["seed"])
+    cols = ["dataset", "label noise", "collapse: below", "without RB collapsed", "with RB collapsed",
+            "without RB by seed", "with RB by seed", "Fisher p (without RB collapses more)"]
+    rows = []
+    for (ds, rate), arms in sorted(by_cell.items()):
+        row: dict[str, Any] = {"dataset": ds, "label noise": f"{rate * 100:g}%", "collapse: below": f"{below * 100:g}%"}
+        counts = {}
+        for variant, label in (("without RB", "without RB"), ("anchors + MHSA", "with RB")):
+            rs = arms.get(variant, [])
+            hits = sum(1 for r in rs if r[metric] < below)
+            counts[variant] = (hits, len(rs))
+            row[f"{label} collapsed"] = f"{hits} of {len(rs)}" if rs else "–"
+            row[f"{label} by seed"] = ", ".join(f"s{r['seed']}: {r[metric] * 100:.1f}" + ("*" if r[metric] < below else "")
+                                                for r in rs) or "–"
+        (ha, na), (hb, nb) = counts["without RB"], counts["anchors + MHSA"]
+        row[cols[-1]] = f"{fisher_one_sided(ha, na, hb, nb):.3f}" if na and nb else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
 def cluster_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
     """Davies–Bouldin (↓) and Calinski–Harabasz (↑) of the test embeddings per dataset and head variant
     (clean labels, full loss)."""

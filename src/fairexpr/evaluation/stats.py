@@ -60,6 +60,23 @@ def paired_difference(a: Mapping[Any, float] | Sequence[float], b: Mapping[Any, 
     return out | {"sd": sd, "ci": [lo, hi], "verdict": verdict}
 
 
+def fisher_one_sided(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """One-sided Fisher exact test that group A's rate of an event is higher than group B's: the probability, with
+    both margins fixed, that A holds ``hits_a`` or more of the ``hits_a + hits_b`` events, i.e. the upper tail of the
+    hypergeometric law ``P(X = k) = C(n_a, k) C(n_b, K - k) / C(n_a + n_b, K)``. Used for counts of collapsed runs,
+    where a paired interval of the metric mixes two failure modes into one spread."""
+    for name, v in (("hits_a", hits_a), ("n_a", n_a), ("hits_b", hits_b), ("n_b", n_b)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if hits_a > n_a or hits_b > n_b:
+        raise ValueError(f"events exceed runs: {hits_a}/{n_a} and {hits_b}/{n_b}")
+    if n_a == 0 or n_b == 0:
+        raise ValueError(f"each group needs at least one run, got n_a={n_a}, n_b={n_b}")
+    total, k_all = n_a + n_b, hits_a + hits_b
+    tail = sum(math.comb(n_a, k) * math.comb(n_b, k_all - k) for k in range(hits_a, min(n_a, k_all) + 1))
+    return tail / math.comb(total, k_all)
+
+
 def claim_verdict(d: Mapping[str, Any], want: str) -> str:
     """A claim's verdict from a :func:`paired_difference` result; ``want`` is its claimed direction (``"b > a"`` or
     ``"b < a"``): ``**reproduced**`` (the interval excludes 0 that way), ``opposite shown`` (the other way),
