@@ -368,9 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
     # a row filter for tables that are not requested would be silently ignored: refuse it
-    for opt, used_by in (("noise", "c"), ("variants", "ac"), ("losses", "b"), ("collapse_below", "c")):
+    for opt, used_by, what in (("noise", "c", "picks rows of"), ("variants", "ac", "picks rows of"),
+                               ("losses", "b", "picks rows of"), ("collapse_below", "c", "counts runs of")):
         if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
-            what = "counts runs of" if opt == "collapse_below" else "picks rows of"
             p.error(f"--{opt.replace('_', '-')} {what} table {' or '.join(used_by)}, but --tables is "
                     f"{' '.join(args.tables)}")
     if args.collapse_below is not None and not 0 < args.collapse_below < 100:

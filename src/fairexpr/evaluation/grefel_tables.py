@@ -170,6 +170,14 @@ def _full_loss(r: dict[str, Any]) -> bool:
     return not r["use_anchors"] or (r["lambda_anchor"] > 0 and r["lambda_center"] > 0)
 
 
+#: Table 7's two heads: the MLP head and the full RB head
+TABLE7_HEADS = ("without RB", "anchors + MHSA")
+
+
+def _table7_head(r: dict[str, Any]) -> bool:
+    return r["rb"] in TABLE7_HEADS and _full_loss(r)
+
+
 def _metric_cols(rs: list[dict[str, Any]], as_text: bool) -> dict[str, Any]:
     acc, f1 = [r["accuracy"] for r in rs], [r["macro_f1"] for r in rs]
     bal = [r.get("balanced_accuracy") for r in rs]  # absent in runs evaluated before it was recorded: "–"
@@ -205,8 +213,7 @@ def loss_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd
 def noise_table(records: Sequence[dict[str, Any]], *, metric: str = "accuracy", as_text: bool = True) -> pd.DataFrame:
     """Table 7: ``metric`` (%) per dataset and head (without RB / with RB = anchors + MHSA, full loss) against the
     injected label-noise rate (one column per rate, e.g. ``0%``, ``10%`` ...)."""
-    keep = lambda r: r["rb"] in ("without RB", "anchors + MHSA") and _full_loss(r)  # noqa: E731
-    cells = _group(records, ("dataset", "rb", "label_noise"), keep, {"rb": ("without RB", "anchors + MHSA")})
+    cells = _group(records, ("dataset", "rb", "label_noise"), _table7_head, {"rb": TABLE7_HEADS})
     rates = sorted({k[2] for k, _ in cells})
     cols = [f"{rate * 100:g}%" for rate in rates]
     table: dict[tuple[str, str], dict[str, Any]] = {}
@@ -228,10 +235,8 @@ def collapse_table(records: Sequence[dict[str, Any]], below: float, *, metric: s
 
     if not 0.0 < below < 1.0:
         raise ValueError(f"collapse threshold must be a fraction in (0, 1), got {below!r}")
-    keep = lambda r: r["rb"] in ("without RB", "anchors + MHSA") and _full_loss(r)  # noqa: E731
     by_cell: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
-    for (ds, variant, rate), rs in _group(records, ("dataset", "rb", "label_noise"), keep,
-                                         {"rb": ("without RB", "anchors + MHSA")}):
+    for (ds, variant, rate), rs in _group(records, ("dataset", "rb", "label_noise"), _table7_head, {"rb": TABLE7_HEADS}):
         by_cell.setdefault((ds, rate), {})[variant] = sorted(rs, key=lambda r: r["seed"])
     cols = ["dataset", "label noise", "collapse: below", "without RB collapsed", "with RB collapsed",
             "without RB by seed", "with RB by seed", "Fisher p (without RB collapses more)"]
