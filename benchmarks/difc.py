@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
+from fairexpr.evaluation.difc_tables import best_val_epoch, load_run, write_tables  # noqa: E402
 
 
 def parse_target(t: str) -> tuple[str, str | None]:
@@ -121,13 +121,6 @@ def source_only(init: str, target: str, target_split: str | None, out: Path) -> 
             raise SystemExit(f"source-only evaluation failed (exit {proc.returncode}): {' '.join(cmd)}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return metrics | {"checkpoint": init, "run": str(run_dir)}
-
-
-def best_val_epoch(history: list[dict]) -> int | None:
-    """1-based epoch of the highest source-validation balanced accuracy in a run's history (None without validation)."""
-    vals = [(float(h["val_balanced_accuracy"]), int(h["epoch"])) for h in history
-            if h.get("val_balanced_accuracy") not in (None, "")]
-    return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None
 
 
 def budget_meta(records: list[dict]) -> dict:

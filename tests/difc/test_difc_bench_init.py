@@ -46,6 +46,7 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     md = (res / "toy_init_tables.md").read_text()
     assert "## paired_claims" in md and "CE adapted > source-only" in md and "DI > CE" in md
     assert f"Every cell starts from `{source_run}`" in md
+    assert "## convergence" in md and "| MCD | " in md and "no validation" in md  # rule 2 per cell, stated
     assert not (res / "difc_runs.json").exists()  # --tag names every results file
     # a second call reuses every cell and the source-only evaluation (nothing is re-run)
     stamps = {p: p.stat().st_mtime for p in out.glob("*/result.json")} | {p: p.stat().st_mtime
@@ -62,11 +63,3 @@ def test_difc_bench_refuses_a_bad_tag(capsys):
     except SystemExit as e:
         assert e.code == 2
     assert "--tag '../x'" in capsys.readouterr().err
-
-
-def test_best_val_epoch():
-    difc = load_bench("difc", "difc_bench_bve")
-    h = [{"epoch": 1, "val_balanced_accuracy": 0.60}, {"epoch": 2, "val_balanced_accuracy": 0.62},
-         {"epoch": 3, "val_balanced_accuracy": 0.62}, {"epoch": 4, "val_balanced_accuracy": 0.61}]
-    assert difc.best_val_epoch(h) == 2  # ties: the earlier epoch
-    assert difc.best_val_epoch([{"epoch": 1}]) is None

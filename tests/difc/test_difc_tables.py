@@ -173,6 +173,7 @@ def test_write_tables_includes_paired_claims_and_source_only(tmp_path):
     md = paths["markdown"].read_text()
     assert "## paired_claims" in md and "## source_only" in md and "| ck | 60.00 | 50.00 | default |" in md
     assert "paired_claims" in json.loads(paths["json"].read_text())
+    assert "## convergence" in md and "no validation" in md  # the hand-made records log no validation
 
 
 def test_per_class_figure_marks_a_class_the_target_lacks(tmp_path, monkeypatch):
@@ -189,3 +190,44 @@ def test_per_class_figure_marks_a_class_the_target_lacks(tmp_path, monkeypatch):
     monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: (texts.append((x, s)), real(self, x, y, s, *a, **k))[1])
     p = per_class_figure(recs, classes, tmp_path / "pc.png")
     assert p.is_file() and texts == [(2, "absent")]  # neutral (index 2) only
+
+
+def _val(method, loss, seed, vals, target="fer:/d/ferplus"):
+    hist = [{"epoch": i + 1, "val_balanced_accuracy": v} for i, v in enumerate(vals)]
+    return make_record(run=f"{method}-{loss}-{seed}", method=method, cls_loss=loss, source="fer", target=target,
+                       seed=seed, metrics=None, history=hist)
+
+
+def test_best_val_epoch_ties_and_missing_validation():
+    from fairexpr.evaluation.difc_tables import best_val_epoch
+
+    h = [{"epoch": 1, "val_balanced_accuracy": 0.60}, {"epoch": 2, "val_balanced_accuracy": 0.62},
+         {"epoch": 3, "val_balanced_accuracy": 0.62}, {"epoch": 4, "val_balanced_accuracy": 0.61}]
+    assert best_val_epoch(h) == 2  # ties: the earlier epoch
+    assert best_val_epoch([{"epoch": 1, "val_balanced_accuracy": ""}, {"epoch": 2}]) is None
+
+
+def test_convergence_table_counts_seeds_that_liked_their_last_epoch():
+    from fairexpr.evaluation.difc_tables import convergence_table
+
+    recs = [  # given out of seed order: the table lists seeds in order
+        _val("safn", "ce", 1, [0.61, 0.62, 0.63]),        # best = last (3 of 3)
+        _val("safn", "ce", 0, [0.61, 0.64, 0.63]),        # best 2
+        _val("safn", "ce", 2, [0.61, 0.60, 0.60]),        # best 1
+        _val("safn", "di", 0, [0.61, 0.62, 0.60]),
+        _val("safn", "di", 1, [0.63, 0.62, 0.60]),
+        _val("mcd", "difc", 0, [0.6, 0.7]),
+        make_record(run="r", method="mcd", cls_loss="ce", source="fer", target="fer:/d/ferplus", seed=0,
+                    metrics=None, history=[{"epoch": 1}, {"epoch": 2}]),
+    ]
+    t = convergence_table(recs)
+    assert list(zip(t.method, t.loss)) == [("MCD", "CE"), ("MCD", "DIFC"), ("SAFN", "CE"), ("SAFN", "DI")]
+    ce = t[(t.method == "SAFN") & (t.loss == "CE")].iloc[0]
+    assert (ce.target, ce.seeds, ce.epochs) == ("ferplus", "0, 1, 2", "3")
+    assert ce["best source-val epoch per seed"] == "2, 3, 1" and ce["last epoch best"] == "1 of 3"
+    assert ce["rule 2"] == "not met (1 of 3)"
+    di = t[(t.method == "SAFN") & (t.loss == "DI")].iloc[0]
+    assert di["best source-val epoch per seed"] == "2, 1" and di["rule 2"] == "met"
+    assert t[(t.method == "MCD") & (t.loss == "DIFC")].iloc[0]["rule 2"] == "not met (1 of 1)"
+    none = t[(t.method == "MCD") & (t.loss == "CE")].iloc[0]
+    assert none["best source-val epoch per seed"] == "–" and none["rule 2"] == "no validation"

@@ -13,6 +13,8 @@ of them. Seeds of the same cell are aggregated as ``mean ± std`` (population st
 * :func:`plug_and_play_table` — Table 5: rows CE/DI/DIFC, columns DANN/SAFN/MCD.
 * :func:`paired_claims_table` — each claim (DI > CE, DIFC > DI, adapted > source-only) as a paired per-seed
   difference with its 95 % interval and verdict (docs/benchmarks.md).
+* :func:`convergence_table` — rule 2 of docs/benchmarks.md per cell: the epoch the source-validation split liked
+  best, per seed, and whether any seed liked its last epoch best.
 """
 from __future__ import annotations
 
@@ -247,6 +249,44 @@ def paired_claims_table(records: Sequence[dict[str, Any]], classes: Sequence[str
                                        "verdict"])
 
 
+def best_val_epoch(history: Sequence[dict[str, Any]]) -> int | None:
+    """1-based epoch of the highest source-validation balanced accuracy in a run's history (ties: the earlier epoch;
+    None when the run logged no validation)."""
+    vals = [(float(h["val_balanced_accuracy"]), int(h["epoch"])) for h in history
+            if h.get("val_balanced_accuracy") not in (None, "")]
+    return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None
+
+
+def convergence_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rule 2 per cell (method, target, loss): epochs run, the source-validation best epoch per seed (in seed
+    order) and how many seeds liked their last epoch best. ``met`` = no seed did, i.e. the cell's curve has turned
+    before the schedule ends; ``no validation`` when the runs logged none. Cells run with
+    ``train.select_metric=last`` are still *scored* at their last epoch: this table says whether a longer schedule
+    could have kept improving the source side, not which model was evaluated."""
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["method"], str(r["target"]), r["cls_loss"]), []).append(r)
+    rows = []
+    order = {k: i for i, k in enumerate(LOSS_ROWS)}
+    for (method, target, loss), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        runs = [len(r.get("history") or []) for r in rs]
+        best = [best_val_epoch(r.get("history") or []) for r in rs]
+        if any(b is None for b in best):
+            last, verdict = "", "no validation"
+        else:
+            n_last = sum(b == n for b, n in zip(best, runs))
+            last = f"{n_last} of {len(rs)}"
+            verdict = "met" if n_last == 0 else f"not met ({n_last} of {len(rs)})"
+        rows.append({"method": METHOD_COLUMNS.get(method, method), "target": Path(target.split(":", 1)[-1]).name or target,
+                     "loss": LOSS_ROWS.get(loss, loss), "seeds": ", ".join(str(r["seed"]) for r in rs),
+                     "epochs": ", ".join(str(n) for n in sorted(set(runs))),
+                     "best source-val epoch per seed": ", ".join("–" if b is None else str(b) for b in best),
+                     "last epoch best": last, "rule 2": verdict})
+    return pd.DataFrame(rows, columns=["method", "target", "loss", "seeds", "epochs", "best source-val epoch per seed",
+                                       "last epoch best", "rule 2"])
+
+
 def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: int = 3,
                source_only: dict[str, dict[str, Any]] | None = None) -> dict[str, pd.DataFrame]:
     """Tables 2, 3, 4, one Table 5 per target (accuracy) and the paired claims for any list of run records
@@ -256,6 +296,7 @@ def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: i
         "table3_confusion_order": confusion_order_table(records, classes),
         "table4_confusing_vs_rest": confusing_classes_table(records, classes, top=top),
         "paired_claims": paired_claims_table(records, classes, source_only=source_only, top=top),
+        "convergence": convergence_table(records),
     }
     if source_only:
         tables["source_only"] = pd.DataFrame(
