@@ -219,9 +219,13 @@ def test_convergence_table_counts_seeds_that_liked_their_last_epoch():
         _val("mcd", "difc", 0, [0.6, 0.7]),
         make_record(run="r", method="mcd", cls_loss="ce", source="fer", target="fer:/d/ferplus", seed=0,
                     metrics=None, history=[{"epoch": 1}, {"epoch": 2}]),
+        _val("dann", "di", 0, [0.6, 0.7]),                  # one seed validated, the other not: said, not hidden
+        make_record(run="r2", method="dann", cls_loss="di", source="fer", target="fer:/d/ferplus", seed=1,
+                    metrics=None, history=[{"epoch": 1}, {"epoch": 2}]),
     ]
     t = convergence_table(recs)
-    assert list(zip(t.method, t.loss)) == [("MCD", "CE"), ("MCD", "DIFC"), ("SAFN", "CE"), ("SAFN", "DI")]
+    assert list(zip(t.method, t.loss)) == [("DANN", "DI"), ("MCD", "CE"), ("MCD", "DIFC"), ("SAFN", "CE"), ("SAFN", "DI")]
+    assert t[(t.method == "DANN")].iloc[0]["rule 2"] == "no validation (1 of 2 runs)"
     ce = t[(t.method == "SAFN") & (t.loss == "CE")].iloc[0]
     assert (ce.target, ce.seeds, ce.epochs) == ("ferplus", "0, 1, 2", "3")
     assert ce["best source-val epoch per seed"] == "2, 3, 1" and ce["last epoch best"] == "1 of 3"

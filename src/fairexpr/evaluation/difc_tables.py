@@ -270,10 +270,12 @@ def convergence_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     order = {k: i for i, k in enumerate(LOSS_ROWS)}
     for (method, target, loss), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
         rs = sorted(rs, key=lambda r: r["seed"])
-        runs = [len(r.get("history") or []) for r in rs]
+        # the last epoch a run logged (its number, not the row count: robust to a history that skips rows)
+        runs = [max((int(h["epoch"]) for h in r.get("history") or []), default=0) for r in rs]
         best = [best_val_epoch(r.get("history") or []) for r in rs]
         if any(b is None for b in best):
-            last, verdict = "", "no validation"
+            n_none = sum(b is None for b in best)
+            last, verdict = "", "no validation" + ("" if n_none == len(rs) else f" ({n_none} of {len(rs)} runs)")
         else:
             n_last = sum(b == n for b, n in zip(best, runs))
             last = f"{n_last} of {len(rs)}"
