@@ -235,3 +235,16 @@ def test_convergence_table_counts_seeds_that_liked_their_last_epoch():
     assert t[(t.method == "MCD") & (t.loss == "DIFC")].iloc[0]["rule 2"] == "not met (1 of 1)"
     none = t[(t.method == "MCD") & (t.loss == "CE")].iloc[0]
     assert none["best source-val epoch per seed"] == "–" and none["rule 2"] == "no validation"
+
+
+def test_convergence_table_reads_the_last_epoch_number_not_the_row_count():
+    """A history that skips a row (epochs 1, 2, 4 after a resume) still has 4 as its last epoch: a best epoch of 4
+    is the last one. Counting rows would call it 3 and wrongly say 'met'."""
+    from fairexpr.evaluation.difc_tables import convergence_table
+
+    hist = [{"epoch": e, "val_balanced_accuracy": v} for e, v in ((1, 0.60), (2, 0.61), (4, 0.65))]
+    rec = make_record(run="gap", method="safn", cls_loss="ce", source="fer", target="fer:/d/ferplus", seed=0,
+                      metrics=None, history=hist)
+    row = convergence_table([rec]).iloc[0]
+    assert row.epochs == "4" and row["best source-val epoch per seed"] == "4"
+    assert row["last epoch best"] == "1 of 1" and row["rule 2"] == "not met (1 of 1)"

@@ -260,7 +260,8 @@ def best_val_epoch(history: Sequence[dict[str, Any]]) -> int | None:
 def convergence_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rule 2 per cell (method, target, loss): epochs run, the source-validation best epoch per seed (in seed
     order) and how many seeds liked their last epoch best. ``met`` = no seed did, i.e. the cell's curve has turned
-    before the schedule ends; ``no validation`` when the runs logged none. Cells run with
+    before the schedule ends; ``no validation`` when the runs logged none (``no validation (k of n runs)`` when only
+    some did). Cells run with
     ``train.select_metric=last`` are still *scored* at their last epoch: this table says whether a longer schedule
     could have kept improving the source side, not which model was evaluated."""
     cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
