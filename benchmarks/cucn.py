@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr.evaluation.convergence import epochs_cell, rule2_fields, rule2_verdict  # noqa: E402
+
 #: recipe -> (config file, the backbone without CBAM, what the recipe is, in words)
 RECIPES: dict[str, tuple[str, str, str]] = {
     "cpu": ("configs/cucn_cpu.yaml", "resnet18",
@@ -205,7 +207,9 @@ def summary_rows(cells: dict[str, dict[int, dict[str, Any]]], runs: dict[str, di
             return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
 
         out.append({"row": f"{row} ({ROWS[row][0]})", "seeds": " ".join(map(str, seeds)),
-                    "epochs (best)": ", ".join(f"{runs[row][s]['epochs']} ({runs[row][s]['best_epoch']})" for s in seeds),
+                    "epochs (best)": ", ".join(epochs_cell(runs[row][s]["epochs"], runs[row][s]["best_epoch"],
+                                                           runs[row][s].get("rule2_last_lead")) for s in seeds),
+                    "rule 2": rule2_verdict([runs[row][s] for s in seeds]),
                     "accuracy": ms("accuracy"), "balanced": ms("balanced_accuracy"),
                     "min class": ms("per_class_accuracy_min"), "max class": ms("per_class_accuracy_max"),
                     "gap": ms("per_class_accuracy_gap")})
@@ -299,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.setdefault(row, {})[seed] = {
                 "run": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
                 "epochs": r["epochs_run"], "best_epoch": r["best_epoch"], "train_seconds_cpu": r["train_seconds"],
-                "stopped_by": r["stopped_by"],
+                "stopped_by": r["stopped_by"], **rule2_fields(r.get("history")),
                 "test": {k: m[k] for k in ("n", *METRICS, "per_class_accuracy")}}
         if not cells:
             continue

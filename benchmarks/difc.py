@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fairexpr.evaluation.difc_tables import best_val_epoch, load_run, write_tables  # noqa: E402
+from fairexpr.evaluation.convergence import best_val_epoch  # noqa: E402
+from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
 
 
 def parse_target(t: str) -> tuple[str, str | None]:

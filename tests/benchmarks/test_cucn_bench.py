@@ -91,6 +91,10 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     assert "label_noise: 0.1" in cfg and "weight_decay: 0.0002" in cfg  # --override reaches every cell
     md = (tmp_path / "res" / "t.md").read_text()
     assert "| plain_ce (backbone, unweighted CE) | 0 1 |" in md and (tmp_path / "res" / "t_synthetic").is_dir()
+    # rule 2 per row, read from each run's validation curve (one epoch: the last is the best, no earlier to lead)
+    run0 = ds["rows"]["plain_ce"]["0"]
+    assert run0["rule2_epochs"] == 1 and run0["rule2_best_epoch"] == 1 and run0["rule2_last_lead"] is None
+    assert "| rule 2 |" in md and "| 1 (1), 1 (1) | not met (2 of 2) |" in md
     # a cell missing from the grid is listed, not silently dropped
     assert cucn.main(args + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
     res2 = json.loads((tmp_path / "res" / "t2.json").read_text())

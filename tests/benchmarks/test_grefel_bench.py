@@ -33,7 +33,8 @@ def test_synthetic_grid_claims_and_collect(grefel, tmp_path, capsys):
     assert {r["claim"] for r in rows} == {"RB > without RB"}  # the others by hand in tests/grefel
     assert all(r["B − A [95 % CI] (points)"].endswith("(n=2)") for r in rows)
     ep = tables["epochs_run_and_kept"]
-    assert all(row[-1] == "s0: 1 (1), s1: 1 (1)" for row in ep["data"])
+    assert all(row[-2:] == ["s0: 1 (1), s1: 1 (1)", "not met (2 of 2)"] for row in ep["data"])  # 1 epoch: last = best
+    assert all(r["rule2_epochs"] == 1 and r["rule2_best_epoch"] == 1 for r in runs["runs"])
     md = (res / "g_smoke_tables.md").read_text()
     assert "## claims_paired_by_seed" in md and "- command: `python benchmarks/grefel.py" in md
     capsys.readouterr()

@@ -198,15 +198,6 @@ def _val(method, loss, seed, vals, target="fer:/d/ferplus"):
                        seed=seed, metrics=None, history=hist)
 
 
-def test_best_val_epoch_ties_and_missing_validation():
-    from fairexpr.evaluation.difc_tables import best_val_epoch
-
-    h = [{"epoch": 1, "val_balanced_accuracy": 0.60}, {"epoch": 2, "val_balanced_accuracy": 0.62},
-         {"epoch": 3, "val_balanced_accuracy": 0.62}, {"epoch": 4, "val_balanced_accuracy": 0.61}]
-    assert best_val_epoch(h) == 2  # ties: the earlier epoch
-    assert best_val_epoch([{"epoch": 1, "val_balanced_accuracy": ""}, {"epoch": 2}]) is None
-
-
 def test_convergence_table_counts_seeds_that_liked_their_last_epoch():
     from fairexpr.evaluation.difc_tables import convergence_table
 
@@ -229,10 +220,12 @@ def test_convergence_table_counts_seeds_that_liked_their_last_epoch():
     ce = t[(t.method == "SAFN") & (t.loss == "CE")].iloc[0]
     assert (ce.target, ce.seeds, ce.epochs) == ("ferplus", "0, 1, 2", "3")
     assert ce["best source-val epoch per seed"] == "2, 3, 1" and ce["last epoch best"] == "1 of 3"
-    assert ce["rule 2"] == "not met (1 of 3)"
+    assert ce["last epoch ahead by (points)"] == "s1 +1.00"  # 63 − max(61, 62)
+    assert ce["rule 2"] == "not met (1 of 3; last epoch ahead by ≤ 1.00 points)"
     di = t[(t.method == "SAFN") & (t.loss == "DI")].iloc[0]
     assert di["best source-val epoch per seed"] == "2, 1" and di["rule 2"] == "met"
-    assert t[(t.method == "MCD") & (t.loss == "DIFC")].iloc[0]["rule 2"] == "not met (1 of 1)"
+    assert di["last epoch ahead by (points)"] == ""
+    assert t[(t.method == "MCD") & (t.loss == "DIFC")].iloc[0]["rule 2"] == "not met (1 of 1; last epoch ahead by ≤ 10.00 points)"
     none = t[(t.method == "MCD") & (t.loss == "CE")].iloc[0]
     assert none["best source-val epoch per seed"] == "–" and none["rule 2"] == "no validation"
 
@@ -247,4 +240,4 @@ def test_convergence_table_reads_the_last_epoch_number_not_the_row_count():
                       metrics=None, history=hist)
     row = convergence_table([rec]).iloc[0]
     assert row.epochs == "4" and row["best source-val epoch per seed"] == "4"
-    assert row["last epoch best"] == "1 of 1" and row["rule 2"] == "not met (1 of 1)"
+    assert row["last epoch best"] == "1 of 1" and row["rule 2"] == "not met (1 of 1; last epoch ahead by ≤ 4.00 points)"

@@ -113,3 +113,16 @@ def test_epochs_and_best_epoch_come_from_result_json(runs):
     t = mean_std_table(recs)
     assert t[(t["labels"] == "10%") & (t["method"] == "SL")].iloc[0]["epochs (best)"] == "20 (14), 20 (15)"
     assert t[(t["labels"] == "10%") & (t["method"] == "Meta-Face2Exp")].iloc[0]["epochs (best)"] == "20 (–), –"
+
+
+def test_rule2_column_reads_the_validation_curve_in_result_json(runs):
+    """SL seed 0 keeps its last epoch, 0.3 points above its best earlier one; seed 1 turned: not met (1 of 2)."""
+    h0 = [{"epoch": e, "val_balanced_accuracy": v} for e, v in ((1, 0.40), (2, 0.50), (3, 0.503))]
+    h1 = [{"epoch": e, "val_balanced_accuracy": v} for e, v in ((1, 0.40), (2, 0.52), (3, 0.51))]
+    (runs[0] / "result.json").write_text(json.dumps({"epochs_run": 3, "best_epoch": 3, "history": h0}))
+    (runs[1] / "result.json").write_text(json.dumps({"epochs_run": 3, "best_epoch": 2, "history": h1}))
+    t = mean_std_table(load_runs(runs))
+    sl = t[(t["labels"] == "10%") & (t["method"] == "SL")].iloc[0]
+    assert sl["epochs (best)"] == "3 (3, last +0.30), 3 (2)"
+    assert sl["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.30 points)"
+    assert t[(t["labels"] == "10%") & (t["method"] == "Meta-Face2Exp")].iloc[0]["rule 2"] == "–"  # no result.json

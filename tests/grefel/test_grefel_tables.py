@@ -234,6 +234,21 @@ def test_epochs_table(runs):
     assert norb["epochs (best)"] == "s0: 8 (6), s1: 1 (–)"
 
 
+def test_epochs_table_states_rule2_with_the_last_epochs_lead(runs):
+    """Seed 0 keeps its last epoch (55.4 % after a best earlier 55.2 %: +0.20 points), seed 1 turned at epoch 2."""
+    hist0 = [{"epoch": e, "val_balanced_accuracy": v} for e, v in ((1, 0.50), (2, 0.552), (3, 0.548), (4, 0.554))]
+    hist1 = [{"epoch": e, "val_balanced_accuracy": v} for e, v in ((1, 0.50), (2, 0.56), (3, 0.55), (4, 0.55))]
+    (runs[0] / "result.json").write_text(json.dumps({"epochs_run": 4, "best_epoch": 4, "history": hist0}))
+    (runs[1] / "result.json").write_text(json.dumps({"epochs_run": 4, "best_epoch": 2, "history": hist1}))
+    t = epochs_table(load_runs(runs, complexity=False))
+    norb = t[(t["dataset"] == "ferplus") & (t["variant"] == "without RB") & (t["label noise"] == "0%")].iloc[0]
+    assert norb["epochs (best)"] == "s0: 4 (4, last +0.20), s1: 4 (2)"
+    assert norb["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.20 points)"
+    (runs[0] / "result.json").write_text(json.dumps({"epochs_run": 4, "best_epoch": 2, "history": hist1}))
+    norb = epochs_table(load_runs(runs, complexity=False))
+    assert norb[(norb["dataset"] == "ferplus") & (norb["variant"] == "without RB")].iloc[0]["rule 2"] == "met"
+
+
 def test_claims_rb_head_against_mlp_head_with_the_same_loss(runs, tmp_path):
     """The RB head trained with L_cls alone against the MLP head (whose loss is L_cls too), paired by seed."""
     extra = [write_run(tmp_path / "y", f"n{s}", seed=s, pred=p, anchors=False, mhsa=False, dataset="raf")

@@ -28,6 +28,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from fairexpr.evaluation.convergence import best_val_epoch, rule2_fields, rule2_verdict
+
 METHOD_COLUMNS = {"dann": "DANN", "safn": "SAFN", "mcd": "MCD"}
 LOSS_ROWS = {"ce": "CE", "di": "DI", "difc": "DIFC"}
 
@@ -249,14 +251,6 @@ def paired_claims_table(records: Sequence[dict[str, Any]], classes: Sequence[str
                                        "verdict"])
 
 
-def best_val_epoch(history: Sequence[dict[str, Any]]) -> int | None:
-    """1-based epoch of the highest source-validation balanced accuracy in a run's history (ties: the earlier epoch;
-    None when the run logged no validation)."""
-    vals = [(float(h["val_balanced_accuracy"]), int(h["epoch"])) for h in history
-            if h.get("val_balanced_accuracy") not in (None, "")]
-    return max(vals, key=lambda v: (v[0], -v[1]))[1] if vals else None
-
-
 def convergence_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rule 2 per cell (method, target, loss): epochs run, the source-validation best epoch per seed (in seed
     order) and how many seeds liked their last epoch best. ``met`` = no seed did, i.e. the cell's curve has turned
@@ -272,22 +266,24 @@ def convergence_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     for (method, target, loss), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
         rs = sorted(rs, key=lambda r: r["seed"])
         # the last epoch a run logged (its number, not the row count: robust to a history that skips rows)
-        runs = [max((int(h["epoch"]) for h in r.get("history") or []), default=0) for r in rs]
-        best = [best_val_epoch(r.get("history") or []) for r in rs]
+        fields = [rule2_fields(r.get("history")) for r in rs]
+        runs = [f["rule2_epochs"] or 0 for f in fields]
+        best = [f["rule2_best_epoch"] for f in fields]
         if any(b is None for b in best):
-            n_none = sum(b is None for b in best)
-            last, verdict = "", "no validation" + ("" if n_none == len(rs) else f" ({n_none} of {len(rs)} runs)")
+            last = ""
         else:
-            n_last = sum(b == n for b, n in zip(best, runs))
-            last = f"{n_last} of {len(rs)}"
-            verdict = "met" if n_last == 0 else f"not met ({n_last} of {len(rs)})"
+            last = f"{sum(b == n for b, n in zip(best, runs))} of {len(rs)}"
+        leads = [f"s{r['seed']} {f['rule2_last_lead']:+.2f}" for r, f in zip(rs, fields)
+                 if f["rule2_best_epoch"] is not None and f["rule2_best_epoch"] == f["rule2_epochs"]
+                 and f["rule2_last_lead"] is not None]
         rows.append({"method": METHOD_COLUMNS.get(method, method), "target": Path(target.split(":", 1)[-1]).name or target,
                      "loss": LOSS_ROWS.get(loss, loss), "seeds": ", ".join(str(r["seed"]) for r in rs),
                      "epochs": ", ".join(str(n) for n in sorted(set(runs))),
                      "best source-val epoch per seed": ", ".join("–" if b is None else str(b) for b in best),
-                     "last epoch best": last, "rule 2": verdict})
+                     "last epoch best": last, "last epoch ahead by (points)": ", ".join(leads),
+                     "rule 2": rule2_verdict(fields)})
     return pd.DataFrame(rows, columns=["method", "target", "loss", "seeds", "epochs", "best source-val epoch per seed",
-                                       "last epoch best", "rule 2"])
+                                       "last epoch best", "last epoch ahead by (points)", "rule 2"])
 
 
 def all_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], top: int = 3,

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .convergence import epochs_cell, rule2_fields, rule2_verdict
 from .difc_tables import to_markdown
 
 __all__ = ["METHOD_NAMES", "load_run", "load_runs", "make_record", "run_summary", "mean_std_table", "per_class_table",
@@ -62,6 +63,7 @@ def load_run(run_dir: str | Path, role: str = "test") -> dict[str, Any]:
     if res_p.is_file():  # how long the run trained and which epoch was kept (the protocol states both per cell)
         result = json.loads(res_p.read_text())
         rec["epochs_run"], rec["best_epoch"] = result.get("epochs_run"), result.get("best_epoch")
+        rec.update(rule2_fields(result.get("history")))
     return rec
 
 
@@ -102,24 +104,21 @@ def mean_std_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -
     for (train, frac, method), rs in _cells(records).items():
         s = [run_summary(r["metrics"]) for r in rs]
         row: dict[str, Any] = {"train": train, "labels": f"{frac * 100:g}%", "method": method, "seeds": len(rs),
-                               "epochs (best)": _epochs(rs)}
+                               "epochs (best)": _epochs(rs),
+                               "rule 2": rule2_verdict(rs) if all("rule2_best_epoch" in r for r in rs) else "–"}
         for key, col in (("accuracy", "accuracy"), ("mean_acc", "Mean Acc"), ("std_acc", "Std Acc")):
             vals = [x[key] for x in s]
             row[col] = _fmt(vals) if as_text else float(np.mean(vals))
         rows.append(row)
-    return pd.DataFrame(rows, columns=["train", "labels", "method", "seeds", "epochs (best)", "accuracy", "Mean Acc",
-                                       "Std Acc"])
+    return pd.DataFrame(rows, columns=["train", "labels", "method", "seeds", "epochs (best)", "rule 2", "accuracy",
+                                       "Mean Acc", "Std Acc"])
 
 
 def _epochs(rs: Sequence[dict[str, Any]]) -> str:
-    """``"20 (14), 20 (20)"``: epochs run and the epoch kept, per seed (``–`` where ``result.json`` is absent)."""
-    parts = []
-    for r in sorted(rs, key=lambda r: r["seed"]):
-        if r.get("epochs_run") is None:
-            parts.append("–")
-        else:
-            parts.append(f"{r['epochs_run']} ({r['best_epoch'] if r.get('best_epoch') is not None else '–'})")
-    return ", ".join(parts)
+    """``"20 (14), 20 (20, last +0.30)"``: epochs run and the epoch kept per seed, with the last epoch's lead over
+    the best earlier one where the last was kept (``–`` where ``result.json`` is absent)."""
+    return ", ".join(epochs_cell(r.get("epochs_run"), r.get("best_epoch"), r.get("rule2_last_lead"))
+                     for r in sorted(rs, key=lambda r: r["seed"]))
 
 
 def per_class_table(records: Sequence[dict[str, Any]], classes: Sequence[str] | None = None) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .convergence import epochs_cell, rule2_fields, rule2_verdict
 from .difc_tables import to_markdown
 
 __all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
@@ -128,6 +129,7 @@ def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True
     if res_p.is_file():
         res = json.loads(res_p.read_text())
         rec.update({k: res.get(k) for k in ("train_seconds", "steps", "epochs_run", "best_epoch", "stopped_by")})
+        rec.update(rule2_fields(res.get("history")))
     if complexity:
         rec.update(complexity_of(sidecar))
     return rec
@@ -356,13 +358,16 @@ def change_table(baseline: Sequence[dict[str, Any]], changed: Sequence[dict[str,
 
 
 def epochs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Per cell (dataset, head, loss, noise): ``epochs run (epoch kept)`` for each seed, from ``result.json``."""
+    """Per cell (dataset, head, loss, noise): ``epochs run (epoch kept)`` for each seed, from ``result.json``, with
+    the last epoch's lead over the best earlier one (points of holdout balanced accuracy) where the last was kept,
+    and the cell's rule-2 verdict (:mod:`fairexpr.evaluation.convergence`; ``–`` for records made before it)."""
     rows = []
     for (ds, variant, loss, noise), rs in _group(records, ("dataset", "rb", "loss", "label_noise"), lambda r: True,
                                                  {"rb": RB_VARIANTS, "loss": LOSS_VARIANTS}):
-        cells = [f"s{r['seed']}: {r.get('epochs_run') if r.get('epochs_run') is not None else '–'} "
-                 f"({r.get('best_epoch') if r.get('best_epoch') is not None else '–'})"
-                 for r in sorted(rs, key=lambda r: r["seed"])]
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = [f"s{r['seed']}: {epochs_cell(r.get('epochs_run'), r.get('best_epoch'), r.get('rule2_last_lead'))}"
+                 for r in rs]
+        verdict = rule2_verdict(rs) if all("rule2_best_epoch" in r for r in rs) else "–"
         rows.append({"dataset": ds, "variant": variant, "loss": loss, "label noise": f"{noise * 100:g}%",
-                     "epochs (best)": ", ".join(cells)})
-    return pd.DataFrame(rows, columns=["dataset", "variant", "loss", "label noise", "epochs (best)"])
+                     "epochs (best)": ", ".join(cells), "rule 2": verdict})
+    return pd.DataFrame(rows, columns=["dataset", "variant", "loss", "label noise", "epochs (best)", "rule 2"])
