@@ -49,6 +49,8 @@ def test_rule2_verdict():
     none = rule2_fields([{"epoch": 1}])
     assert rule2_verdict([none, none]) == "no validation"
     assert rule2_verdict([met, none]) == "no validation (1 of 2 runs)"
+    # a record without the fields (a results file from before them, a run without result.json): unknown, said as such
+    assert rule2_verdict([met, {"epochs_run": 12, "best_epoch": 12}]) == "–"
     with pytest.raises(ValueError, match="no runs"):
         rule2_verdict([])
 

@@ -73,10 +73,13 @@ def rule2_verdict(runs: Sequence[dict[str, Any]]) -> str:
 
     ``met`` when no run's best validation epoch is its last; ``not met (k of n; last epoch ahead by ≤ x.xx points)``
     otherwise (the largest lead of those k runs; the lead is left out where a record predates it); ``no validation``
-    when no run logged any (``(k of n runs)`` when only some did)."""
+    when no run logged any (``(k of n runs)`` when only some did); ``–`` when a record has no rule-2 fields at all
+    (made before they existed, or without a ``result.json``): unknown, not "no validation"."""
     n = len(runs)
     if n == 0:
         raise ValueError("rule2_verdict: no runs given")
+    if any("rule2_best_epoch" not in r or "rule2_epochs" not in r for r in runs):
+        return "–"
     missing = [r for r in runs if r.get("rule2_best_epoch") is None]
     if missing:
         return "no validation" + ("" if len(missing) == n else f" ({len(missing)} of {n} runs)")

@@ -105,7 +105,7 @@ def mean_std_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -
         s = [run_summary(r["metrics"]) for r in rs]
         row: dict[str, Any] = {"train": train, "labels": f"{frac * 100:g}%", "method": method, "seeds": len(rs),
                                "epochs (best)": _epochs(rs),
-                               "rule 2": rule2_verdict(rs) if all("rule2_best_epoch" in r for r in rs) else "–"}
+                               "rule 2": rule2_verdict(rs)}
         for key, col in (("accuracy", "accuracy"), ("mean_acc", "Mean Acc"), ("std_acc", "Std Acc")):
             vals = [x[key] for x in s]
             row[col] = _fmt(vals) if as_text else float(np.mean(vals))

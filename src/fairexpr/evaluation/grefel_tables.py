@@ -367,7 +367,6 @@ def epochs_table(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
         rs = sorted(rs, key=lambda r: r["seed"])
         cells = [f"s{r['seed']}: {epochs_cell(r.get('epochs_run'), r.get('best_epoch'), r.get('rule2_last_lead'))}"
                  for r in rs]
-        verdict = rule2_verdict(rs) if all("rule2_best_epoch" in r for r in rs) else "–"
         rows.append({"dataset": ds, "variant": variant, "loss": loss, "label noise": f"{noise * 100:g}%",
-                     "epochs (best)": ", ".join(cells), "rule 2": verdict})
+                     "epochs (best)": ", ".join(cells), "rule 2": rule2_verdict(rs)})
     return pd.DataFrame(rows, columns=["dataset", "variant", "loss", "label noise", "epochs (best)", "rule 2"])
