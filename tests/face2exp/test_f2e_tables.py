@@ -124,5 +124,5 @@ def test_rule2_column_reads_the_validation_curve_in_result_json(runs):
     t = mean_std_table(load_runs(runs))
     sl = t[(t["labels"] == "10%") & (t["method"] == "SL")].iloc[0]
     assert sl["epochs (best)"] == "3 (3, last +0.30), 3 (2)"
-    assert sl["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.30 points)"
+    assert sl["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.30 points); tail still rising on 0 of 2"
     assert t[(t["labels"] == "10%") & (t["method"] == "Meta-Face2Exp")].iloc[0]["rule 2"] == "–"  # no result.json

@@ -243,7 +243,8 @@ def test_epochs_table_states_rule2_with_the_last_epochs_lead(runs):
     t = epochs_table(load_runs(runs, complexity=False))
     norb = t[(t["dataset"] == "ferplus") & (t["variant"] == "without RB") & (t["label noise"] == "0%")].iloc[0]
     assert norb["epochs (best)"] == "s0: 4 (4, last +0.20), s1: 4 (2)"
-    assert norb["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.20 points)"
+    # neither 4-epoch tail rises beyond its noise (seed 0's slope +1.58, interval -2.14 to +5.30 with t(0.975, 2))
+    assert norb["rule 2"] == "not met (1 of 2; last epoch ahead by ≤ 0.20 points); tail still rising on 0 of 2"
     (runs[0] / "result.json").write_text(json.dumps({"epochs_run": 4, "best_epoch": 2, "history": hist1}))
     norb = epochs_table(load_runs(runs, complexity=False))
     assert norb[(norb["dataset"] == "ferplus") & (norb["variant"] == "without RB")].iloc[0]["rule 2"] == "met"

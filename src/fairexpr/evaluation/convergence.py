@@ -9,7 +9,10 @@ hand from ``metrics.csv``.
 * :func:`best_val_epoch` — the 1-based epoch of the highest validation balanced accuracy (ties: the earlier epoch);
 * :func:`last_epoch_lead` — the last epoch's value minus the best earlier epoch's, in points (negative: the curve has
   turned, by that much);
-* :func:`rule2_fields` — both, plus the epochs logged, as the record fields every benchmark stores;
+* :func:`tail_slope` — the least-squares slope of the curve's tail (its last third, at least 4 epochs), in points
+  per epoch with a 95 % t interval: a tail whose interval lies above 0 is *still rising*, whichever epoch was best
+  (a lead alone cannot tell a last-epoch best on a flat tail from one on a climb);
+* :func:`rule2_fields` — these, plus the epochs logged, as the record fields every benchmark stores;
 * :func:`epochs_cell` / :func:`rule2_verdict` — the text the tables print per seed and per cell.
 
 The metric is fixed (``val_balanced_accuracy``, every recipe's selection metric); a run scored at its last epoch
@@ -18,12 +21,18 @@ improving, not which model was evaluated.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
-__all__ = ["RULE2_KEY", "best_val_epoch", "epochs_cell", "last_epoch_lead", "rule2_fields", "rule2_verdict"]
+from .stats import t_quantile
+
+__all__ = ["RULE2_KEY", "TAIL_MIN_EPOCHS", "best_val_epoch", "epochs_cell", "last_epoch_lead", "rule2_fields",
+           "rule2_verdict", "tail_slope"]
 
 #: the validation column of ``metrics.csv`` / ``result.json["history"]`` that rule 2 reads
 RULE2_KEY = "val_balanced_accuracy"
+#: the fewest epochs a tail is fitted over (the last third of the curve when that is longer)
+TAIL_MIN_EPOCHS = 4
 
 
 def _validated(history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
@@ -48,13 +57,48 @@ def last_epoch_lead(history: Sequence[dict[str, Any]], key: str = RULE2_KEY) -> 
     return (vals[-1][1] - max(v for _, v in vals[:-1])) * 100.0
 
 
+def tail_slope(history: Sequence[dict[str, Any]], key: str = RULE2_KEY,
+               min_epochs: int = TAIL_MIN_EPOCHS) -> dict[str, float | int] | None:
+    """Ordinary least-squares slope of the last ``k`` validated epochs, ``k = max(min_epochs, ceil(n / 3))`` (all
+    ``n`` when fewer), in points per epoch, with its 95 % Student-t interval (``k - 2`` degrees of freedom):
+    ``{"epochs": k, "slope", "lo", "hi"}``. ``None`` with fewer than 3 validated epochs (no interval).
+
+    The x values are the logged epoch numbers (a resumed run's skipped row leaves a gap, not a shift)."""
+    if min_epochs < 3:
+        raise ValueError(f"tail_slope: min_epochs must be >= 3 (an interval needs 3 points), got {min_epochs}")
+    vals = sorted(_validated(history, key))
+    n = len(vals)
+    if n < 3:
+        return None
+    k = min(n, max(min_epochs, math.ceil(n / 3)))
+    xs = [float(e) for e, _ in vals[-k:]]
+    ys = [v * 100.0 for _, v in vals[-k:]]
+    mx, my = sum(xs) / k, sum(ys) / k
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    resid = sum((y - my - slope * (x - mx)) ** 2 for x, y in zip(xs, ys))
+    half = t_quantile(0.975, k - 2) * math.sqrt(resid / (k - 2) / sxx)
+    return {"epochs": k, "slope": slope, "lo": slope - half, "hi": slope + half}
+
+
 def rule2_fields(history: Sequence[dict[str, Any]] | None, key: str = RULE2_KEY) -> dict[str, Any]:
-    """The per-run record fields: ``rule2_epochs`` (last epoch logged), ``rule2_best_epoch`` and ``rule2_last_lead``
-    (points, see :func:`last_epoch_lead`); ``None`` values when the history is missing or has no validation."""
+    """The per-run record fields: ``rule2_epochs`` (last epoch logged), ``rule2_best_epoch``, ``rule2_last_lead``
+    (points, see :func:`last_epoch_lead`) and the tail fit of :func:`tail_slope` as ``rule2_tail_epochs``,
+    ``rule2_tail_slope``, ``rule2_tail_lo``, ``rule2_tail_hi`` (points per epoch); ``None`` values when the history
+    is missing or has too little validation."""
     history = list(history or [])
     last = max((int(h["epoch"]) for h in history), default=None)
+    tail = tail_slope(history, key) or {}
     return {"rule2_epochs": last, "rule2_best_epoch": best_val_epoch(history, key),
-            "rule2_last_lead": last_epoch_lead(history, key)}
+            "rule2_last_lead": last_epoch_lead(history, key),
+            "rule2_tail_epochs": tail.get("epochs"), "rule2_tail_slope": tail.get("slope"),
+            "rule2_tail_lo": tail.get("lo"), "rule2_tail_hi": tail.get("hi")}
+
+
+def _rising(runs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(runs whose tail slope's interval lies above 0, runs whose records have a tail fit)."""
+    fitted = [r for r in runs if r.get("rule2_tail_lo") is not None]
+    return sum(1 for r in fitted if float(r["rule2_tail_lo"]) > 0), len(fitted)
 
 
 def epochs_cell(epochs_run: Any, kept: Any, lead: float | None = None) -> str:
@@ -72,7 +116,11 @@ def rule2_verdict(runs: Sequence[dict[str, Any]]) -> str:
     """One cell's rule-2 verdict over its runs (one per seed), each a record with :func:`rule2_fields`.
 
     ``met`` when no run's best validation epoch is its last; ``not met (k of n; last epoch ahead by ≤ x.xx points)``
-    otherwise (the largest lead of those k runs; the lead is left out where a record predates it); ``no validation``
+    otherwise (the largest lead of those k runs; the lead is left out where a record predates it). Where the records
+    have a tail fit (:func:`tail_slope`), a not-met verdict adds ``; tail still rising on j of n`` (``j`` runs whose
+    tail slope's interval lies above 0: a longer schedule may still gain there; ``0 of n``: no tail's rise can be
+    told from its noise; ``of m with a tail fit`` where only ``m`` records have one), and so does a met verdict when
+    ``j > 0``; ``no validation``
     when no run logged any (``(k of n runs)`` when only some did); ``–`` when a record has no rule-2 fields at all
     (made before they existed, or without a ``result.json``): unknown, not "no validation"."""
     n = len(runs)
@@ -84,8 +132,12 @@ def rule2_verdict(runs: Sequence[dict[str, Any]]) -> str:
     if missing:
         return "no validation" + ("" if len(missing) == n else f" ({len(missing)} of {n} runs)")
     last = [r for r in runs if int(r["rule2_best_epoch"]) == int(r["rule2_epochs"])]
+    rising, fitted = _rising(runs)
+    note = ""
+    if fitted:
+        note = f"; tail still rising on {rising} of {fitted}" + ("" if fitted == n else " with a tail fit")
     if not last:
-        return "met"
+        return "met" + (note if rising else "")
     leads = [r.get("rule2_last_lead") for r in last]
-    tail = f"; last epoch ahead by ≤ {max(leads):.2f} points" if all(v is not None for v in leads) else ""
-    return f"not met ({len(last)} of {n}{tail})"
+    lead = f"; last epoch ahead by ≤ {max(leads):.2f} points" if all(v is not None for v in leads) else ""
+    return f"not met ({len(last)} of {n}{lead}){note}"
