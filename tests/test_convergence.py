@@ -26,6 +26,9 @@ def test_last_epoch_lead_by_hand():
     h = [{"epoch": 4, "val_balanced_accuracy": 0.65}, {"epoch": 1, "val_balanced_accuracy": 0.60},
          {"epoch": 2, "val_balanced_accuracy": 0.61}]
     assert last_epoch_lead(h) == pytest.approx(4.0)
+    # the last epoch logged twice (a resume): its last value counts, compared with the epochs before it, not itself
+    h = _h(0.60, 0.61) + [{"epoch": 2, "val_balanced_accuracy": 0.63}]
+    assert last_epoch_lead(h) == pytest.approx(3.0) and best_val_epoch(h) == 2
     assert last_epoch_lead(_h(0.6)) is None and last_epoch_lead([]) is None
     assert last_epoch_lead([{"epoch": 1}, {"epoch": 2, "val_balanced_accuracy": ""}]) is None
 
@@ -48,7 +51,12 @@ def test_tail_slope_by_hand():
     # x is the logged epoch number: a resumed run's missing epoch 3 leaves a gap (epochs 2, 4, 5, 6 -> slope 1.0 here)
     h = [{"epoch": e, "val_balanced_accuracy": v} for e, v in [(1, 0.3), (2, 0.50), (4, 0.52), (5, 0.53), (6, 0.54)]]
     assert tail_slope(h)["slope"] == pytest.approx(1.0)
+    # an epoch logged twice (a resume re-running it) counts once, with its last value: epoch 3 first logged 40 %,
+    # then 52 % -> epochs 1-4 = 50, 51, 52, 53, a straight line (with both rows the fit would not be one)
+    h = _h(0.50, 0.51, 0.40) + [{"epoch": 3, "val_balanced_accuracy": 0.52}, {"epoch": 4, "val_balanced_accuracy": 0.53}]
+    assert tail_slope(h)["slope"] == pytest.approx(1.0) and tail_slope(h)["epochs"] == 4
     assert tail_slope(_h(0.5, 0.6)) is None and tail_slope([]) is None
+    assert tail_slope(_h(0.5, 0.6) + [{"epoch": 2, "val_balanced_accuracy": 0.6}]) is None  # 2 distinct epochs
     with pytest.raises(ValueError, match="min_epochs"):
         tail_slope(_h(0.5, 0.6, 0.7), min_epochs=2)
 

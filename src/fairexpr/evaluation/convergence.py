@@ -36,7 +36,10 @@ TAIL_MIN_EPOCHS = 4
 
 
 def _validated(history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, float]]:
-    return [(int(h["epoch"]), float(h[key])) for h in history if h.get(key) not in (None, "")]
+    """``(epoch, value)`` for the validated epochs, in epoch order; an epoch logged twice (a resume can re-log it)
+    counts once, with its last value."""
+    last = {int(h["epoch"]): float(h[key]) for h in history if h.get(key) not in (None, "")}
+    return sorted(last.items())
 
 
 def best_val_epoch(history: Sequence[dict[str, Any]], key: str = RULE2_KEY) -> int | None:
@@ -51,7 +54,7 @@ def last_epoch_lead(history: Sequence[dict[str, Any]], key: str = RULE2_KEY) -> 
 
     Positive: the last epoch is the best, ahead by that much (rule 2 not met for this run); zero or negative: an
     earlier epoch is at least as good. ``None`` with fewer than two validated epochs (nothing to compare)."""
-    vals = sorted(_validated(history, key))
+    vals = _validated(history, key)
     if len(vals) < 2:
         return None
     return (vals[-1][1] - max(v for _, v in vals[:-1])) * 100.0
@@ -63,10 +66,11 @@ def tail_slope(history: Sequence[dict[str, Any]], key: str = RULE2_KEY,
     ``n`` when fewer), in points per epoch, with its 95 % Student-t interval (``k - 2`` degrees of freedom):
     ``{"epochs": k, "slope", "lo", "hi"}``. ``None`` with fewer than 3 validated epochs (no interval).
 
-    The x values are the logged epoch numbers (a resumed run's skipped row leaves a gap, not a shift)."""
+    The x values are the logged epoch numbers (a resumed run's skipped row leaves a gap, not a shift; an epoch
+    logged twice, as a resume can, counts once, with its last value)."""
     if min_epochs < 3:
         raise ValueError(f"tail_slope: min_epochs must be >= 3 (an interval needs 3 points), got {min_epochs}")
-    vals = sorted(_validated(history, key))
+    vals = _validated(history, key)
     n = len(vals)
     if n < 3:
         return None
