@@ -124,9 +124,9 @@ def rule2_verdict(runs: Sequence[dict[str, Any]]) -> str:
     have a tail fit (:func:`tail_slope`), a not-met verdict adds ``; tail still rising on j of n`` (``j`` runs whose
     tail slope's interval lies above 0: a longer schedule may still gain there; ``0 of n``: no tail's rise can be
     told from its noise; ``of m with a tail fit`` where only ``m`` records have one), and so does a met verdict when
-    ``j > 0``; ``no validation``
-    when no run logged any (``(k of n runs)`` when only some did); ``–`` when a record has no rule-2 fields at all
-    (made before they existed, or without a ``result.json``): unknown, not "no validation"."""
+    ``j > 0``. ``no validation`` when no run logged any (``(k of n runs)`` when only some did); ``–`` when a record
+    has no rule-2 fields at all (made before they existed, or without a ``result.json``): unknown, not "no
+    validation"."""
     n = len(runs)
     if n == 0:
         raise ValueError("rule2_verdict: no runs given")
