@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fairexpr._io import atomic_write_text
 
 
 def _timeit(fn, reps: int) -> list[float]:
@@ -97,7 +98,7 @@ def main() -> None:
            "hardware": {"cpu": _cpu(), "cores": os.cpu_count()},
            "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2))
     print("| path | faces/s | latency 1 face (ms, 1 thread) |\n|---|---|---|")
     for k, r in results.items():
         print(f"| {k} | {r['faces_per_s']:.0f} | {r['latency_ms_median_1thread']:.2f} |")

@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
+
 GOAL = 0.05
 ROLES = ("val", "test", "target_eval")
 
@@ -184,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "goal": f"ECE <= {GOAL:.0%} on the test split (issue 14)", "date": time.strftime("%Y-%m-%d"),
             "runs": {k: [str(p.relative_to(ROOT)) for p in v] for k, v in groups.items()},
             "recipes_not_measured": unmeasured}
-    (res / f"{a.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False))
+    atomic_write_text(res / f"{a.tag}.json", json.dumps({"meta": meta, "rows": rows}, indent=2, ensure_ascii=False))
     text = (f"## ECE before / after the end-of-training temperature ({a.tag})\n\n" + markdown(rows) + "\n"
             + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k not in ("runs", "recipes_not_measured")) + "\n"
             + (f"\n**Recipes without a measured run here** ({len(unmeasured)} of {len(recipes)} in {a.recipes}/): "
                + ", ".join(f"`{r}`" for r in unmeasured) + "\n" if unmeasured else ""))
-    (res / f"{a.tag}.md").write_text(text)
+    atomic_write_text(res / f"{a.tag}.md", text)
     print(text)
     return 0
 

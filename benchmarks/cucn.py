@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import epochs_cell, rule2_fields, rule2_verdict  # noqa: E402
 
 #: recipe -> (config file, the backbone without CBAM, what the recipe is, in words)
@@ -333,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     "FER2013 train (10% holdout val) -> PrivateTest; FER+ majority train (FER2013Valid val) -> test",
             "command": "python benchmarks/cucn.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "missing_cells": missing, "date": time.strftime("%Y-%m-%d")}
-    (res_dir / f"{a.tag}.json").write_text(json.dumps({"meta": meta, "datasets": results}, indent=2))
-    (res_dir / f"{a.tag}.md").write_text(
+    atomic_write_text(res_dir / f"{a.tag}.json", json.dumps({"meta": meta, "datasets": results}, indent=2))
+    atomic_write_text(res_dir / f"{a.tag}.md",
         f"## CUCN ablation ({a.tag})\n\n" + "\n".join(md) + "\n"
         + ("**Missing cells** (not finished, left out of the tables): " + ", ".join(missing) + "\n\n" if missing else "")
         + "\n".join(f"- {k}: {v}" for k, v in meta.items() if k != "missing_cells") + "\n")

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import best_val_epoch  # noqa: E402
 from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
 
@@ -207,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "recipe": args.recipe, "budget": budget_meta(records),
             "seeds": args.seeds, "source": f"{source}@{source_split}", "targets": [f"{t}@{s or 'all'}" for t, s in targets],
-            "overrides": args.override, "init": args.init, "wall_minutes": (time.time() - t_start) / 60}
+            "overrides": args.override, "init": args.init, "wall_minutes": (time.time() - t_start) / 60,
+            "command": "python benchmarks/difc.py " + shlex.join(sys.argv[1:] if argv is None else argv)}
     if so:
         meta["source_only"] = {t: {k: m[k] for k in ("accuracy", "balanced_accuracy", "n", "run")} for t, m in so.items()}
-    (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": [
+    atomic_write_text(res / f"{args.tag}_runs.json", json.dumps({"meta": meta, "runs": [
         {k: v for k, v in r.items() if k != "history"} | {"train_seconds_history": [h.get("train_time_s") for h in r["history"]],
                                                           "difc_phase_reached": max([int(h.get("difc_phase") or 1)
                                                                                      for h in r["history"]] or [1]),
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               h.get("val_balanced_accuracy") for h in r["history"]]}
         for r in records]}, indent=2, default=str))
     header = (f"# DIFC benchmark\n\nSource {meta['source']}; targets {', '.join(meta['targets'])}; seeds {args.seeds}; "
-              f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n")
+              f"recipe `{args.recipe}`; budget {json.dumps(meta['budget'])}; {meta['hardware']}.\n\n"
+              f"Command: `{meta['command']}`\n")
     if args.init:
         header += (f"\nEvery cell starts from `{args.init}` (`fairexpr adapt --init`); *source-only* = that model on the "
                    "target. Overrides: " + (" ".join(f"`{o}`" for o in args.override) or "none") + ".\n")

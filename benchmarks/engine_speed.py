@@ -32,6 +32,8 @@ import torch
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from fairexpr._io import atomic_write_text
+
 VARIANTS = [("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "contiguous"), ("bf16", "channels_last")]
 
 
@@ -223,7 +225,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         manifest = tmp / "subset.csv"
-        manifest.write_text("path,label\n" + "\n".join(f"{f},{ds.classes[l]}" for f, l in zip(files, labels)) + "\n")
+        atomic_write_text(manifest, "path,label\n" + "\n".join(f"{f},{ds.classes[l]}" for f, l in zip(files, labels)) + "\n")
         for recipe in a.recipes:
             path, overrides = split_recipe(recipe)
             cfg = load_config(path, overrides=overrides)
@@ -334,7 +336,7 @@ def main():
                + (["--same-process"] if a.same_process else [])),
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(a.out), json.dumps(out, indent=2) + "\n")
     print(f"wrote {a.out}")
 
 

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
 
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke, "overrides": args.override, "wall_minutes": (time.time() - t_start) / 60,
             "command": "python benchmarks/face2exp.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
-    (res / f"{args.tag}_runs.json").write_text(json.dumps(
+    atomic_write_text(res / f"{args.tag}_runs.json", json.dumps(
         {"meta": meta, "runs": [{k: v for k, v in r.items() if k != "metrics"}
                                 | {"accuracy": r["metrics"]["accuracy"], "balanced_accuracy": r["metrics"].get("balanced_accuracy"),
                                    "per_class_accuracy": r["metrics"]["per_class_accuracy"],
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                               ignore_index=True)
     for ds in sorted({r["dataset"] for r in records}):
         tables[f"per_class_{ds}"] = per_class_table([r for r in records if r["dataset"] == ds])
-    (res / f"{args.tag}_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
+    atomic_write_text(res / f"{args.tag}_tables.json", json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()},
                                                          indent=2))
     figures = []
     for ds in args.datasets:
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
-    (res / f"{args.tag}_tables.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(res / f"{args.tag}_tables.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
+
 # backbone -> (recipe, one-thread img/s it trains at: sizes the epochs to ~90 % of the budget, see recipe_speed.json)
 CELLS = {
     "dlib_resnet29": ("configs/ldam_drw_dlib_cpu.yaml", 490.0),
@@ -104,7 +106,7 @@ def cell(name: str, seed: int, a: argparse.Namespace) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         run(cmd + ["--out", str(out), "--resume"] if (out / "last.json").is_file() else cmd + ["--out", str(out)],
             out, out.with_suffix(".log"))
-        (out / "command.json").write_text(json.dumps(record))
+        atomic_write_text(out / "command.json", json.dumps(record))
     res = json.loads((out / "result.json").read_text())
     evals = {"fer2013_private": res["eval"]["test"]}
     for key, spec, split, opts in (("ferplus_test", f"ferplus:{a.data / 'ferplus'}", "test", ["--option", "num_classes=7"]),
@@ -158,7 +160,7 @@ def main() -> None:
            "command": "python benchmarks/face_backbone.py " + " ".join(sys.argv[1:]), "rows": rows,
            "dlib_minus_mobilenet": diffs}
     a.results.parent.mkdir(parents=True, exist_ok=True)
-    a.results.with_suffix(".json").write_text(json.dumps(rep, indent=2))
+    atomic_write_text(a.results.with_suffix(".json"), json.dumps(rep, indent=2))
     hw = rep["hardware"]
     what = "LDAM-DRW, all labels" if a.study == "supervised" else "Meta-Face2Exp, 10 % labels + UTKFace unlabelled"
     md = [f"# Face backbone vs ImageNet backbone: FER2013 {what}, {a.cpu_minutes:g} CPU-minutes per run, seeds {a.seeds}", "",
@@ -173,7 +175,7 @@ def main() -> None:
                                for k in ("fer2013_private", "ferplus_test", "ckplus48")) + " |")
     md += ["", "dlib − MobileNetV2, paired by seed (points): " + "; ".join(
         f"{k.replace('/', ' ')} {format_difference(d)}" for k, d in diffs.items())]
-    a.results.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write_text(a.results.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
                                                epochs_table, load_run, loss_table, noise_table, rb_table, to_markdown)
 
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         speed = measure_speed(args.speed_images, 64, Path(args.recipe))
         res.mkdir(parents=True, exist_ok=True)
         speed["hardware"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads"
-        (res / "grefel_speed.json").write_text(json.dumps(speed, indent=2))
+        atomic_write_text(res / "grefel_speed.json", json.dumps(speed, indent=2))
         return 0
     if "synthetic" in args.datasets and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--datasets synthetic numbers are meaningless: pass --results to a scratch folder")
@@ -443,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
     res.mkdir(parents=True, exist_ok=True)
     meta["wall_minutes"] = (time.time() - t_start) / 60
-    (res / f"{args.tag}_runs.json").write_text(json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
+    atomic_write_text(res / f"{args.tag}_runs.json", json.dumps({"meta": meta, "runs": records, "log": log}, indent=2, default=str))
     tables: dict[str, Any] = {}
     if records and baseline:
         tables["change_vs_baseline"] = change_table(baseline, records, change)
@@ -474,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(claims):
             tables["claims_paired_by_seed"] = claims
         tables["epochs_run_and_kept"] = epochs_table(records)
-    (res / f"{args.tag}_tables.json").write_text(json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
+    atomic_write_text(res / f"{args.tag}_tables.json", json.dumps({k: json.loads(v.to_json(orient="split", force_ascii=False))
                                                         for k, v in tables.items()}, indent=2, ensure_ascii=False))
     figures = []
     for variant, name, label in (("rb", f"{args.tag}_tsne.png", "with RB"),
@@ -510,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, df in tables.items():
         md += [f"## {name}\n", to_markdown(df), ""]
     md += [f"![{f}]({f})" for f in figures]
-    (res / f"{args.tag}_tables.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(res / f"{args.tag}_tables.md", "\n".join(md) + "\n")
     print("\n".join(md))
     failed = [r for r in log if r["status"].startswith("failed")]
     return 1 if failed and not records else 0

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
+
 BACKBONES = {
     # the packaged MobileNetV2 model (the default model until it became an ensemble; results are recorded under "default")
     "default": ["--checkpoint", "fer2013-mobilenetv2-ldam"],
@@ -163,8 +165,8 @@ def main() -> None:
                               for n, v in d.items()} for b, d in embs.items()},
            "claims": out_claims}
     a.results.parent.mkdir(parents=True, exist_ok=True)
-    a.results.with_suffix(".json").write_text(json.dumps(rep, indent=2, default=float))
-    a.results.with_suffix(".md").write_text(markdown(rep))
+    atomic_write_text(a.results.with_suffix(".json"), json.dumps(rep, indent=2, default=float))
+    atomic_write_text(a.results.with_suffix(".md"), markdown(rep))
     print(markdown(rep))
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
+
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
@@ -41,7 +43,7 @@ def run_cell(cmd: list[str], out: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(cmd + ["--out", str(out)], check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    (out / "command.json").write_text(json.dumps(record))
+    atomic_write_text(out / "command.json", json.dumps(record))
     return json.loads(res.read_text())
 
 
@@ -97,7 +99,7 @@ def main() -> None:
            "bf16_minus_fp32": diffs, "bf16_over_fp32_speed": {"mean": 1 + speed["mean"], "ci": [1 + c for c in speed["ci"]]}}
     res = Path(a.results)
     res.parent.mkdir(parents=True, exist_ok=True)
-    res.with_suffix(".json").write_text(json.dumps(rep, indent=2))
+    atomic_write_text(res.with_suffix(".json"), json.dumps(rep, indent=2))
     hw = rep["hardware"]
     hw_line = f"{hw['cpu']}, {hw['logical_cpus']} logical CPUs, {hw['memory_gib']} GiB, Python {hw['python']}"
     say = {"b > a": "bf16 > fp32", "b < a": "bf16 < fp32"}
@@ -112,7 +114,7 @@ def main() -> None:
                f"{format_difference(diffs['balanced_accuracy'])} points; speed bf16/fp32 "
                f"{rep['bf16_over_fp32_speed']['mean']:.2f}× [{rep['bf16_over_fp32_speed']['ci'][0]:.2f}, "
                f"{rep['bf16_over_fp32_speed']['ci'][1]:.2f}]"]
-    res.with_suffix(".md").write_text("\n".join(md) + "\n")
+    atomic_write_text(res.with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -71,9 +71,9 @@ def screenshot_service(checkpoint: Path, photo: Path, out_png: Path, min_face: i
             png = base64.b64decode(cdp("Page.captureScreenshot", format="png")["data"])
     finally:
         server.should_exit = True
-    tmp = out_png.with_suffix(".tmp.png")
-    tmp.write_bytes(png)
-    tmp.replace(out_png)
+    from fairexpr._io import atomic_write_bytes
+
+    atomic_write_bytes(out_png, png)
 
 
 def main() -> None:

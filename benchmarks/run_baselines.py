@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from fairexpr._io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 FER_RUNS = {
@@ -118,7 +120,7 @@ def write(results: dict, a) -> None:
             "note": "img/s is wall-clock throughput while other jobs shared the 2 cores; budgets are CPU time, which is fair under load"}
     d = ROOT / "benchmarks" / "results"
     d.mkdir(parents=True, exist_ok=True)
-    (d / "baselines.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=2))
+    atomic_write_text(d / "baselines.json", json.dumps({"meta": meta, "runs": results}, indent=2))
     lines = ["| run | test set | n | accuracy | balanced acc | macro-F1 | min class acc | max class acc | epochs | CPU-min | img/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, e in results.items():
@@ -132,7 +134,7 @@ def write(results: dict, a) -> None:
                          f"{100 * m['macro_f1']:.1f} | {100 * m['per_class_accuracy_min']:.1f} | "
                          f"{100 * m['per_class_accuracy_max']:.1f} | {e['epochs']} | {e['train_seconds_cpu'] / 60:.1f} | "
                          f"{e['images_per_s']:.0f} |")
-    (d / "baselines.md").write_text("\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n")
+    atomic_write_text(d / "baselines.md", "\n".join(lines) + "\n\n" + "\n".join(f"- {k}: {v}" for k, v in meta.items()) + "\n")
 
 
 if __name__ == "__main__":

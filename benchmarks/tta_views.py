@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -189,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     p, y, classes = view_probs(a.checkpoint, sel, names, a.batch, progress)
     k = len(classes)
     out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / f"{a.tag}_{sel['key']}.npz", probs=p.astype(np.float32), labels=y, views=np.array(names))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, probs=p.astype(np.float32), labels=y, views=np.array(names))
+    from fairexpr._io import atomic_write_bytes
+
+    atomic_write_bytes(out / f"{a.tag}_{sel['key']}.npz", buf.getvalue())
     col = {n: i for i, n in enumerate(names)}
     mean_of = lambda pp, vs: pp[:, [col[v] for v in vs]].mean(1)  # noqa: E731
     select_rows = {s: {"views": len(vs), **score(y, mean_of(p, vs), k)} for s, vs in sets.items()}

@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fairexpr._io import atomic_write_text  # noqa: E402
+
 
 def by_seed(records: list[dict], cls_loss: str, metric: str) -> dict[int, float]:
     """``{seed: metrics[metric]}`` of the DIFC cells with this classification loss."""
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         md += ["## GReFEL", "", f"no {grefel_p.name}: no GReFEL cell finished"]
     a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "gpu_verdicts.json").write_text(json.dumps(rep, indent=2, default=str) + "\n")
-    (a.results / "gpu_verdicts.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(a.results / "gpu_verdicts.json", json.dumps(rep, indent=2, default=str) + "\n")
+    atomic_write_text(a.results / "gpu_verdicts.md", "\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 

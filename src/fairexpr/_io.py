@@ -45,3 +45,8 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
             p.unlink(missing_ok=True)
             gone.append(p)
     return gone
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8 (what ``Path.write_text`` does, but atomically)."""
+    atomic_write_bytes(path, text.encode("utf-8"))

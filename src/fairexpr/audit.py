@@ -22,6 +22,7 @@ Typical use::
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing as mp
 import os
@@ -35,6 +36,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from ._io import atomic_write_bytes
 from .data.base import BadFilePolicy, DataError, FERDataset, Sample, ScanResult, SkipReport, decode_image, scan
 
 __all__ = ["AuditReport", "DROP_POLICIES", "audit", "imbalance_ratios", "pixel_hash"]
@@ -381,8 +383,7 @@ class AuditReport:
         """The report as JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n")
+            atomic_write_bytes(path, (text + "\n").encode())
         return text
 
     # ---- cleaned manifest ------------------------------------------------------------------------------
@@ -452,8 +453,7 @@ class AuditReport:
             "subject": kept["subject"].fillna("").to_numpy(),
             "split": kept["split"].to_numpy(),
         })
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out.to_csv(path, index=False)
+        atomic_write_bytes(path, out.to_csv(index=False).encode())
         return {"written": int(len(out)), "dropped": int(mask.sum()), **why}
 
     # ---- chart ---------------------------------------------------------------------------------------------
@@ -488,9 +488,10 @@ class AuditReport:
         ax.legend(fontsize=8, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
         out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
         plt.close(fig)
+        atomic_write_bytes(out, buf.getvalue())
         return out
 
 

@@ -3,6 +3,7 @@ itself is evaluated on the target once (source-only row), and the paired claims 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,12 +41,13 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     assert difc.main(argv) == 0
     runs = json.loads((res / "toy_init_runs.json").read_text())
     assert runs["meta"]["init"] == str(source_run) and len(runs["runs"]) == 4
+    assert runs["meta"]["command"] == "python benchmarks/difc.py " + shlex.join(argv)  # the exact command, recorded
     assert all(r["best_val_epoch"] is None and r["epochs_run"] == 2 for r in runs["runs"])  # no validation split here
     so = runs["meta"]["source_only"][tgt]
     assert 0.0 <= so["accuracy"] <= 1.0 and so["n"] > 0
     md = (res / "toy_init_tables.md").read_text()
     assert "## paired_claims" in md and "CE adapted > source-only" in md and "DI > CE" in md
-    assert f"Every cell starts from `{source_run}`" in md
+    assert f"Every cell starts from `{source_run}`" in md and "Command: `python benchmarks/difc.py --source" in md
     assert "## convergence" in md and "| MCD | " in md and "no validation" in md  # rule 2 per cell, stated
     assert not (res / "difc_runs.json").exists()  # --tag names every results file
     # a second call reuses every cell and the source-only evaluation (nothing is re-run)

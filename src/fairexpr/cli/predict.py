@@ -211,9 +211,14 @@ def _ann_name(src: Path, frame: int | None, stems: dict[str, str]) -> str:
 
 
 def _write_rgb(path: Path, rgb: Any) -> None:
+    """An annotated frame as JPEG (every name ``_ann_name`` gives ends in .jpg), written atomically."""
     from PIL import Image
 
-    Image.fromarray(rgb).save(path, quality=90)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
+    from .._io import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _write_text(path: str | Path, text: str) -> None:

@@ -18,8 +18,8 @@ of them. Seeds of the same cell are aggregated as ``mean ± std`` (population st
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import math
 import warnings
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from fairexpr._io import atomic_write_bytes
 from fairexpr.evaluation.convergence import best_val_epoch, rule2_fields, rule2_verdict
 
 METHOD_COLUMNS = {"dann": "DANN", "safn": "SAFN", "mcd": "MCD"}
@@ -347,10 +348,10 @@ def per_class_figure(records: Sequence[dict[str, Any]], classes: Sequence[str], 
         ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(path)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")  # unique per writer: parallel shards write the same table
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(out)
+    atomic_write_bytes(out, buf.getvalue())  # a unique temp file per writer: parallel shards write the same table
     return out
 
 
@@ -369,9 +370,7 @@ def write_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], out_
     paths = {"markdown": out / f"{prefix}_tables.md", "json": out / f"{prefix}_tables.json"}
     for key, text in (("markdown", "\n".join(md)),
                       ("json", json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))):
-        tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(paths[key])
+        atomic_write_bytes(paths[key], text.encode())  # unique temp name: parallel shards write the same tables
     fig = per_class_figure(records, classes, out / f"{prefix}_per_class.png")
     if fig is not None:
         paths["figure"] = fig

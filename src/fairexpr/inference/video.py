@@ -1,12 +1,14 @@
 """Video input (OpenCV ``VideoCapture``): frame sampling, an expression timeline plot and share-of-time summary."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from .._io import atomic_write_bytes
 from ..data.base import DataError
 from .pipeline import FaceRecord
 
@@ -131,6 +133,7 @@ def plot_timeline(records: Sequence[FaceRecord], classes: Sequence[str], path: s
     ax.legend(fontsize=7, ncol=4, loc="upper right")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())
     return path
