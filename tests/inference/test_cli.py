@@ -63,6 +63,8 @@ def test_predict_photos_bad_files_strict_and_annotate(ckpt, group_photo_file, tm
     assert sorted(Path(b["path"]).name for b in data["bad_files"]) == ["broken.jpg", "empty.png"]
     assert "empty" in " ".join(b["error"] for b in data["bad_files"])
     assert (ann / "group.jpg").is_file() and (ann / "blank.jpg").is_file()
+    assert (ann / "group.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, as its name says
+    assert not [p.name for p in ann.iterdir() if p.name.startswith(".")]  # written atomically: no temp file left
     rc, out, err = run(args[:-1] + ["--strict", "--no-progress"], capsys)
     assert rc == 1 and "unreadable: " in out and "broken.jpg" in out
 
@@ -108,7 +110,7 @@ def test_predict_video_timeline_and_summary(ckpt, haar_faces, tmp_path, capsys):
     summ = data["videos"][str(vid)]
     assert summ["frames"] == 5 and summ["no_face"] == pytest.approx(0.4)
     assert sum(summ["share"].values()) == pytest.approx(0.6)
-    assert Path(summ["timeline_png"]).is_file() and Path(summ["summary_csv"]).is_file()
+    assert Path(summ["timeline_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and Path(summ["summary_csv"]).is_file()
     assert (ann / "clip_frames" / "f000000.jpg").is_file()
     bad = {Path(b["path"]).name: b["error"] for b in data["bad_files"]}
     assert set(bad) == {"empty.mp4", "corrupt.avi"} and "empty" in bad["empty.mp4"]
