@@ -246,6 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if not 0.0 <= a.noise < 1.0:
         ap.error(f"--noise must be in [0, 1), got {a.noise}")
+    # an option no selected cell would use is an error, not silently ignored
+    if a.weights and not any(weighted(r) for r in a.rows):
+        ap.error(f"--weights {a.weights}: none of --rows {' '.join(a.rows)} uses class weights "
+                 f"(the weighted rows: {', '.join(r for r in ROWS if weighted(r))})")
+    if a.cbam_init and not any(has_cbam(r) for r in a.rows):
+        ap.error(f"--cbam-init {a.cbam_init}: none of --rows {' '.join(a.rows)} has CBAM "
+                 f"(the CBAM rows: {', '.join(r for r in ROWS if has_cbam(r))})")
+    if a.synthetic and a.datasets:
+        ap.error(f"--datasets {' '.join(a.datasets)} picks real datasets, --synthetic runs the built-in synthetic "
+                 "faces instead: give one of them")
+    if a.collect and a.shard != "0/1":
+        ap.error(f"--shard {a.shard} splits the cells to run; --collect builds the tables from every shard's cells: "
+                 "drop --shard")
     if a.cbam_init == "paper":
         a.cbam_init = None  # the default: no override, the same cells (and keys) as without the flag
     shard = parse_shard(a.shard)

@@ -127,3 +127,21 @@ def test_bad_noise_is_one_clear_error(cucn, capsys):
     with pytest.raises(SystemExit):
         cucn.main(["--synthetic", "--noise", "1.5", "--collect"])
     assert "--noise must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--weights", "sqrt", "--rows", "plain_ce"], "--weights sqrt: none of --rows plain_ce uses class weights "
+                                                  "(the weighted rows: plain_weights, cbam_weights, cucn)"),
+    (["--cbam-init", "identity", "--rows", "plain_ce", "plain_weights"],
+     "--cbam-init identity: none of --rows plain_ce plain_weights has CBAM (the CBAM rows: cbam_weights, cucn)"),
+    (["--datasets", "fer2013"], "--datasets fer2013 picks real datasets, --synthetic runs the built-in synthetic"),
+    (["--shard", "1/2"], "--shard 1/2 splits the cells to run; --collect builds the tables from every shard's cells"),
+])
+def test_an_option_no_cell_uses_is_one_clear_error(cucn, capsys, tmp_path, argv, says):
+    with pytest.raises(SystemExit) as e:
+        cucn.main(["--synthetic", "--collect", "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"),
+                   *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()  # refused before anything is written
