@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
+    f2e_only = [o for o in args.override if o.startswith(("data.unlabelled=", "data.unlabelled_options=", "method."))]
+    if f2e_only and "face2exp" not in args.methods:  # SL drops them (cell_argv): with SL alone nothing would use them
+        p.error(f"--override {' '.join(f2e_only)}: only the Meta-Face2Exp runs use it, and --methods is "
+                f"{' '.join(args.methods)}")
     res = Path(args.results)
     if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--smoke numbers are meaningless: pass --results to a scratch folder")

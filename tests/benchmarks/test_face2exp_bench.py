@@ -47,3 +47,13 @@ def test_bad_tag_and_smoke_into_results_are_refused(f2e, tmp_path, capsys):
     with pytest.raises(SystemExit):
         f2e.main(["--smoke"])
     assert "--smoke numbers are meaningless" in capsys.readouterr().err
+
+
+def test_an_override_only_meta_face2exp_uses_is_refused_with_sl_alone(f2e, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        f2e.main(["--smoke", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "runs"), "--methods", "sl",
+                  "--override", "method.feedback=0.5", "optim.lr=1e-3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--override method.feedback=0.5: only the Meta-Face2Exp runs use it, and --methods is sl" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
