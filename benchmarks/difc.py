@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.tag.replace("_", "").replace("-", "").isalnum():
         p.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it names files)")
+    if args.collect and args.shard != "0/1":
+        p.error(f"--shard {args.shard} splits the cells to run; --collect builds the tables from every shard's cells: "
+                "drop --shard")
     missing = [m for m in args.methods if not (ROOT / "configs" / f"difc_{m}{RECIPES[args.recipe]}.yaml").is_file()]
     if missing:
         p.error(f"--recipe {args.recipe} has no recipe for {', '.join(missing)} (configs/difc_<method>{RECIPES[args.recipe]}.yaml)")

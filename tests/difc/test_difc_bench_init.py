@@ -7,6 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
 
@@ -58,10 +60,15 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
 
 
-def test_difc_bench_refuses_a_bad_tag(capsys):
+@pytest.mark.parametrize("argv, says", [
+    (["--tag", "../x"], "--tag '../x': letters, digits, '_' and '-' only"),
+    (["--collect", "--shard", "1/2"], "--shard 1/2 splits the cells to run; --collect builds the tables from every "
+                                      "shard's cells: drop --shard"),
+])
+def test_difc_bench_refuses_bad_options_in_one_line(capsys, argv, says):
     difc = load_bench("difc", "difc_bench_tag")
-    try:
-        difc.main(["--tag", "../x"])
-    except SystemExit as e:
-        assert e.code == 2
-    assert "--tag '../x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        difc.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
