@@ -12,7 +12,6 @@ import os
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ._io import atomic_write_bytes
+from ._io import atomic_write_bytes, atomic_write_text
 from .data.base import BadFilePolicy, DataError, FERDataset, Sample, ScanResult, SkipReport, decode_image, scan
 
 __all__ = ["AuditReport", "DROP_POLICIES", "audit", "imbalance_ratios", "pixel_hash"]
@@ -383,7 +383,7 @@ class AuditReport:
         """The report as JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
-            atomic_write_bytes(path, (text + "\n").encode())
+            atomic_write_text(path, text + "\n")
         return text
 
     # ---- cleaned manifest ------------------------------------------------------------------------------
@@ -453,7 +453,7 @@ class AuditReport:
             "subject": kept["subject"].fillna("").to_numpy(),
             "split": kept["split"].to_numpy(),
         })
-        atomic_write_bytes(path, out.to_csv(index=False).encode())
+        atomic_write_text(path, out.to_csv(index=False))
         return {"written": int(len(out)), "dropped": int(mask.sum()), **why}
 
     # ---- chart ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import click
 
+from .._io import atomic_write_bytes, atomic_write_text
 from .common import UserError, checkpoint_option, emit, json_option, resolve_checkpoint_arg, tta_option
 
 
@@ -99,7 +100,7 @@ def command(inputs, checkpoint, onnx_file, crops, out_csv, out_json, annotate_di
                "bad_files": [{"path": p, "error": e} for p, e in result["bad"]], "videos": result["videos"],
                "counts": result["counts"]}
     if out_json:
-        _write_text(out_json, json.dumps(payload, indent=2))
+        atomic_write_text(out_json, json.dumps(payload, indent=2))
     human = _human(result, classes, out_csv, out_json, annotate_dir, tta=predictor.tta)
     emit(payload, as_json, human)
     if result["bad"] and (strict or not result["records"]):
@@ -190,7 +191,7 @@ def run_predict(pipe: Any, sources: list[tuple[Path, str]], bad: list[tuple[str,
             for c in classes:
                 w.writerow([c, f"{summ['share'][c]:.4f}"])
             w.writerow(["no_face", f"{summ['no_face']:.4f}"])
-            _write_text(report_dir / f"{stem}_summary.csv", buf.getvalue())
+            atomic_write_text(report_dir / f"{stem}_summary.csv", buf.getvalue())
             summ["summary_csv"] = str(report_dir / f"{stem}_summary.csv")
         videos[src] = summ
     counts = {s: sum(r.status == s for r in records) for s in ("ok", "too_small", "no_face")}
@@ -216,15 +217,7 @@ def _write_rgb(path: Path, rgb: Any) -> None:
 
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=90)
-    from .._io import atomic_write_bytes
-
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _write_text(path: str | Path, text: str) -> None:
-    from .._io import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]], classes: list[str]) -> None:
@@ -235,7 +228,7 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], classes: list[str]) 
     w.writeheader()
     for r in rows:
         w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    _write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def _human(result: dict[str, Any], classes: list[str], out_csv: str | None, out_json: str | None,

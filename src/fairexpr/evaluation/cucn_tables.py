@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from .._io import atomic_write_bytes
+from .._io import atomic_write_text
 from ..errors import CheckpointError
 
 RunsLike = Mapping[str, "str | os.PathLike"] | Sequence["str | os.PathLike"]
@@ -126,9 +126,9 @@ def write_report(runs: RunsLike, out_dir: str | os.PathLike, split: str = "test"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t2 = table2(runs, split)
-    atomic_write_bytes(out / "table2.csv", t2.to_csv(index=False).encode())
-    atomic_write_bytes(out / "table2.md", table2_markdown(t2).encode())
-    atomic_write_bytes(out / "per_class.csv", per_class_table(runs, split).to_csv(index_label="run").encode())
+    atomic_write_text(out / "table2.csv", t2.to_csv(index=False))
+    atomic_write_text(out / "table2.md", table2_markdown(t2))
+    atomic_write_text(out / "per_class.csv", per_class_table(runs, split).to_csv(index_label="run"))
     fig = plot_fig4(runs, out / "fig4_per_class.png", split, title)
     return {"table2_csv": out / "table2.csv", "table2_md": out / "table2.md", "per_class_csv": out / "per_class.csv",
             "fig4": fig}

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from fairexpr._io import atomic_write_bytes
+from fairexpr._io import atomic_write_bytes, atomic_write_text
 from fairexpr.evaluation.convergence import best_val_epoch, rule2_fields, rule2_verdict
 
 METHOD_COLUMNS = {"dann": "DANN", "safn": "SAFN", "mcd": "MCD"}
@@ -370,7 +370,7 @@ def write_tables(records: Sequence[dict[str, Any]], classes: Sequence[str], out_
     paths = {"markdown": out / f"{prefix}_tables.md", "json": out / f"{prefix}_tables.json"}
     for key, text in (("markdown", "\n".join(md)),
                       ("json", json.dumps({k: json.loads(v.to_json(orient="split")) for k, v in tables.items()}, indent=2))):
-        atomic_write_bytes(paths[key], text.encode())  # unique temp name: parallel shards write the same tables
+        atomic_write_text(paths[key], text)  # unique temp name: parallel shards write the same tables
     fig = per_class_figure(records, classes, out / f"{prefix}_per_class.png")
     if fig is not None:
         paths["figure"] = fig
