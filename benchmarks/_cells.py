@@ -90,3 +90,66 @@ def write_recipe(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# ------------------------------------------------------------------------------------------------ cell archive
+#: the files of a finished cell that the tables read; weights, checkpoints, predictions and figures are not kept
+ARCHIVE_FILES = ("result.json", "model.json", "config.yaml", "metrics.csv", "eval/*/metrics.json")
+#: written into a run directory restored from an archive: where it came from and that its weights are absent
+RESTORED_MARK = "restored_from_archive.json"
+
+
+def _archived_files(run_dir: Path) -> list[Path]:
+    return sorted({p for pat in ARCHIVE_FILES for p in Path(run_dir).glob(pat) if p.is_file()})
+
+
+def archive_cell(run_dir: str | Path, archive: str | Path) -> Path:
+    """Copy the small files of a **finished** cell (:data:`ARCHIVE_FILES`) to ``archive / <run_dir name>``, so that
+    a grid spanning several machines or fresh checkouts keeps its finished cells in the repository (a few tens of
+    kB per cell) and never reruns them. The directory name carries the config hash, so an archived cell is only
+    ever reused by a request for the same config. Copying the same cell again is a no-op; an archive that already
+    holds a *different* copy of the cell is an error (the cell ran twice: keep the first result)."""
+    from fairexpr._io import atomic_write_bytes
+
+    src = Path(run_dir)
+    if not (src / "result.json").is_file():
+        raise ValueError(f"{src}: has no result.json; only a finished cell can be archived")
+    dest = Path(archive) / src.name
+    files = [p for p in _archived_files(src) if p.name != RESTORED_MARK]
+    clashes = [str(p.relative_to(src)) for p in files
+               if (dest / p.relative_to(src)).is_file() and (dest / p.relative_to(src)).read_bytes() != p.read_bytes()]
+    if clashes:
+        raise ValueError(f"{dest}: the archive already holds another copy of this cell ({', '.join(clashes)} differ); "
+                         f"it ran twice. Keep the archived result (delete {src} to restore it) or delete {dest}")
+    for p in files:
+        target = dest / p.relative_to(src)
+        if not target.is_file():
+            atomic_write_bytes(target, p.read_bytes())
+    return dest
+
+
+def restore_cells(archive: str | Path, out: str | Path) -> list[Path]:
+    """Copy every archived cell of ``archive`` that ``out`` has not finished into ``out / <cell name>`` (so a
+    harness skips it and ``--collect`` reads it) and mark it with :data:`RESTORED_MARK`; returns the restored run
+    directories. A partial local run of the same cell (checkpoints, no result.json) gets the archived result; its
+    checkpoints stay. An archive folder that is not a finished cell is an error naming it."""
+    from fairexpr._io import atomic_write_bytes, atomic_write_text
+
+    archive, out = Path(archive), Path(out)
+    if not archive.is_dir():
+        return []
+    restored = []
+    for cell in sorted(p for p in archive.iterdir() if p.is_dir()):
+        if not (cell / "result.json").is_file():
+            raise ValueError(f"{cell}: an archived cell must hold result.json (expected a folder written by archive_cell)")
+        dest = out / cell.name
+        if (dest / "result.json").is_file():
+            continue
+        files = _archived_files(cell)
+        for p in files:
+            atomic_write_bytes(dest / p.relative_to(cell), p.read_bytes())
+        atomic_write_text(dest / RESTORED_MARK, json.dumps(
+            {"archive": str(cell), "files": [str(p.relative_to(cell)) for p in files],
+             "note": "restored from a cell archive: its weights, checkpoints and predictions were not kept"}, indent=2))
+        restored.append(dest)
+    return restored

@@ -26,6 +26,8 @@ Models (``--model``): ``reliability_balanced`` (default; ResNet-18 + RB head at 
     # GPU: the GReFEL network itself, 3 seeds, 20 epochs
     python benchmarks/grefel.py --model grefel_small --seeds 0 1 2 --epochs 20 --minutes 60 --clock wall \\
         --override train.accelerator=cuda train.precision=bf16-mixed
+    # a grid spanning sessions or fresh checkouts: finished cells kept in the repository (no weights), never rerun
+    python benchmarks/grefel.py ... --tag T --archive benchmarks/results/cells/T
     # pipeline check
     python benchmarks/grefel.py --datasets synthetic --epochs 1 --results /tmp/grefel_smoke
 """
@@ -362,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                         "collapses more often")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
+    p.add_argument("--archive", type=Path, default=None, metavar="DIR",
+                   help="cell archive (e.g. benchmarks/results/cells/<tag>): its finished cells are restored into --out "
+                        "first (never rerun; --collect reads them), and every cell finished here is copied into it "
+                        "(the small files the tables read, no weights), so a grid can span fresh checkouts")
     p.add_argument("--speed", action="store_true",
                    help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
     p.add_argument("--speed-images", type=int, default=256)
@@ -378,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--collapse-below {args.collapse_below:g}: expected a test accuracy in % between 0 and 100")
     if args.borrow and not args.baseline:
         p.error("--borrow takes cells from a --baseline runs file: give --baseline too")
+    if args.archive is not None and args.speed:
+        p.error("--archive keeps trained cells; --speed trains none")
     args.noise = args.noise if args.noise is not None else list(NOISE_RATES)
     args.variants = args.variants if args.variants is not None else list(VARIANTS)
     args.losses = args.losses if args.losses is not None else list(LOSSES)
@@ -393,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "synthetic" in args.datasets and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--datasets synthetic numbers are meaningless: pass --results to a scratch folder")
+    if ("synthetic" in args.datasets and args.archive is not None
+            and args.archive.resolve().is_relative_to((ROOT / "benchmarks" / "results").resolve())):
+        p.error("--datasets synthetic cells are meaningless: pass --archive to a scratch folder")
     recipe = yaml.safe_load(Path(args.recipe).read_text())
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "model": args.model, "recipe": str(Path(args.recipe).resolve().relative_to(ROOT))
@@ -400,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
             "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
             "collapse_below_pct": args.collapse_below,
+            "archive": str(args.archive) if args.archive is not None else None,
             "wall_minutes": None,
             "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "torch": _torch_version(), "date": time.strftime("%Y-%m-%d")}
@@ -414,7 +426,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.model
     run_recipe = model_recipe(Path(args.recipe), args.model, out)
     t_start = time.time()
-    from _cells import keyed_dir
+    from _cells import archive_cell, keyed_dir, restore_cells
+
+    if args.archive is not None:
+        try:
+            restored = restore_cells(args.archive, out)
+        except ValueError as e:
+            p.error(f"--archive: {e}")
+        print(f"restored {len(restored)} finished cell(s) from {args.archive}", flush=True)
 
     log, dirs = [], []
     tsne_dirs: dict[tuple, Path] = {}
@@ -429,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
                 tsne_dirs.setdefault((ds, variant, loss, noise, seed), run_dir)
                 status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
                           if args.collect else run_cell(run_dir, run_recipe, ov, args))
+                if args.archive is not None and not args.collect and (run_dir / "result.json").exists():
+                    try:
+                        archive_cell(run_dir, args.archive)
+                    except ValueError as e:
+                        p.error(f"--archive: {e}")
                 log.append({**status, "dataset": ds, "seed": seed, "variant": variant, "loss": loss, "label_noise": noise})
                 dirs.append(run_dir)
     records = []

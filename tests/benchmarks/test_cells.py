@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -138,3 +141,59 @@ def test_write_recipe_is_atomic_skips_equal_content_and_uses_the_umask(tmp_path)
     finally:
         os.umask(old)
     assert [f.name for f in p.parent.iterdir()] == ["recipe.yaml"]  # no temporary file left behind
+
+
+def _finished_cell(root: Path, name: str = "fer2013_norb_s0_0123456789", acc: str = "0.5") -> Path:
+    d = root / name
+    (d / "eval" / "test").mkdir(parents=True)
+    (d / "result.json").write_text('{"best_epoch": 3}')
+    (d / "model.json").write_text("{}")
+    (d / "config.yaml").write_text("seed: 0\n")
+    (d / "metrics.csv").write_text("epoch,loss\n1,2.0\n")
+    (d / "eval" / "test" / "metrics.json").write_text('{"accuracy": %s}' % acc)
+    (d / "model.safetensors").write_bytes(b"weights")
+    (d / "eval" / "test" / "predictions.npz").write_bytes(b"npz")
+    return d
+
+
+def test_archive_keeps_the_small_files_of_a_finished_cell_and_restore_brings_them_back(tmp_path):
+    run = _finished_cell(tmp_path / "runs")
+    dest = _cells.archive_cell(run, tmp_path / "archive")
+    assert dest == tmp_path / "archive" / run.name
+    assert {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()} == {
+        "result.json", "model.json", "config.yaml", "metrics.csv", "eval/test/metrics.json"}
+    assert _cells.archive_cell(run, tmp_path / "archive") == dest  # again: a no-op
+    restored = _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")
+    assert restored == [tmp_path / "fresh" / run.name]
+    assert (restored[0] / "eval" / "test" / "metrics.json").read_text() == '{"accuracy": 0.5}'
+    assert not (restored[0] / "model.safetensors").exists()
+    mark = json.loads((restored[0] / _cells.RESTORED_MARK).read_text())
+    assert mark["archive"] == str(dest) and "eval/test/metrics.json" in mark["files"]
+    assert _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh") == []  # finished there now: skipped
+    # a restored cell archived again (another lane finishing the grid) is the same copy, without the mark
+    assert _cells.archive_cell(restored[0], tmp_path / "archive") == dest
+    assert not (dest / _cells.RESTORED_MARK).exists()
+    assert _cells.restore_cells(tmp_path / "no_archive", tmp_path / "fresh") == []
+
+
+def test_restore_gives_a_partial_local_run_the_archived_result_and_keeps_its_checkpoints(tmp_path):
+    _cells.archive_cell(_finished_cell(tmp_path / "runs"), tmp_path / "archive")
+    partial = tmp_path / "fresh" / "fer2013_norb_s0_0123456789"
+    partial.mkdir(parents=True)
+    (partial / "last.json").write_text('{"epoch": 2}')
+    assert _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh") == [partial]
+    assert (partial / "result.json").is_file() and (partial / "last.json").is_file()
+
+
+def test_an_unfinished_cell_a_clashing_copy_and_a_foreign_archive_folder_are_clear_errors(tmp_path):
+    run = _finished_cell(tmp_path / "runs")
+    (run / "result.json").unlink()
+    with pytest.raises(ValueError, match="has no result.json; only a finished cell can be archived"):
+        _cells.archive_cell(run, tmp_path / "archive")
+    _cells.archive_cell(_finished_cell(tmp_path / "a"), tmp_path / "archive")
+    other = _finished_cell(tmp_path / "b", acc="0.7")  # the same cell, run again elsewhere with another result
+    with pytest.raises(ValueError, match=r"another copy of this cell \(eval/test/metrics.json differ\); it ran twice"):
+        _cells.archive_cell(other, tmp_path / "archive")
+    (tmp_path / "archive" / "stray").mkdir()
+    with pytest.raises(ValueError, match="stray: an archived cell must hold result.json"):
+        _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")

@@ -206,3 +206,45 @@ def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
     assert runs["meta"]["collapse_below_pct"] == 99.9
     md = (tmp_path / "res" / "g_noise_tables.md").read_text()
     assert "## label_noise_collapses" in md and "below 99.9 % (marked *)" in md
+
+
+def test_a_cell_archive_lets_a_fresh_checkout_skip_and_collect_finished_cells(grefel, tmp_path, capsys):
+    """--archive: finished cells are copied (small files, no weights) as they finish; with another --out (a fresh
+    checkout) they are restored instead of trained, and --collect on them gives the same tables."""
+    argv = ["--datasets", "synthetic", "--model", "reliability_balanced", "--tables", "c", "--noise", "0.2",
+            "--variants", "norb", "--seeds", "0", "1", "--epochs", "1", "--minutes", "0", "--synthetic-total", "120",
+            "--collapse-below", "50", "--results", str(tmp_path / "res"), "--tag", "g_arch",
+            "--archive", str(tmp_path / "cells"), "--override", "train.batch_size=16"]
+    assert grefel.main([*argv, "--out", str(tmp_path / "runs")]) == 0
+    cells = sorted((tmp_path / "cells").iterdir())
+    assert [c.name.rsplit("_", 1)[0] for c in cells] == ["synthetic_norb_cls_a_c_n20_s0", "synthetic_norb_cls_a_c_n20_s1"]
+    for c in cells:
+        kept = {str(f.relative_to(c)) for f in c.rglob("*") if f.is_file()}
+        assert kept == {"result.json", "model.json", "config.yaml", "metrics.csv", "eval/test/metrics.json",
+                        "eval/val/metrics.json"}
+        assert (tmp_path / "runs" / "reliability_balanced" / c.name / "model.safetensors").is_file()
+    first = json.loads((tmp_path / "res" / "g_arch_tables.json").read_text())
+    capsys.readouterr()
+    # a fresh checkout: nothing trained, both cells restored, the same tables
+    assert grefel.main([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    out = capsys.readouterr().out
+    assert "restored 2 finished cell(s)" in out and "\n+ " not in "\n" + out
+    assert json.loads((tmp_path / "res" / "g_arch_tables.json").read_text()) == first
+    restored = tmp_path / "fresh" / "reliability_balanced" / cells[0].name
+    assert json.loads((restored / "restored_from_archive.json").read_text())["archive"] == str(cells[0])
+    assert not (restored / "model.safetensors").exists()
+    assert grefel.main([*argv, "--out", str(tmp_path / "fresh2"), "--collect"]) == 0
+    assert json.loads((tmp_path / "res" / "g_arch_tables.json").read_text()) == first
+    runs = json.loads((tmp_path / "res" / "g_arch_runs.json").read_text())
+    assert runs["meta"]["archive"] == str(tmp_path / "cells") and {e["status"] for e in runs["log"]} == {"collected"}
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--speed", "--archive", "/tmp/unused_cells", "--results", "/tmp/unused"], "--archive keeps trained cells"),
+    (["--datasets", "synthetic", "--results", "/tmp/unused", "--archive", "benchmarks/results/cells/x"],
+     "--datasets synthetic cells are meaningless"),
+])
+def test_archive_misuse_is_refused(grefel, capsys, argv, msg):
+    with pytest.raises(SystemExit) as e:
+        grefel.main(argv)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
