@@ -94,7 +94,7 @@ def write_recipe(path: Path, text: str) -> Path:
 
 # ------------------------------------------------------------------------------------------------ cell archive
 #: the files of a finished cell that the tables read; weights, checkpoints, predictions and figures are not kept
-ARCHIVE_FILES = ("result.json", "model.json", "config.yaml", "metrics.csv", "eval/*/metrics.json")
+ARCHIVE_FILES = ("result.json", "model.json", "config.yaml", "metrics.csv", "metrics.json", "eval/**/metrics.json")
 #: written into a run directory restored from an archive: where it came from and that its weights are absent
 RESTORED_MARK = "restored_from_archive.json"
 
@@ -153,3 +153,42 @@ def restore_cells(archive: str | Path, out: str | Path) -> list[Path]:
              "note": "restored from a cell archive: its weights, checkpoints and predictions were not kept"}, indent=2))
         restored.append(dest)
     return restored
+
+
+# the harnesses' --archive option, one implementation for all of them
+ARCHIVE_HELP = ("cell archive (e.g. benchmarks/results/cells/<tag>): its finished cells are restored into --out first "
+                "(never rerun; --collect reads them), and every finished cell is copied into it (the small files the "
+                "tables read, no weights), so a grid can span fresh checkouts")
+
+
+def add_archive_argument(parser) -> None:
+    parser.add_argument("--archive", type=Path, default=None, metavar="DIR", help=ARCHIVE_HELP)
+
+
+def restore_archive(parser, archive: Path | None, out: Path, void: str | None = None) -> list[Path]:
+    """``--archive``: restore its cells into ``out`` (a bad archive is one ``parser.error`` line) and say how many.
+    ``void`` names the option that makes the cells' numbers meaningless (a smoke run): then an archive inside
+    ``benchmarks/results`` is refused."""
+    if archive is None:
+        return []
+    results = Path(__file__).resolve().parent / "results"
+    if void and Path(archive).resolve().is_relative_to(results):
+        parser.error(f"{void} cells are meaningless: pass --archive to a scratch folder, not into {results}")
+    try:
+        restored = restore_cells(archive, out)
+    except ValueError as e:
+        parser.error(f"--archive: {e}")
+    print(f"restored {len(restored)} finished cell(s) from {archive}", flush=True)
+    return restored
+
+
+def keep_finished(parser, archive: Path | None, run_dirs) -> None:
+    """``--archive``: copy each finished cell of ``run_dirs`` into it (unfinished ones are left alone)."""
+    if archive is None:
+        return
+    for d in run_dirs:
+        if (Path(d) / "result.json").is_file():
+            try:
+                archive_cell(d, archive)
+            except ValueError as e:
+                parser.error(f"--archive: {e}")

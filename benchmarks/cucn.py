@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import epochs_cell, rule2_fields, rule2_verdict  # noqa: E402
 
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="smoke run on synthetic faces instead of the real data")
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes)")
     ap.add_argument("--collect", action="store_true", help="only build the tables from the finished cells")
+    add_archive_argument(ap)
     ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config overrides for every cell (part of each cell's key)")
     a = ap.parse_args(argv)
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     out, res_dir = Path(a.out), Path(a.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     res_dir.mkdir(parents=True, exist_ok=True)
+    restore_archive(ap, a.archive, out, "--synthetic" if a.synthetic else None)
     common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}"]
     if a.noise:
         common += [f"data.label_noise={a.noise}", "data.label_noise_kind=symmetric"]
@@ -298,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(cell_name(ds, row, seed, a.noise, a.weights, a.cbam_init))
                 continue
             print(f"[cucn] {ds} / {row} / seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
+            keep_finished(ap, a.archive, [run_dir])
         if shard[1] > 1:
             print(f"[cucn] shard {a.shard} done" + (f", {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else "")
                   + "; build the tables with --collect once every shard has finished")
             return 1 if failed else 0
+    keep_finished(ap, a.archive, dirs.values())  # also the cells finished before --archive was used
     missing = [cell_name(c[0], c[1], c[2], a.noise, a.weights, a.cbam_init) for c in todo if not (dirs[c] / "result.json").exists()]
     results: dict[str, Any] = {}
     md: list[str] = []

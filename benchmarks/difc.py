@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import best_val_epoch  # noqa: E402
 from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes); "
                                                  "tables are written from whatever runs have finished")
     p.add_argument("--collect", action="store_true", help="only build the tables from finished runs")
+    add_archive_argument(p)
     p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
@@ -184,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     source, source_split = parse_target(args.source or f"fer2013:{data}/fer2013@train")
     targets = [parse_target(t) for t in (args.target or [f"ckplus:{data}/ckplus/CK+48", f"ferplus:{data}/ferplus@test"])]
     out = Path(args.out)
+    restore_archive(p, args.archive, out)
     t_start = time.time()
     shard_i, shard_n = (int(v) for v in args.shard.split("/"))
     runs = []
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(cell_dir(out, method, loss, seed, target, tsplit, argv))
         else:
             runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
+        keep_finished(p, args.archive, runs[-1:])  # as it finishes (with --collect: every finished cell)
     records = []
     for r in runs:
         try:

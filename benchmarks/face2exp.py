@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="synthetic data only: checks the pipeline, numbers are void")
     p.add_argument("--override", nargs="*", default=[],
                    help="extra key=value config overrides for every run (method.* ones for the Meta-Face2Exp runs only)")
+    add_archive_argument(p)
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--smoke numbers are meaningless: pass --results to a scratch folder")
     out = Path(args.out)
+    restore_archive(p, args.archive, out, "--smoke" if args.smoke else None)
     recipe = Path(args.recipe).resolve()
     sl = sl_recipe(out, recipe)
     grid = datasets(Path(args.data), args.smoke)
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for method, cfg in (("sl", sl), ("face2exp", recipe)):
                     if method in args.methods:
-                        run_cell(out, cfg, method, ds, frac, seed, list(grid[ds]["overrides"]), args)  # type: ignore[arg-type]
+                        keep_finished(p, args.archive, [run_cell(out, cfg, method, ds, frac, seed,
+                                                                 list(grid[ds]["overrides"]), args)])  # type: ignore[arg-type]
                     cells.append((ds, frac, method, seed, cell_dir(out, cfg, method, ds, frac, seed,
                                                                    list(grid[ds]["overrides"]), args)))  # type: ignore[arg-type]
     records = []
@@ -225,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             comp = json.loads((run / "eval" / name / "test" / "metrics.json").read_text())
             records.append({**r, "run": f"{r['run']} ({name})", "method": f"Meta-Face2Exp ({COMPANION_LABEL.get(name, name)})",
                             "metrics": comp})
+        keep_finished(p, args.archive, [run])  # with the last-epoch evaluation made above
     res.mkdir(parents=True, exist_ok=True)
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes, "clock": args.clock},

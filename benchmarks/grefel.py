@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
                                                epochs_table, load_run, loss_table, noise_table, rb_table, to_markdown)
@@ -364,10 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                         "collapses more often")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
-    p.add_argument("--archive", type=Path, default=None, metavar="DIR",
-                   help="cell archive (e.g. benchmarks/results/cells/<tag>): its finished cells are restored into --out "
-                        "first (never rerun; --collect reads them), and every cell finished here is copied into it "
-                        "(the small files the tables read, no weights), so a grid can span fresh checkouts")
+    add_archive_argument(p)
     p.add_argument("--speed", action="store_true",
                    help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
     p.add_argument("--speed-images", type=int, default=256)
@@ -401,9 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "synthetic" in args.datasets and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--datasets synthetic numbers are meaningless: pass --results to a scratch folder")
-    if ("synthetic" in args.datasets and args.archive is not None
-            and args.archive.resolve().is_relative_to((ROOT / "benchmarks" / "results").resolve())):
-        p.error("--datasets synthetic cells are meaningless: pass --archive to a scratch folder")
     recipe = yaml.safe_load(Path(args.recipe).read_text())
     meta = {"hardware": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads",
             "model": args.model, "recipe": str(Path(args.recipe).resolve().relative_to(ROOT))
@@ -426,14 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / args.model
     run_recipe = model_recipe(Path(args.recipe), args.model, out)
     t_start = time.time()
-    from _cells import archive_cell, keyed_dir, restore_cells
+    from _cells import keyed_dir
 
-    if args.archive is not None:
-        try:
-            restored = restore_cells(args.archive, out)
-        except ValueError as e:
-            p.error(f"--archive: {e}")
-        print(f"restored {len(restored)} finished cell(s) from {args.archive}", flush=True)
+    restore_archive(p, args.archive, out, "--datasets synthetic" if "synthetic" in args.datasets else None)
 
     log, dirs = [], []
     tsne_dirs: dict[tuple, Path] = {}
@@ -448,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 tsne_dirs.setdefault((ds, variant, loss, noise, seed), run_dir)
                 status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
                           if args.collect else run_cell(run_dir, run_recipe, ov, args))
-                if args.archive is not None and not args.collect and (run_dir / "result.json").exists():
-                    try:
-                        archive_cell(run_dir, args.archive)
-                    except ValueError as e:
-                        p.error(f"--archive: {e}")
+                keep_finished(p, args.archive, [run_dir])  # as it finishes: a lane cut off later keeps it
                 log.append({**status, "dataset": ds, "seed": seed, "variant": variant, "loss": loss, "label_noise": noise})
                 dirs.append(run_dir)
     records = []

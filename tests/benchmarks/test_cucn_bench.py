@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from _bench import load_bench
@@ -95,6 +96,15 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     run0 = ds["rows"]["plain_ce"]["0"]
     assert run0["rule2_epochs"] == 1 and run0["rule2_best_epoch"] == 1 and run0["rule2_last_lead"] is None
     assert "| rule 2 |" in md and "| 1 (1), 1 (1) | not met (2 of 2) |" in md
+    # --archive with --collect keeps the cells finished before it; a fresh --out restores them: the same tables
+    assert cucn.main(args + ["--collect", "--archive", str(tmp_path / "kept")]) == 0
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == runs
+    fresh = [*args[:args.index("--out") + 1], str(tmp_path / "fresh"), *args[args.index("--out") + 2:]]
+    capsys.readouterr()
+    assert cucn.main(fresh + ["--tag", "t_fresh", "--archive", str(tmp_path / "kept")]) == 0
+    assert "restored 4 finished cell(s)" in capsys.readouterr().out
+    fresh_ds = json.loads((tmp_path / "res" / "t_fresh.json").read_text())["datasets"]["synthetic"]
+    assert fresh_ds["claims"] == ds["claims"] and not list((tmp_path / "fresh").glob("*/last.json"))
     # a cell missing from the grid is listed, not silently dropped
     assert cucn.main(args + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
     res2 = json.loads((tmp_path / "res" / "t2.json").read_text())
@@ -145,3 +155,11 @@ def test_an_option_no_cell_uses_is_one_clear_error(cucn, capsys, tmp_path, argv,
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
     assert not (tmp_path / "res").exists()  # refused before anything is written
+
+
+def test_synthetic_cells_into_the_repository_archive_are_refused(cucn, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cucn.main(["--synthetic", "--collect", "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"),
+                   "--archive", "benchmarks/results/cells/x"])
+    assert e.value.code == 2 and "--synthetic cells are meaningless: pass --archive to a scratch folder" in capsys.readouterr().err
+    assert not (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "cells" / "x").exists()

@@ -38,6 +38,16 @@ def test_smoke_grid_paired_table_and_reuse(f2e, tmp_path, capsys):
     capsys.readouterr()
     assert f2e.main(argv) == 0
     assert "+ " not in "".join(line[:2] for line in capsys.readouterr().out.splitlines())
+    # --archive keeps every finished cell with its last-epoch evaluation; a fresh --out trains nothing again
+    assert f2e.main([*argv, "--archive", str(tmp_path / "kept")]) == 0
+    assert len(list((tmp_path / "kept").glob("*/result.json"))) == 4
+    assert len(list((tmp_path / "kept").glob("*/eval/base_last/test/metrics.json"))) == 2
+    fresh = [*argv[:argv.index("--out") + 1], str(tmp_path / "fresh"), *argv[argv.index("--out") + 2:]]
+    capsys.readouterr()
+    assert f2e.main([*fresh, "--archive", str(tmp_path / "kept")]) == 0
+    out = capsys.readouterr().out
+    assert "restored 4 finished cell(s)" in out and "+ " not in "".join(line[:2] for line in out.splitlines())
+    assert json.loads((res / "f2e_smoke_tables.json").read_text()) == tables
 
 
 def test_bad_tag_and_smoke_into_results_are_refused(f2e, tmp_path, capsys):
@@ -57,3 +67,10 @@ def test_an_override_only_meta_face2exp_uses_is_refused_with_sl_alone(f2e, tmp_p
     err = capsys.readouterr().err
     assert "--override method.feedback=0.5: only the Meta-Face2Exp runs use it, and --methods is sl" in err
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_smoke_cells_into_the_repository_archive_are_refused(f2e, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        f2e.main(["--smoke", "--results", str(tmp_path / "res"), "--out", str(tmp_path / "runs"),
+                  "--archive", "benchmarks/results/cells/x"])
+    assert e.value.code == 2 and "--smoke cells are meaningless: pass --archive to a scratch folder" in capsys.readouterr().err

@@ -58,6 +58,15 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     assert len(stamps) == 5
     assert difc.main(argv) == 0
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
+    # --archive: the finished cells are kept (with --collect too) and a fresh --out gets them back, nothing retrained
+    tables = json.loads((res / "toy_init_tables.json").read_text())
+    assert difc.main([*argv, "--collect", "--archive", str(tmp_path / "kept")]) == 0
+    assert len(list((tmp_path / "kept").glob("*/result.json"))) == 4
+    fresh = [*argv[:argv.index("--out") + 1], str(tmp_path / "fresh"), *argv[argv.index("--out") + 2:]]
+    assert difc.main([*fresh, "--archive", str(tmp_path / "kept")]) == 0
+    assert not list((tmp_path / "fresh").glob("*/last.json"))  # restored, not trained
+    assert len(list((tmp_path / "fresh").glob("*/restored_from_archive.json"))) == 4
+    assert json.loads((res / "toy_init_tables.json").read_text()) == tables
 
 
 @pytest.mark.parametrize("argv, says", [
