@@ -192,3 +192,28 @@ def keep_finished(parser, archive: Path | None, run_dirs) -> None:
                 archive_cell(d, archive)
             except ValueError as e:
                 parser.error(f"--archive: {e}")
+
+
+def run_cli_cell(run_dir: Path, argv: list[str]) -> dict[str, Any]:
+    """Run one cell, ``fairexpr <argv> --out run_dir``, in a child process, unless it has finished (``result.json``);
+    a cell a killed process left behind (``last.json``) resumes from its last epoch checkpoint. Returns
+    ``{"run", "status"[, "wall_s"]}`` with status ``done before``, ``trained`` or ``failed (exit N)``."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    run_dir = Path(run_dir)
+    if (run_dir / "result.json").exists():
+        return {"run": str(run_dir), "status": "done before"}
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "fairexpr.cli", *argv, "--out", str(run_dir)]
+    if (run_dir / "last.json").exists():
+        cmd.append("--resume")
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=root, env={**os.environ, "PYTHONPATH": str(root / "src")})
+    status = "trained" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    if proc.returncode != 0:
+        print(f"run {status} after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    return {"run": str(run_dir), "status": status, "wall_s": time.time() - t0}

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
+from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import best_val_epoch  # noqa: E402
 from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
@@ -80,17 +80,7 @@ def run_cell(out: Path, method: str, loss: str, seed: int, source: str, source_s
              target_split: str | None, args: argparse.Namespace) -> Path:
     argv = cell_argv(method, loss, seed, source, source_split, target, target_split, args)
     run_dir = cell_dir(out, method, loss, seed, target, target_split, argv)
-    if (run_dir / "result.json").exists():
-        return run_dir
-    cmd = [sys.executable, "-c", "import sys; from fairexpr.cli import main; sys.exit(main(sys.argv[1:]))", *argv,
-           "--out", str(run_dir)]
-    if (run_dir / "last.json").exists():
-        cmd.append("--resume")
-    print("+", " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    if proc.returncode != 0:
-        print(f"run failed (exit {proc.returncode}) after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    run_cli_cell(run_dir, argv)
     return run_dir
 
 

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
+from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
@@ -110,16 +109,7 @@ def cell_dir(out: Path, recipe: Path, method: str, dataset: str, frac: float, se
 def run_cell(out: Path, recipe: Path, method: str, dataset: str, frac: float, seed: int, overrides: list[str],
              args: argparse.Namespace) -> Path:
     run_dir = cell_dir(out, recipe, method, dataset, frac, seed, overrides, args)
-    if (run_dir / "result.json").exists():
-        return run_dir
-    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(recipe, method, frac, seed, overrides, args), "--out", str(run_dir)]
-    if (run_dir / "last.json").exists():
-        cmd.append("--resume")
-    print("+", " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    if proc.returncode != 0:
-        print(f"run failed (exit {proc.returncode}) after {time.time() - t0:.0f}s: {run_dir}", flush=True)
+    run_cli_cell(run_dir, cell_argv(recipe, method, frac, seed, overrides, args))
     return run_dir
 
 

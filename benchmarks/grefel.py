@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
+from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
                                                epochs_table, load_run, loss_table, noise_table, rb_table, to_markdown)
@@ -153,18 +152,7 @@ def cell_argv(recipe: Path, overrides: list[str], args: argparse.Namespace) -> l
 
 def run_cell(run_dir: Path, recipe: Path, overrides: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """Train one cell unless finished; resume it when a previous process was killed."""
-    if (run_dir / "result.json").exists():
-        return {"run": str(run_dir), "status": "done before"}
-    cmd = [sys.executable, "-m", "fairexpr.cli", *cell_argv(recipe, overrides, args), "--out", str(run_dir)]
-    if (run_dir / "last.json").exists():
-        cmd.append("--resume")
-    print("+", " ".join(cmd), flush=True)
-    t0 = time.time()
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    status = "trained" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-    if proc.returncode != 0:
-        print(f"run {status} after {time.time() - t0:.0f}s: {run_dir}", flush=True)
-    return {"run": str(run_dir), "status": status, "wall_s": time.time() - t0}
+    return run_cli_cell(run_dir, cell_argv(recipe, overrides, args))
 
 
 def tsne(run_dir: Path, path: Path, title: str, seed: int = 0) -> bool:

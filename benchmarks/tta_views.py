@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import importlib.util
 import io
-import json
 import os
 import platform
 import shlex
@@ -249,7 +248,7 @@ def markdown(res: dict[str, Any], fmt_diff: Any) -> str:
         lines.append(f"| {name}{star} | {r['views']} | {pct(r['accuracy'])} | {pct(r['balanced_accuracy'])} | "
                      f"{100 * (r['accuracy'] - hf['accuracy']):+.2f} | "
                      f"{100 * (r['balanced_accuracy'] - hf['balanced_accuracy']):+.2f} |")
-    lines += ["", f"**Prior shift** on the flip-TTA probabilities, `p_k ∝ p_k π_k^τ` with π = the selection set's own "
+    lines += ["", "**Prior shift** on the flip-TTA probabilities, `p_k ∝ p_k π_k^τ` with π = the selection set's own "
               "class frequencies (an oracle prior):", "", "| τ | accuracy | balanced |", "|---:|---:|---:|"]
     for r in res["prior_shift"]:
         star = " **(best)**" if r["tau"] == m["winner_tau"] else ""
