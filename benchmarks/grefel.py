@@ -52,7 +52,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
-                                               epochs_table, load_run, loss_table, noise_table, rb_table, to_markdown)
+                                               collapsed_runs_table, epochs_table, load_run, loss_table, noise_table,
+                                               rb_table, to_markdown)
 
 RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
 
@@ -466,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
             if args.collapse_below is not None:
                 tables["label_noise_collapses"] = collapse_table(records, args.collapse_below / 100)
+                collapsed = collapsed_runs_table(records, args.collapse_below / 100)
+                if len(collapsed):
+                    tables["label_noise_collapsed_runs_per_class"] = collapsed
         clusters = cluster_table(records)
         if len(clusters):  # clean full-loss cells only: none in a noise-only run
             tables["embedding_cluster_quality"] = clusters
@@ -494,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
           "Claims: B − A paired by seed, mean [95 % Student-t interval] in points, **reproduced** only when the "
           "interval excludes 0 in the claimed direction. Epochs: epochs run (epoch kept by validation) per seed."
           + (f" Collapses: runs with test accuracy below {args.collapse_below:g} % (marked *), per head, with the "
-             "one-sided Fisher exact p that the head without RB collapses more often."
+             "one-sided Fisher exact p that the head without RB collapses more often; RB − without RB on the seeds "
+             "where neither collapsed is described, not tested (the split is made by the outcome); every collapsed "
+             "run's recall per class is listed."
              if args.collapse_below is not None else "") + "\n",
           f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     if baseline:

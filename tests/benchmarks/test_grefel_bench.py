@@ -204,6 +204,12 @@ def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
     want_p = fisher_one_sided(hits["without RB"], 2, hits["anchors + MHSA"], 2)
     assert rows[0]["Fisher p (without RB collapses more)"] == f"{want_p:.3f}"
     assert runs["meta"]["collapse_below_pct"] == 99.9
+    per_class = tables.get("label_noise_collapsed_runs_per_class")
+    n_hits = sum(hits.values())
+    assert (len(per_class["data"]) if per_class else 0) == n_hits  # one row per collapsed run, none when none
+    if per_class:
+        assert per_class["columns"][:6] == ["dataset", "label noise", "head", "seed", "accuracy", "balanced"]
+        assert "RB − without RB, accuracy, neither collapsed (described)" in tables["label_noise_collapses"]["columns"]
     md = (tmp_path / "res" / "g_noise_tables.md").read_text()
     assert "## label_noise_collapses" in md and "below 99.9 % (marked *)" in md
 

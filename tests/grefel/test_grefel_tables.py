@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table, complexity_of, epochs_table, load_run,
+from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,
+                                               collapsed_runs_table, complexity_of, epochs_table, load_run,
                                                load_runs, loss_table, loss_variant, noise_table, rb_table, rb_variant,
                                                to_markdown)
 from fairexpr.evaluation.metrics import _json, evaluate
@@ -164,6 +165,36 @@ def test_collapse_table_counts_and_fisher_by_hand(runs):
     for bad in (0.0, 1.0, 50):
         with pytest.raises(ValueError, match="fraction in"):
             collapse_table(load_runs(runs, complexity=False), bad)
+
+
+
+def test_collapse_table_describes_rb_on_the_seeds_where_neither_head_collapsed(runs):
+    recs = load_runs(runs, complexity=False)
+    acc, bal = ("RB − without RB, accuracy, neither collapsed (described)",
+                "RB − without RB, balanced, neither collapsed (described)")
+    t = collapse_table(recs, 0.6).set_index(["dataset", "label noise"])
+    # ferplus clean at 60 %: without RB s0 (50 %) collapsed, so seed 1 alone: P5 vs P5, 83.3 − 83.3 = 0
+    assert t.loc[("ferplus", "0%"), acc] == "+0.00 (n=1, no interval)"
+    assert t.loc[("ferplus", "0%"), bal] == "+0.00 (n=1, no interval)"  # 3 balanced classes: balanced = accuracy here
+    assert t.loc[("ferplus", "20%"), acc] == "–"  # its only MLP run collapsed: no seed left
+    assert t.loc[("fer2013", "0%"), acc] == "–"  # one head only
+    # at 40 % nothing collapses: both seeds, d = (100 − 50, 83.3 − 83.3) = (50, 0) points; mean 25, sd 50/√2,
+    # half-width t(0.975, 1) · sd / √2 = 12.70620 · 25 = 317.655
+    low = collapse_table(recs, 0.4).set_index(["dataset", "label noise"])
+    assert low.loc[("ferplus", "0%"), acc] == "+25.00 [−292.66, +342.66] (n=2)".replace("−", "-")
+
+
+def test_collapsed_runs_table_lists_each_collapsed_run_with_its_recall_per_class(runs):
+    t = collapsed_runs_table(load_runs(runs, complexity=False), 0.6)
+    # the two MLP runs with P3 (ferplus clean s0, 20 % noise s0): y = [0, 0, 1, 1, 2, 2], P3 = [0, 0, 1, 0, 0, 0]
+    # -> anger 2/2, disgust 1/2, happiness 0/2
+    assert t.columns.tolist() == ["dataset", "label noise", "head", "seed", "accuracy", "balanced", "anger recall",
+                                  "disgust recall", "happiness recall"]
+    assert t.values.tolist() == [["ferplus", "0%", "without RB", 0, "50.0", "50.0", "100.0", "50.0", "0.0"],
+                                 ["ferplus", "20%", "without RB", 0, "50.0", "50.0", "100.0", "50.0", "0.0"]]
+    assert len(collapsed_runs_table(load_runs(runs, complexity=False), 0.4)) == 0
+    with pytest.raises(ValueError, match="fraction in"):
+        collapsed_runs_table(load_runs(runs, complexity=False), 60)
 
 
 def test_cluster_table_hand_computed(runs):

@@ -40,7 +40,7 @@ import pandas as pd
 from .convergence import epochs_cell, rule2_fields, rule2_verdict
 from .difc_tables import to_markdown
 
-__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
+__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "collapse_table", "collapsed_runs_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
            "noise_table", "loss_table", "rb_table", "rb_variant", "to_markdown"]
 
 #: head variants of Table 2 in the paper's order
@@ -125,6 +125,9 @@ def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True
         "accuracy": float(m["accuracy"]), "balanced_accuracy": m.get("balanced_accuracy"), "macro_f1": float(m["macro_f1"]),
         "davies_bouldin": cluster.get("davies_bouldin"), "calinski_harabasz": cluster.get("calinski_harabasz"),
         "n_test": m.get("n"),
+        # recall per class, in the metrics file's class order (what a collapsed run still predicts)
+        "per_class_accuracy": ({c: m["per_class_accuracy"].get(c) for c in m.get("classes") or m["per_class_accuracy"]}
+                               if isinstance(m.get("per_class_accuracy"), dict) else None),
     }
     if res_p.is_file():
         res = json.loads(res_p.read_text())
@@ -232,16 +235,20 @@ def collapse_table(records: Sequence[dict[str, Any]], below: float, *, metric: s
     """Collapsed runs of Table 7's two heads (without RB / with RB = anchors + MHSA, full loss) per dataset and
     label-noise rate: a run *collapses* when its test ``metric`` is below ``below`` (a fraction, fixed before the
     runs). Lists each run's value by seed and the one-sided Fisher exact p that the head without RB collapses more
-    often (:func:`fairexpr.evaluation.stats.fisher_one_sided`); a rate with only one head present has no p."""
-    from .stats import fisher_one_sided
+    often (:func:`fairexpr.evaluation.stats.fisher_one_sided`); a rate with only one head present has no p.
+    Described, not a test: with RB − without RB in accuracy and balanced accuracy, paired by seed, over the seeds
+    where **neither** head collapsed (the split is made by the outcome, so its interval is not a test of RB)."""
+    from .stats import fisher_one_sided, format_difference, paired_difference
 
     if not 0.0 < below < 1.0:
         raise ValueError(f"collapse threshold must be a fraction in (0, 1), got {below!r}")
     by_cell: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
     for (ds, variant, rate), rs in _group(records, ("dataset", "rb", "label_noise"), _table7_head, {"rb": TABLE7_HEADS}):
         by_cell.setdefault((ds, rate), {})[variant] = sorted(rs, key=lambda r: r["seed"])
+    neither = {"accuracy": "RB − without RB, accuracy, neither collapsed (described)",
+               "balanced_accuracy": "RB − without RB, balanced, neither collapsed (described)"}
     cols = ["dataset", "label noise", "collapse: below", "without RB collapsed", "with RB collapsed",
-            "without RB by seed", "with RB by seed", "Fisher p (without RB collapses more)"]
+            "without RB by seed", "with RB by seed", "Fisher p (without RB collapses more)", *neither.values()]
     rows = []
     for (ds, rate), arms in sorted(by_cell.items()):
         row: dict[str, Any] = {"dataset": ds, "label noise": f"{rate * 100:g}%", "collapse: below": f"{below * 100:g}%"}
@@ -254,9 +261,38 @@ def collapse_table(records: Sequence[dict[str, Any]], below: float, *, metric: s
             row[f"{label} by seed"] = ", ".join(f"s{r['seed']}: {r[metric] * 100:.1f}" + ("*" if r[metric] < below else "")
                                                 for r in rs) or "–"
         (ha, na), (hb, nb) = counts["without RB"], counts["anchors + MHSA"]
-        row[cols[-1]] = f"{fisher_one_sided(ha, na, hb, nb):.3f}" if na and nb else "–"
+        row["Fisher p (without RB collapses more)"] = f"{fisher_one_sided(ha, na, hb, nb):.3f}" if na and nb else "–"
+        trained = {v: {r["seed"]: r for r in arms.get(v, []) if r[metric] >= below} for v in ("without RB", "anchors + MHSA")}
+        seeds = sorted(set(trained["without RB"]) & set(trained["anchors + MHSA"]))
+        for key, col in neither.items():
+            vals = [{s: trained[v][s].get(key) for s in seeds} for v in ("without RB", "anchors + MHSA")]
+            ok = seeds and all(x is not None for v in vals for x in v.values())
+            row[col] = format_difference(paired_difference(vals[0], vals[1])) if ok else "–"
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
+
+
+def collapsed_runs_table(records: Sequence[dict[str, Any]], below: float, *, metric: str = "accuracy") -> pd.DataFrame:
+    """Every collapsed run of Table 7's two heads (test ``metric`` below ``below``, as in :func:`collapse_table`):
+    dataset, label noise, head, seed, accuracy, balanced accuracy and the recall of each class (%), in the run's
+    class order; what a collapsed head still predicts. Empty (no rows) when nothing collapsed."""
+    if not 0.0 < below < 1.0:
+        raise ValueError(f"collapse threshold must be a fraction in (0, 1), got {below!r}")
+    hits = sorted((r for r in records if _table7_head(r) and r[metric] < below),
+                  key=lambda r: (r["dataset"], r["label_noise"], r["rb"], r["seed"]))
+    classes: list[str] = []
+    for r in hits:
+        classes += [c for c in (r.get("per_class_accuracy") or {}) if c not in classes]
+    rows = []
+    for r in hits:
+        pc = r.get("per_class_accuracy") or {}
+        rows.append({"dataset": r["dataset"], "label noise": f"{r['label_noise'] * 100:g}%",
+                     "head": "with RB" if r["rb"] == "anchors + MHSA" else r["rb"], "seed": r["seed"],
+                     "accuracy": f"{r['accuracy'] * 100:.1f}",
+                     "balanced": f"{r['balanced_accuracy'] * 100:.1f}" if r.get("balanced_accuracy") is not None else "–",
+                     **{f"{c} recall": f"{pc[c] * 100:.1f}" if pc.get(c) is not None else "–" for c in classes}})
+    return pd.DataFrame(rows, columns=["dataset", "label noise", "head", "seed", "accuracy", "balanced",
+                                       *(f"{c} recall" for c in classes)])
 
 
 def cluster_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:
