@@ -217,3 +217,35 @@ def run_cli_cell(run_dir: Path, argv: list[str]) -> dict[str, Any]:
     if proc.returncode != 0:
         print(f"run {status} after {time.time() - t0:.0f}s: {run_dir}", flush=True)
     return {"run": str(run_dir), "status": status, "wall_s": time.time() - t0}
+
+
+# ------------------------------------------------------------------------------------------------ --status
+STATUS_HELP = ("train nothing, read no metric, write no result: list each requested cell as finished (here or in "
+               "--archive), at epoch k (a checkpoint to resume) or not started; for a planned grid that must not be "
+               "read before it is complete")
+
+
+def cell_state(run_dir: str | Path, archive: str | Path | None = None) -> str:
+    """Where one cell stands, from which files exist (no metric is read): ``finished``, ``finished (archived)``,
+    ``finished (restored)``, ``epoch k`` (k = epochs in its ``metrics.csv``; it resumes from there) or
+    ``not started``."""
+    d = Path(run_dir)
+    if (d / "result.json").is_file():
+        return "finished (restored)" if (d / RESTORED_MARK).is_file() else "finished"
+    if archive is not None and (Path(archive) / d.name / "result.json").is_file():
+        return "finished (archived)"
+    if (d / "last.json").is_file():
+        log = d / "metrics.csv"
+        rows = sum(1 for line in log.read_text().splitlines()[1:] if line.strip()) if log.is_file() else 0
+        return f"epoch {rows}"
+    return "not started"
+
+
+def print_status(run_dirs, archive: str | Path | None = None) -> dict[str, str]:
+    """Print ``<cell>: <state>`` per cell and ``k of n cells finished``; returns ``{cell name: state}``."""
+    states = {Path(d).name: cell_state(d, archive) for d in run_dirs}
+    for name, state in states.items():
+        print(f"{name}: {state}")
+    done = sum(s.startswith("finished") for s in states.values())
+    print(f"{done} of {len(states)} cells finished", flush=True)
+    return states

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
+from _cells import STATUS_HELP, add_archive_argument, keep_finished, print_status, restore_archive  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import epochs_cell, rule2_fields, rule2_verdict  # noqa: E402
 
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th cell starting at i (parallel processes)")
     ap.add_argument("--collect", action="store_true", help="only build the tables from the finished cells")
     add_archive_argument(ap)
+    ap.add_argument("--status", action="store_true", help=STATUS_HELP)
     ap.add_argument("--override", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra config overrides for every cell (part of each cell's key)")
     a = ap.parse_args(argv)
@@ -258,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.synthetic and a.datasets:
         ap.error(f"--datasets {' '.join(a.datasets)} picks real datasets, --synthetic runs the built-in synthetic "
                  "faces instead: give one of them")
+    if a.status and (a.collect or a.shard != "0/1"):
+        ap.error("--status lists every cell and stops: it takes no --collect or --shard")
     if a.collect and a.shard != "0/1":
         ap.error(f"--shard {a.shard} splits the cells to run; --collect builds the tables from every shard's cells: "
                  "drop --shard")
@@ -268,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     from fairexpr.evaluation.cucn_tables import table2, table2_markdown, write_report
 
     out, res_dir = Path(a.out), Path(a.results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    res_dir.mkdir(parents=True, exist_ok=True)
-    restore_archive(ap, a.archive, out, "--synthetic" if a.synthetic else None)
+    if not a.status:
+        out.mkdir(parents=True, exist_ok=True)
+        res_dir.mkdir(parents=True, exist_ok=True)
+        restore_archive(ap, a.archive, out, "--synthetic" if a.synthetic else None)
     common = [f"train.max_minutes={a.cpu_minutes}", "train.budget_clock=process", f"train.epochs={a.epochs}"]
     if a.noise:
         common += [f"data.label_noise={a.noise}", "data.label_noise_kind=symmetric"]
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                          cell_argv(a.recipe, datasets(a)[c[0]] + row_overrides(c[1], a.recipe, a.weights, a.cbam_init) + common
                                    + [f"seed={c[2]}"]))
             for c in todo}
+    if a.status:
+        print_status([dirs[c] for c in todo], a.archive)
+        return 0
     failed: list[str] = []
     if not a.collect:
         mine = [c for k, c in enumerate(todo) if k % shard[1] == shard[0]]

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
+from _cells import STATUS_HELP, add_archive_argument, keep_finished, print_status, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.convergence import best_val_epoch  # noqa: E402
 from fairexpr.evaluation.difc_tables import load_run, write_tables  # noqa: E402
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "tables are written from whatever runs have finished")
     p.add_argument("--collect", action="store_true", help="only build the tables from finished runs")
     add_archive_argument(p)
+    p.add_argument("--status", action="store_true", help=STATUS_HELP)
     p.add_argument("--out", default=str(ROOT / "runs" / "difc_benchmark"))
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--override", nargs="*", default=[], help="extra key=value config overrides for every run")
@@ -166,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.tag.replace("_", "").replace("-", "").isalnum():
         p.error(f"--tag {args.tag!r}: letters, digits, '_' and '-' only (it names files)")
+    if args.status and (args.collect or args.shard != "0/1"):
+        p.error("--status lists every cell and stops: it takes no --collect or --shard")
     if args.collect and args.shard != "0/1":
         p.error(f"--shard {args.shard} splits the cells to run; --collect builds the tables from every shard's cells: "
                 "drop --shard")
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     source, source_split = parse_target(args.source or f"fer2013:{data}/fer2013@train")
     targets = [parse_target(t) for t in (args.target or [f"ckplus:{data}/ckplus/CK+48", f"ferplus:{data}/ferplus@test"])]
     out = Path(args.out)
-    restore_archive(p, args.archive, out)
+    if not args.status:
+        restore_archive(p, args.archive, out)
     t_start = time.time()
     shard_i, shard_n = (int(v) for v in args.shard.split("/"))
     runs = []
@@ -184,12 +188,16 @@ def main(argv: list[str] | None = None) -> int:
              for method in args.methods for loss in args.losses]  # seeds outermost: seed 0 of every cell first
     per_target = len(args.methods) * len(args.losses)
     for k, (seed, ti, target, tsplit, method, loss) in enumerate(cells):
-        if args.collect or shard_of(k, ti, per_target, shard_n) != shard_i:
+        if args.status or args.collect or shard_of(k, ti, per_target, shard_n) != shard_i:
             argv = cell_argv(method, loss, seed, source, source_split or "train", target, tsplit, args)
             runs.append(cell_dir(out, method, loss, seed, target, tsplit, argv))
         else:
             runs.append(run_cell(out, method, loss, seed, source, source_split or "train", target, tsplit, args))
-        keep_finished(p, args.archive, runs[-1:])  # as it finishes (with --collect: every finished cell)
+        if not args.status:
+            keep_finished(p, args.archive, runs[-1:])  # as it finishes (with --collect: every finished cell)
+    if args.status:
+        print_status(runs, args.archive)
+        return 0
     records = []
     for r in runs:
         try:

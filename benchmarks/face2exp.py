@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
+from _cells import STATUS_HELP, add_archive_argument, keep_finished, print_status, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.face2exp_tables import (delta_table, load_run, mean_std_table, per_class_table,  # noqa: E402
                                                  plot_confusion_pair, to_markdown)
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", nargs="*", default=[],
                    help="extra key=value config overrides for every run (method.* ones for the Meta-Face2Exp runs only)")
     add_archive_argument(p)
+    p.add_argument("--status", action="store_true", help=STATUS_HELP)
     args = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.tag):
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke and res.resolve() == (ROOT / "benchmarks" / "results").resolve():
         p.error("--smoke numbers are meaningless: pass --results to a scratch folder")
     out = Path(args.out)
-    restore_archive(p, args.archive, out, "--smoke" if args.smoke else None)
+    if not args.status:
+        restore_archive(p, args.archive, out, "--smoke" if args.smoke else None)
     recipe = Path(args.recipe).resolve()
     sl = sl_recipe(out, recipe)
     grid = datasets(Path(args.data), args.smoke)
@@ -190,11 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         for frac in args.fractions or grid[ds]["fractions"]:  # type: ignore[union-attr]
             for seed in args.seeds:
                 for method, cfg in (("sl", sl), ("face2exp", recipe)):
-                    if method in args.methods:
+                    if method in args.methods and not args.status:
                         keep_finished(p, args.archive, [run_cell(out, cfg, method, ds, frac, seed,
                                                                  list(grid[ds]["overrides"]), args)])  # type: ignore[arg-type]
                     cells.append((ds, frac, method, seed, cell_dir(out, cfg, method, ds, frac, seed,
                                                                    list(grid[ds]["overrides"]), args)))  # type: ignore[arg-type]
+    if args.status:
+        print_status([c[-1] for c in cells if c[2] in args.methods], args.archive)
+        return 0
     records = []
     for ds, frac, method, seed, run in cells:
         try:

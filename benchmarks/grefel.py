@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _cells import add_archive_argument, keep_finished, restore_archive, run_cli_cell  # noqa: E402
+from _cells import STATUS_HELP, add_archive_argument, keep_finished, print_status, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
                                                collapsed_runs_table, epochs_table, load_run, loss_table, noise_table,
@@ -355,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     add_archive_argument(p)
+    p.add_argument("--status", action="store_true", help=STATUS_HELP)
     p.add_argument("--speed", action="store_true",
                    help="only time training images/s of the CPU options (SPEED_CANDIDATES) -> <results>/grefel_speed.json")
     p.add_argument("--speed-images", type=int, default=256)
@@ -373,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--borrow takes cells from a --baseline runs file: give --baseline too")
     if args.archive is not None and args.speed:
         p.error("--archive keeps trained cells; --speed trains none")
+    if args.status and (args.collect or args.speed or args.baseline):
+        p.error("--status lists the cells and stops: it takes no --collect, --speed or --baseline")
     args.noise = args.noise if args.noise is not None else list(NOISE_RATES)
     args.variants = args.variants if args.variants is not None else list(VARIANTS)
     args.losses = args.losses if args.losses is not None else list(LOSSES)
@@ -412,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     from _cells import keyed_dir
 
-    restore_archive(p, args.archive, out, "--datasets synthetic" if "synthetic" in args.datasets else None)
+    if not args.status:
+        restore_archive(p, args.archive, out, "--datasets synthetic" if "synthetic" in args.datasets else None)
 
     log, dirs = [], []
     tsne_dirs: dict[tuple, Path] = {}
@@ -425,11 +429,17 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = keyed_dir(out, f"{ds}_{variant}_{loss}_n{int(round(noise * 100))}_s{seed}",
                                     cell_argv(run_recipe, ov, args))
                 tsne_dirs.setdefault((ds, variant, loss, noise, seed), run_dir)
+                if args.status:
+                    dirs.append(run_dir)
+                    continue
                 status = ({"run": str(run_dir), "status": "collected" if (run_dir / "result.json").exists() else "missing"}
                           if args.collect else run_cell(run_dir, run_recipe, ov, args))
                 keep_finished(p, args.archive, [run_dir])  # as it finishes: a lane cut off later keeps it
                 log.append({**status, "dataset": ds, "seed": seed, "variant": variant, "loss": loss, "label_noise": noise})
                 dirs.append(run_dir)
+    if args.status:
+        print_status(dirs, args.archive)
+        return 0
     records = []
     for d in dirs:
         try:

@@ -197,3 +197,21 @@ def test_an_unfinished_cell_a_clashing_copy_and_a_foreign_archive_folder_are_cle
     (tmp_path / "archive" / "stray").mkdir()
     with pytest.raises(ValueError, match="stray: an archived cell must hold result.json"):
         _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")
+
+
+def test_cell_state_reads_which_files_exist_and_no_metric(tmp_path, capsys):
+    done = _finished_cell(tmp_path / "runs", "a_s0_0123456789")
+    partial = tmp_path / "runs" / "a_s1_0123456789"
+    partial.mkdir()
+    (partial / "last.json").write_text("{}")
+    (partial / "metrics.csv").write_text("epoch,val_accuracy\n1,0.1\n2,0.2\n3,0.3\n")
+    _cells.archive_cell(_finished_cell(tmp_path / "elsewhere", "a_s2_0123456789"), tmp_path / "archive")
+    cells = [done, partial, tmp_path / "runs" / "a_s2_0123456789", tmp_path / "runs" / "a_s3_0123456789"]
+    states = _cells.print_status(cells, tmp_path / "archive")
+    assert states == {"a_s0_0123456789": "finished", "a_s1_0123456789": "epoch 3",
+                      "a_s2_0123456789": "finished (archived)", "a_s3_0123456789": "not started"}
+    out = capsys.readouterr().out
+    assert _cells.cell_state(tmp_path / "runs" / "a_s2_0123456789") == "not started"  # without the archive
+    restored = _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")[0]
+    assert _cells.cell_state(restored) == "finished (restored)"
+    assert "a_s1_0123456789: epoch 3" in out and out.rstrip().endswith("2 of 4 cells finished")

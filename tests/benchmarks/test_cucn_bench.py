@@ -105,6 +105,13 @@ def test_bench_end_to_end_two_shards_then_collect(cucn, tmp_path, capsys):
     assert "restored 4 finished cell(s)" in capsys.readouterr().out
     fresh_ds = json.loads((tmp_path / "res" / "t_fresh.json").read_text())["datasets"]["synthetic"]
     assert fresh_ds["claims"] == ds["claims"] and not list((tmp_path / "fresh").glob("*/last.json"))
+    capsys.readouterr()
+    assert cucn.main(args + ["--seeds", "0", "1", "2", "--status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": finished\n") == 4 and out.count(": not started") == 2 and "4 of 6 cells finished" in out
+    with pytest.raises(SystemExit) as e:
+        cucn.main(args + ["--status", "--shard", "0/2"])
+    assert e.value.code == 2 and "--status lists every cell and stops" in capsys.readouterr().err
     # a cell missing from the grid is listed, not silently dropped
     assert cucn.main(args + ["--tag", "t2", "--seeds", "0", "1", "2", "--collect"]) == 0
     res2 = json.loads((tmp_path / "res" / "t2.json").read_text())

@@ -48,6 +48,14 @@ def test_smoke_grid_paired_table_and_reuse(f2e, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "restored 4 finished cell(s)" in out and "+ " not in "".join(line[:2] for line in out.splitlines())
     assert json.loads((res / "f2e_smoke_tables.json").read_text()) == tables
+    capsys.readouterr()
+    assert f2e.main([*argv, "--seeds", "0", "1", "2", "--status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": finished\n") == 4 and out.count(": not started") == 2 and "4 of 6 cells finished" in out
+    sl_only = [a for a in argv if not a.startswith("method.")] + ["--methods", "sl", "--status"]
+    assert f2e.main(sl_only) == 0  # SL cells only; SL drops method.* overrides, so they are the same, finished cells
+    out = capsys.readouterr().out
+    assert out.count("pct_sl_s") == 2 and "pct_face2exp" not in out and "2 of 2 cells finished" in out
 
 
 def test_bad_tag_and_smoke_into_results_are_refused(f2e, tmp_path, capsys):

@@ -243,6 +243,16 @@ def test_a_cell_archive_lets_a_fresh_checkout_skip_and_collect_finished_cells(gr
     assert json.loads((tmp_path / "res" / "g_arch_tables.json").read_text()) == first
     runs = json.loads((tmp_path / "res" / "g_arch_runs.json").read_text())
     assert runs["meta"]["archive"] == str(tmp_path / "cells") and {e["status"] for e in runs["log"]} == {"collected"}
+    # --status: where each cell stands, from files only; nothing restored, trained or written
+    capsys.readouterr()
+    assert grefel.main([*argv, "--out", str(tmp_path / "fresh3"), "--status", "--seeds", "0", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": finished (archived)") == 2 and "_s2_" in out and ": not started" in out
+    assert out.rstrip().endswith("2 of 3 cells finished")
+    assert not (tmp_path / "fresh3" / "reliability_balanced" / cells[0].name).exists()
+    with pytest.raises(SystemExit) as e:
+        grefel.main([*argv, "--out", str(tmp_path / "fresh3"), "--status", "--collect"])
+    assert e.value.code == 2 and "--status lists the cells and stops" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, msg", [

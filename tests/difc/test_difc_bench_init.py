@@ -29,7 +29,7 @@ def _train_source(src: str, out: Path) -> Path:
     return out
 
 
-def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: F811
+def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch, capsys):  # noqa: F811
     src, tgt = domains
     monkeypatch.setenv("FAIREXPR_DATA", str(tmp_path))
     source_run = _train_source(src, tmp_path / "source")
@@ -67,12 +67,16 @@ def test_difc_bench_from_a_source_run(domains, tmp_path, monkeypatch):  # noqa: 
     assert not list((tmp_path / "fresh").glob("*/last.json"))  # restored, not trained
     assert len(list((tmp_path / "fresh").glob("*/restored_from_archive.json"))) == 4
     assert json.loads((res / "toy_init_tables.json").read_text()) == tables
+    capsys.readouterr()
+    assert difc.main([*argv, "--status"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("4 of 4 cells finished")
 
 
 @pytest.mark.parametrize("argv, says", [
     (["--tag", "../x"], "--tag '../x': letters, digits, '_' and '-' only"),
     (["--collect", "--shard", "1/2"], "--shard 1/2 splits the cells to run; --collect builds the tables from every "
                                       "shard's cells: drop --shard"),
+    (["--status", "--collect"], "--status lists every cell and stops: it takes no --collect or --shard"),
 ])
 def test_difc_bench_refuses_bad_options_in_one_line(capsys, argv, says):
     difc = load_bench("difc", "difc_bench_tag")
