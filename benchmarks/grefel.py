@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _cells import STATUS_HELP, add_archive_argument, keep_finished, print_status, restore_archive, run_cli_cell  # noqa: E402
 from fairexpr._io import atomic_write_text  # noqa: E402
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,  # noqa: E402
-                                               collapsed_runs_table, epochs_table, load_run, loss_table, noise_table,
-                                               rb_table, to_markdown)
+                                               collapsed_runs_table, early_warning_table, epochs_table, load_run,
+                                               loss_table, noise_table, rb_table, to_markdown)
 
 RECIPE = ROOT / "configs" / "grefel_cpu.yaml"
 
@@ -352,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="table c: also count the runs whose test accuracy is below PCT %% (a threshold fixed before the "
                         "runs) per head and noise rate, with the one-sided Fisher exact p that the head without RB "
                         "collapses more often")
+    p.add_argument("--early-warning", nargs=2, type=float, default=None, metavar=("EPOCH", "PCT"),
+                   help="with --collapse-below: also test whether a holdout balanced accuracy below PCT %% at EPOCH "
+                        "foretells a collapse (2 x 2 counts, sensitivity and specificity with exact intervals)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: gather the finished runs of the requested cells into the tables")
     add_archive_argument(p)
@@ -368,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
             p.error(f"--{opt.replace('_', '-')} {what} table {' or '.join(used_by)}, but --tables is "
                     f"{' '.join(args.tables)}")
+    if args.early_warning is not None:
+        ew_epoch, ew_pct = args.early_warning
+        if args.collapse_below is None:
+            p.error("--early-warning tests a flag against collapses: give --collapse-below too")
+        if ew_epoch != int(ew_epoch) or not 1 <= ew_epoch <= args.epochs:
+            p.error(f"--early-warning {ew_epoch:g} {ew_pct:g}: EPOCH must be a whole epoch from 1 to --epochs ({args.epochs})")
+        if not 0 < ew_pct < 100:
+            p.error(f"--early-warning {ew_epoch:g} {ew_pct:g}: PCT must be a holdout balanced accuracy in % between 0 and 100")
     if args.collapse_below is not None and not 0 < args.collapse_below < 100:
         p.error(f"--collapse-below {args.collapse_below:g}: expected a test accuracy in % between 0 and 100")
     if args.borrow and not args.baseline:
@@ -398,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             "budget": {"epochs": args.epochs, "max_minutes_per_run": args.minutes or None, "clock": args.clock},
             "datasets": args.datasets, "seeds": args.seeds, "tables": args.tables, "overrides": args.override,
             "collapse_below_pct": args.collapse_below,
+            "early_warning": ({"epoch": int(args.early_warning[0]), "below_pct": args.early_warning[1]}
+                              if args.early_warning is not None else None),
             "archive": str(args.archive) if args.archive is not None else None,
             "wall_minutes": None,
             "command": "python benchmarks/grefel.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -477,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
             if args.collapse_below is not None:
                 tables["label_noise_collapses"] = collapse_table(records, args.collapse_below / 100)
+                if args.early_warning is not None:
+                    tables["label_noise_early_warning"] = early_warning_table(
+                        records, args.collapse_below / 100, int(args.early_warning[0]), args.early_warning[1] / 100)
                 collapsed = collapsed_runs_table(records, args.collapse_below / 100)
                 if len(collapsed):
                     tables["label_noise_collapsed_runs_per_class"] = collapsed
@@ -511,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
              "one-sided Fisher exact p that the head without RB collapses more often; RB − without RB on the seeds "
              "where neither collapsed is described, not tested (the split is made by the outcome); every collapsed "
              "run's recall per class is listed."
+             + (f" Early warning: a run is flagged when its holdout balanced accuracy at epoch {int(args.early_warning[0])} "
+                f"is below {args.early_warning[1]:g} %; sensitivity and specificity with exact 95 % intervals."
+                if args.early_warning is not None else "")
              if args.collapse_below is not None else "") + "\n",
           f"- command: `{meta['command']}`", f"- torch {meta['torch']}, {meta['date']}\n"]
     if baseline:

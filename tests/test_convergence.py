@@ -1,7 +1,7 @@
 """Rule 2 helpers (fairexpr.evaluation.convergence): hand-computed best epochs, last-epoch leads and verdicts."""
 import pytest
 
-from fairexpr.evaluation.convergence import (best_val_epoch, epochs_cell, last_epoch_lead, rule2_fields, rule2_verdict,
+from fairexpr.evaluation.convergence import (val_curve, best_val_epoch, epochs_cell, last_epoch_lead, rule2_fields, rule2_verdict,
                                              tail_slope)
 
 
@@ -111,3 +111,10 @@ def test_epochs_cell():
     assert epochs_cell(18, 18) == "18 (18)"          # lead unknown: not invented
     assert epochs_cell(12, 10, 1.5) == "12 (10)"     # not the last epoch: no lead shown
     assert epochs_cell(None, None) == "–" and epochs_cell(5, None) == "5 (–)"
+
+
+def test_val_curve_is_the_validated_epochs_in_order_with_a_relogged_epoch_once():
+    h = [{"epoch": 2, "val_balanced_accuracy": 0.3}, {"epoch": 1, "val_balanced_accuracy": 0.2},
+         {"epoch": 2, "val_balanced_accuracy": 0.35}, {"epoch": 3}, {"epoch": 4, "val_balanced_accuracy": ""}]
+    assert val_curve(h) == [(1, 0.2), (2, 0.35)]  # a resume re-logged epoch 2: its last value counts
+    assert val_curve(None) == [] and val_curve(h, "val_accuracy") == []

@@ -174,7 +174,15 @@ def test_a_row_filter_of_a_table_not_run_is_refused(grefel, capsys, tables, opt,
 @pytest.mark.parametrize("argv, msg", [(["--tables", "a", "--collapse-below", "50"],
                                         "--collapse-below counts runs of table c, but --tables is a"),
                                        (["--tables", "c", "--collapse-below", "0"], "--collapse-below 0: expected a test accuracy in %"),
-                                       (["--tables", "c", "--collapse-below", "150"], "between 0 and 100")])
+                                       (["--tables", "c", "--collapse-below", "150"], "between 0 and 100"),
+                                       (["--tables", "c", "--early-warning", "3", "34"],
+                                        "--early-warning tests a flag against collapses: give --collapse-below too"),
+                                       (["--tables", "c", "--collapse-below", "50", "--epochs", "2", "--early-warning", "3", "34"],
+                                        "EPOCH must be a whole epoch from 1 to --epochs (2)"),
+                                       (["--tables", "c", "--collapse-below", "50", "--early-warning", "1.5", "34"],
+                                        "EPOCH must be a whole epoch"),
+                                       (["--tables", "c", "--collapse-below", "50", "--early-warning", "1", "0"],
+                                        "PCT must be a holdout balanced accuracy in %")])
 def test_a_bad_collapse_threshold_is_refused(grefel, capsys, argv, msg):
     with pytest.raises(SystemExit):
         grefel.main([*argv, "--datasets", "synthetic", "--results", "/tmp/unused"])
@@ -187,7 +195,7 @@ def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
     argv = ["--datasets", "synthetic", "--model", "reliability_balanced", "--tables", "c", "--noise", "0.2",
             "--seeds", "0", "1", "--epochs", "1", "--minutes", "0", "--synthetic-total", "120", "--collapse-below", "99.9",
             "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"), "--tag", "g_noise",
-            "--override", "train.batch_size=16"]
+            "--override", "train.batch_size=16", "--early-warning", "1", "99.9"]
     assert grefel.main(argv) == 0
     tables = json.loads((tmp_path / "res" / "g_noise_tables.json").read_text())
     assert "embedding_cluster_quality" not in tables  # no clean full-loss cell in a noise-only run: no empty table
@@ -204,6 +212,14 @@ def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
     want_p = fisher_one_sided(hits["without RB"], 2, hits["anchors + MHSA"], 2)
     assert rows[0]["Fisher p (without RB collapses more)"] == f"{want_p:.3f}"
     assert runs["meta"]["collapse_below_pct"] == 99.9
+    # early warning at epoch 1 below 99.9 %: every run is flagged (a holdout below 99.9 %); the flagged runs split
+    # into collapsed / trained exactly as the collapse counts do, per head
+    ew = [dict(zip(tables["label_noise_early_warning"]["columns"], r)) for r in tables["label_noise_early_warning"]["data"]]
+    assert [r["head"] for r in ew] == ["without RB", "with RB", "both heads"]
+    for r, head in zip(ew, ("without RB", "anchors + MHSA")):
+        assert (r["flagged, collapsed"], r["flagged, trained"], r["runs"]) == (hits[head], 2 - hits[head], 2)
+    assert runs["meta"]["early_warning"] == {"epoch": 1, "below_pct": 99.9}
+    assert all(len(r["val_curve"]) == 1 for r in runs["runs"])
     per_class = tables.get("label_noise_collapsed_runs_per_class")
     n_hits = sum(hits.values())
     assert (len(per_class["data"]) if per_class else 0) == n_hits  # one row per collapsed run, none when none

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from fairexpr.evaluation.stats import format_difference, paired_difference, t_quantile
+from fairexpr.evaluation.stats import clopper_pearson, format_difference, paired_difference, t_quantile
 
 
 def test_t_quantiles_match_tables():
@@ -78,3 +78,24 @@ def test_fisher_one_sided_bad_counts(args, match):
 
     with pytest.raises(ValueError, match=match):
         fisher_one_sided(*args)
+
+
+def test_clopper_pearson_closed_forms_by_hand():
+    # k = 0: upper bound 1 - (α/2)^(1/n); k = n: lower bound (α/2)^(1/n); α = 0.05, n = 10: 0.025^0.1 = 0.691503
+    assert clopper_pearson(0, 10) == (0.0, pytest.approx(1 - 0.025 ** 0.1))
+    assert clopper_pearson(10, 10) == (pytest.approx(0.025 ** 0.1), 1.0)
+    assert clopper_pearson(0, 10)[1] == pytest.approx(0.308497, abs=1e-6)
+    # k = 1, n = 2: Beta(1, 2) has CDF 1 - (1 - x)^2, Beta(2, 1) has CDF x^2 -> 1 - √0.975 and √0.975
+    lo, hi = clopper_pearson(1, 2)
+    assert lo == pytest.approx(1 - math.sqrt(0.975)) and hi == pytest.approx(math.sqrt(0.975))
+    # k = 1, n = 1 at 90 %: lower bound 0.05^(1/1)
+    assert clopper_pearson(1, 1, confidence=0.9) == (pytest.approx(0.05), 1.0)
+
+
+@pytest.mark.parametrize("args, msg", [((3, 2), "0 <= k <= n"), ((0, 0), "n >= 1"), ((-1, 4), "non-negative integer"),
+                                       ((1.0, 4), "non-negative integer"), ((True, 4), "non-negative integer")])
+def test_clopper_pearson_refuses_bad_counts(args, msg):
+    with pytest.raises(ValueError, match=msg):
+        clopper_pearson(*args)
+    with pytest.raises(ValueError, match="confidence must be in"):
+        clopper_pearson(1, 4, confidence=95)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fairexpr.evaluation.grefel_tables import (change_table, claims_table, cluster_table, collapse_table,
-                                               collapsed_runs_table, complexity_of, epochs_table, load_run,
+                                               collapsed_runs_table, complexity_of, early_warning_table, epochs_table, load_run,
                                                load_runs, loss_table, loss_variant, noise_table, rb_table, rb_variant,
                                                to_markdown)
 from fairexpr.evaluation.metrics import _json, evaluate
@@ -316,3 +316,42 @@ def test_change_table_pairs_each_cell_by_seed_by_hand(runs, tmp_path):
     bal = t[t["metric"] == "balanced accuracy"].iloc[0]
     assert bal["B − A [95 % CI] (points)"] == "+0.00 [+0.00, +0.00] (n=2)"  # unchanged: sd 0
     assert change_table(base, [], "x").empty
+
+
+def test_early_warning_table_counts_and_exact_intervals_by_hand(runs):
+    recs = load_runs(runs, complexity=False)
+    # holdout balanced accuracy at epoch 3 (flag below 34 %) against collapse (test accuracy below 60 %)
+    curves = {"norb_s0": [[1, 0.1], [3, 0.20]],          # flagged, collapsed (50 %)      -> flagged, collapsed
+              "norb_s1": [[3, 0.40]],                    # not flagged, trained (83.3 %)  -> not flagged, trained
+              "full_s0": [[3, 0.30]],                    # flagged, trained (100 %)       -> flagged, trained
+              "full_s1": [[1, 0.1], [2, 0.2]],           # no epoch 3                     -> counted, not dropped
+              "norb_n20_s0": [[3, 0.50]],                # not flagged, collapsed (50 %)  -> not flagged, collapsed
+              "full_n20_s0": [[3, 0.45]]}                # not flagged, trained (66.7 %)
+    for r in recs:
+        r["val_curve"] = curves.get(Path(r["run"]).name, [])
+    t = early_warning_table(recs, 0.6, 3, 0.34).set_index(["dataset", "label noise", "head"])
+    assert set(t.index) == {("ferplus", "0%", "without RB"), ("ferplus", "0%", "with RB"), ("ferplus", "0%", "both heads"),
+                            ("ferplus", "20%", "without RB"), ("ferplus", "20%", "with RB"),
+                            ("ferplus", "20%", "both heads"), ("fer2013", "0%", "with RB")}
+    counts = ["flagged, collapsed", "flagged, trained", "not flagged, collapsed", "not flagged, trained", "no such epoch"]
+    assert t.loc[("ferplus", "0%", "without RB"), counts].tolist() == [1, 0, 0, 1, 0]
+    assert t.loc[("ferplus", "0%", "with RB"), counts].tolist() == [0, 1, 0, 0, 1]
+    assert t.loc[("ferplus", "0%", "both heads"), counts].tolist() == [1, 1, 0, 1, 1]
+    assert t.loc[("fer2013", "0%", "with RB"), counts].tolist() == [0, 0, 0, 0, 1]
+    # 1/1: [0.025^1, 1] = [2.5, 100]; 0/1: [0, 97.5]; 1/2: [1 - √0.975, √0.975] = [1.3, 98.7]
+    assert t.loc[("ferplus", "0%", "without RB"), "sensitivity [95 % CI]"] == "1/1 (100 % [2.5, 100.0])"
+    assert t.loc[("ferplus", "0%", "with RB"), "sensitivity [95 % CI]"] == "–"  # nothing collapsed: no sensitivity
+    assert t.loc[("ferplus", "0%", "with RB"), "specificity [95 % CI]"] == "0/1 (0 % [0.0, 97.5])"
+    assert t.loc[("ferplus", "0%", "both heads"), "specificity [95 % CI]"] == "1/2 (50 % [1.3, 98.7])"
+    assert t.loc[("ferplus", "20%", "both heads"), "sensitivity [95 % CI]"] == "0/1 (0 % [0.0, 97.5])"
+    assert t.loc[("ferplus", "0%", "without RB"), "flag"] == "epoch 3 holdout balanced < 34%"
+    for bad in ((0.6, 0, 0.34), (0.6, 3, 34), (60, 3, 0.34), (0.6, 2.5, 0.34)):
+        with pytest.raises(ValueError):
+            early_warning_table(recs, *bad)
+
+
+def test_load_run_keeps_the_holdout_curve(tmp_path):
+    d = write_run(tmp_path, "norb_curve", seed=0, pred=P3, anchors=False, mhsa=False)
+    (d / "result.json").write_text(json.dumps({"history": [{"epoch": 1, "val_balanced_accuracy": 0.25},
+                                                           {"epoch": 2, "val_balanced_accuracy": 0.5}]}))
+    assert load_run(d, complexity=False)["val_curve"] == [[1, 0.25], [2, 0.5]]

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from .stats import t_quantile
 
 __all__ = ["RULE2_KEY", "TAIL_MIN_EPOCHS", "best_val_epoch", "epochs_cell", "last_epoch_lead", "rule2_fields",
-           "rule2_verdict", "tail_slope"]
+           "rule2_verdict", "tail_slope", "val_curve"]
 
 #: the validation column of ``metrics.csv`` / ``result.json["history"]`` that rule 2 reads
 RULE2_KEY = "val_balanced_accuracy"
@@ -40,6 +40,11 @@ def _validated(history: Sequence[dict[str, Any]], key: str) -> list[tuple[int, f
     counts once, with its last value."""
     last = {int(h["epoch"]): float(h[key]) for h in history if h.get(key) not in (None, "")}
     return sorted(last.items())
+
+
+def val_curve(history: Sequence[dict[str, Any]] | None, key: str = RULE2_KEY) -> list[tuple[int, float]]:
+    """``(epoch, value)`` of every validated epoch of a run's history, in epoch order (a re-logged epoch once)."""
+    return _validated(list(history or []), key)
 
 
 def best_val_epoch(history: Sequence[dict[str, Any]], key: str = RULE2_KEY) -> int | None:

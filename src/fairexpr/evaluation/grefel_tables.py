@@ -37,10 +37,10 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .convergence import epochs_cell, rule2_fields, rule2_verdict
+from .convergence import epochs_cell, rule2_fields, rule2_verdict, val_curve
 from .difc_tables import to_markdown
 
-__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "collapse_table", "collapsed_runs_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
+__all__ = ["RB_VARIANTS", "LOSS_VARIANTS", "change_table", "claims_table", "cluster_table", "collapse_table", "collapsed_runs_table", "early_warning_table", "epochs_table", "complexity_of", "load_run", "load_runs", "loss_variant",
            "noise_table", "loss_table", "rb_table", "rb_variant", "to_markdown"]
 
 #: head variants of Table 2 in the paper's order
@@ -133,6 +133,7 @@ def load_run(run_dir: str | Path, role: str = "test", *, complexity: bool = True
         res = json.loads(res_p.read_text())
         rec.update({k: res.get(k) for k in ("train_seconds", "steps", "epochs_run", "best_epoch", "stopped_by")})
         rec.update(rule2_fields(res.get("history")))
+        rec["val_curve"] = [[e, v] for e, v in val_curve(res.get("history"))]  # holdout balanced accuracy per epoch
     if complexity:
         rec.update(complexity_of(sidecar))
     return rec
@@ -293,6 +294,53 @@ def collapsed_runs_table(records: Sequence[dict[str, Any]], below: float, *, met
                      **{f"{c} recall": f"{pc[c] * 100:.1f}" if pc.get(c) is not None else "–" for c in classes}})
     return pd.DataFrame(rows, columns=["dataset", "label noise", "head", "seed", "accuracy", "balanced",
                                        *(f"{c} recall" for c in classes)])
+
+
+def early_warning_table(records: Sequence[dict[str, Any]], below: float, epoch: int, warn_below: float, *,
+                        metric: str = "accuracy") -> pd.DataFrame:
+    """Does an early holdout score foretell a collapse? A run is *flagged* when its validation balanced accuracy at
+    ``epoch`` (``val_curve``) is below ``warn_below``, and *collapsed* when its test ``metric`` is below ``below``
+    (as in :func:`collapse_table`). Per dataset, label noise and head (Table 7's two heads, then both together):
+    the 2 × 2 counts, sensitivity (flagged among collapsed) and specificity (not flagged among the rest) with exact
+    Clopper–Pearson 95 % intervals; runs without a validated ``epoch`` are counted as such, never dropped silently."""
+    from .stats import clopper_pearson
+
+    for name, v in (("below", below), ("warn_below", warn_below)):
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"{name} must be a fraction in (0, 1), got {v!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"epoch must be a positive integer, got {epoch!r}")
+
+    def rate(k: int, n: int) -> str:
+        if not n:
+            return "–"
+        lo, hi = clopper_pearson(k, n)
+        return f"{k}/{n} ({k / n * 100:.0f} % [{lo * 100:.1f}, {hi * 100:.1f}])"
+
+    groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+    for (ds, variant, rate_), rs in _group(records, ("dataset", "rb", "label_noise"), _table7_head, {"rb": TABLE7_HEADS}):
+        label = "with RB" if variant == "anchors + MHSA" else variant
+        groups.setdefault((ds, rate_), {})[label] = list(rs)
+    rows = []
+    for (ds, noise), heads in sorted(groups.items()):
+        for label, rs in [*heads.items(), *([("both heads", [r for v in heads.values() for r in v])] if len(heads) > 1 else [])]:
+            n = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "no_epoch": 0}
+            for r in rs:
+                early = dict((int(e), float(v)) for e, v in (r.get("val_curve") or [])).get(epoch)
+                if early is None:
+                    n["no_epoch"] += 1
+                    continue
+                flagged, collapsed = early < warn_below, r[metric] < below
+                n[("tp" if collapsed else "fp") if flagged else ("fn" if collapsed else "tn")] += 1
+            rows.append({"dataset": ds, "label noise": f"{noise * 100:g}%", "head": label, "runs": len(rs),
+                         "flag": f"epoch {epoch} holdout balanced < {warn_below * 100:g}%",
+                         "flagged, collapsed": n["tp"], "flagged, trained": n["fp"], "not flagged, collapsed": n["fn"],
+                         "not flagged, trained": n["tn"], "no such epoch": n["no_epoch"],
+                         "sensitivity [95 % CI]": rate(n["tp"], n["tp"] + n["fn"]),
+                         "specificity [95 % CI]": rate(n["tn"], n["tn"] + n["fp"])})
+    return pd.DataFrame(rows, columns=["dataset", "label noise", "head", "runs", "flag", "flagged, collapsed",
+                                       "flagged, trained", "not flagged, collapsed", "not flagged, trained",
+                                       "no such epoch", "sensitivity [95 % CI]", "specificity [95 % CI]"])
 
 
 def cluster_table(records: Sequence[dict[str, Any]], *, as_text: bool = True) -> pd.DataFrame:

@@ -77,6 +77,25 @@ def fisher_one_sided(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
     return tail / math.comb(total, k_all)
 
 
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper–Pearson) interval of a binomial proportion ``k / n``: the ``(1 - confidence) / 2`` and
+    ``(1 + confidence) / 2`` quantiles of ``Beta(k, n - k + 1)`` and ``Beta(k + 1, n - k)``, with 0 / 1 at the ends
+    (``k = 0``: upper bound ``1 - (α/2)^(1/n)``; ``k = n``: lower bound ``(α/2)^(1/n)``)."""
+    for name, v in (("k", k), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if n == 0 or k > n:
+        raise ValueError(f"expected 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    from scipy.stats import beta
+
+    a = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(beta.ppf(a / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a / 2, k + 1, n - k))
+    return lo, hi
+
+
 def claim_verdict(d: Mapping[str, Any], want: str) -> str:
     """A claim's verdict from a :func:`paired_difference` result; ``want`` is its claimed direction (``"b > a"`` or
     ``"b < a"``): ``**reproduced**`` (the interval excludes 0 that way), ``opposite shown`` (the other way),
