@@ -174,6 +174,8 @@ def restore_archive(parser, archive: Path | None, out: Path, void: str | None = 
     results = Path(__file__).resolve().parent / "results"
     if void and Path(archive).resolve().is_relative_to(results):
         parser.error(f"{void} cells are meaningless: pass --archive to a scratch folder, not into {results}")
+    if Path(archive).exists() and not Path(archive).is_dir():
+        parser.error(f"--archive {archive}: expected a folder of archived cells, found a file")
     try:
         restored = restore_cells(archive, out)
     except ValueError as e:

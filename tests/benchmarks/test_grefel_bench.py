@@ -275,6 +275,8 @@ def test_a_cell_archive_lets_a_fresh_checkout_skip_and_collect_finished_cells(gr
     (["--speed", "--archive", "/tmp/unused_cells", "--results", "/tmp/unused"], "--archive keeps trained cells"),
     (["--datasets", "synthetic", "--results", "/tmp/unused", "--archive", "benchmarks/results/cells/x"],
      "--datasets synthetic cells are meaningless"),
+    (["--datasets", "synthetic", "--results", "/tmp/unused", "--archive", __file__],
+     "expected a folder of archived cells, found a file"),
 ])
 def test_archive_misuse_is_refused(grefel, capsys, argv, msg):
     with pytest.raises(SystemExit) as e:
