@@ -349,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                         "anchors, for an anchor setting): the claims are recomputed with the baseline's cells of those "
                         "variants that this run did not make")
     p.add_argument("--collapse-below", type=float, default=None, metavar="PCT",
-                   help="table c: also count the runs whose test accuracy is below PCT %% (a threshold fixed before the "
-                        "runs) per head and noise rate, with the one-sided Fisher exact p that the head without RB "
+                   help="tables a and c: also count the runs of the two heads (without RB, RB) whose test accuracy is "
+                        "below PCT %% (a threshold fixed before the runs) per noise rate (0 %% for table a), with the one-sided Fisher exact p that the head without RB "
                         "collapses more often")
     p.add_argument("--early-warning", nargs=2, type=float, default=None, metavar=("EPOCH", "PCT"),
                    help="with --collapse-below: also test whether a holdout balanced accuracy below PCT %% at EPOCH "
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--tag {args.tag!r}: expected a file-name prefix (letters, digits, '_', '.', '-')")
     # a row filter for tables that are not requested would be silently ignored: refuse it
     for opt, used_by, what in (("noise", "c", "picks rows of"), ("variants", "ac", "picks rows of"),
-                               ("losses", "b", "picks rows of"), ("collapse_below", "c", "counts runs of")):
+                               ("losses", "b", "picks rows of"), ("collapse_below", "ac", "counts runs of")):
         if getattr(args, opt) is not None and not set(used_by) & set(args.tables):
             p.error(f"--{opt.replace('_', '-')} {what} table {' or '.join(used_by)}, but --tables is "
                     f"{' '.join(args.tables)}")
@@ -488,14 +488,14 @@ def main(argv: list[str] | None = None) -> int:
             tables["table7_label_noise_accuracy"] = noise_table(records)
             tables["table7_label_noise_balanced_accuracy"] = noise_table(records, metric="balanced_accuracy")
             tables["table7_label_noise_macro_f1"] = noise_table(records, metric="macro_f1")
-            if args.collapse_below is not None:
-                tables["label_noise_collapses"] = collapse_table(records, args.collapse_below / 100)
-                if args.early_warning is not None:
-                    tables["label_noise_early_warning"] = early_warning_table(
-                        records, args.collapse_below / 100, int(args.early_warning[0]), args.early_warning[1] / 100)
-                collapsed = collapsed_runs_table(records, args.collapse_below / 100)
-                if len(collapsed):
-                    tables["label_noise_collapsed_runs_per_class"] = collapsed
+        if args.collapse_below is not None:  # the two heads of table a (clean) and/or c, one row per noise rate
+            tables["label_noise_collapses"] = collapse_table(records, args.collapse_below / 100)
+            if args.early_warning is not None:
+                tables["label_noise_early_warning"] = early_warning_table(
+                    records, args.collapse_below / 100, int(args.early_warning[0]), args.early_warning[1] / 100)
+            collapsed = collapsed_runs_table(records, args.collapse_below / 100)
+            if len(collapsed):
+                tables["label_noise_collapsed_runs_per_class"] = collapsed
         clusters = cluster_table(records)
         if len(clusters):  # clean full-loss cells only: none in a noise-only run
             tables["embedding_cluster_quality"] = clusters

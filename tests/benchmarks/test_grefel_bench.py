@@ -171,8 +171,8 @@ def test_a_row_filter_of_a_table_not_run_is_refused(grefel, capsys, tables, opt,
     assert f"{opt} picks rows of table" in err and f"--tables is {' '.join(tables)}" in err
 
 
-@pytest.mark.parametrize("argv, msg", [(["--tables", "a", "--collapse-below", "50"],
-                                        "--collapse-below counts runs of table c, but --tables is a"),
+@pytest.mark.parametrize("argv, msg", [(["--tables", "b", "--collapse-below", "50"],
+                                        "--collapse-below counts runs of table a or c, but --tables is b"),
                                        (["--tables", "c", "--collapse-below", "0"], "--collapse-below 0: expected a test accuracy in %"),
                                        (["--tables", "c", "--collapse-below", "150"], "between 0 and 100"),
                                        (["--tables", "c", "--early-warning", "3", "34"],
@@ -228,6 +228,27 @@ def test_noise_table_with_collapse_counts_end_to_end(grefel, tmp_path):
         assert "RB − without RB, accuracy, neither collapsed (described)" in tables["label_noise_collapses"]["columns"]
     md = (tmp_path / "res" / "g_noise_tables.md").read_text()
     assert "## label_noise_collapses" in md and "below 99.9 % (marked *)" in md
+
+
+def test_clean_table_a_counts_collapses_of_the_two_heads_end_to_end(grefel, tmp_path):
+    """--collapse-below with table a (clean labels): the same collapse and early-warning tables, one row at 0 %
+    noise, counting only the two heads (without RB, full RB) even when table a's other variants ran."""
+    argv = ["--datasets", "synthetic", "--model", "reliability_balanced", "--tables", "a", "--variants", "norb", "anchors",
+            "rb", "--seeds", "0", "--epochs", "1", "--minutes", "0", "--synthetic-total", "120",
+            "--collapse-below", "99.9", "--early-warning", "1", "99.9", "--out", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "res"), "--tag", "g_clean", "--override", "train.batch_size=16"]
+    assert grefel.main(argv) == 0
+    tables = json.loads((tmp_path / "res" / "g_clean_tables.json").read_text())
+    assert "table2_reliability_balancing" in tables and "table7_label_noise_accuracy" not in tables
+    rows = [dict(zip(tables["label_noise_collapses"]["columns"], r)) for r in tables["label_noise_collapses"]["data"]]
+    assert len(rows) == 1 and rows[0]["label noise"] == "0%"
+    runs = json.loads((tmp_path / "res" / "g_clean_runs.json").read_text())["runs"]
+    assert sorted(r["rb"] for r in runs) == ["anchors + MHSA", "anchors only", "without RB"]
+    acc = {r["rb"]: r["accuracy"] for r in runs}
+    assert rows[0]["without RB by seed"] == f"s0: {acc['without RB'] * 100:.1f}" + ("*" if acc["without RB"] < 0.999 else "")
+    assert rows[0]["with RB by seed"] == f"s0: {acc['anchors + MHSA'] * 100:.1f}" + ("*" if acc["anchors + MHSA"] < 0.999 else "")
+    ew = [dict(zip(tables["label_noise_early_warning"]["columns"], r)) for r in tables["label_noise_early_warning"]["data"]]
+    assert [r["head"] for r in ew] == ["without RB", "with RB", "both heads"] and ew[-1]["runs"] == 2  # "anchors only" left out
 
 
 def test_a_cell_archive_lets_a_fresh_checkout_skip_and_collect_finished_cells(grefel, tmp_path, capsys):
