@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                         "variants that this run did not make")
     p.add_argument("--collapse-below", type=float, default=None, metavar="PCT",
                    help="tables a and c: also count the runs of the two heads (without RB, RB) whose test accuracy is "
-                        "below PCT %% (a threshold fixed before the runs) per noise rate (0 %% for table a), with the one-sided Fisher exact p that the head without RB "
-                        "collapses more often")
+                        "below PCT %% (a threshold fixed before the runs) per noise rate (0 %% for table a), with the "
+                        "one-sided Fisher exact p that the head without RB collapses more often")
     p.add_argument("--early-warning", nargs=2, type=float, default=None, metavar=("EPOCH", "PCT"),
                    help="with --collapse-below: also test whether a holdout balanced accuracy below PCT %% at EPOCH "
                         "foretells a collapse (2 x 2 counts, sensitivity and specificity with exact intervals)")
