@@ -99,16 +99,51 @@ ARCHIVE_FILES = ("result.json", "model.json", "config.yaml", "metrics.csv", "met
 RESTORED_MARK = "restored_from_archive.json"
 
 
-def _archived_files(run_dir: Path) -> list[Path]:
-    return sorted({p for pat in ARCHIVE_FILES for p in Path(run_dir).glob(pat) if p.is_file()})
+#: with ``logits=True`` (``recipes.py``: its ECE table needs each role's raw outputs) the archive also keeps every
+#: ``eval/<role>/predictions.npz``, reduced to these arrays (no probabilities, no embeddings)
+LOGITS_FILE, LOGITS_KEYS = "eval/*/predictions.npz", ("logits", "y_true")
 
 
-def archive_cell(run_dir: str | Path, archive: str | Path) -> Path:
+def _archived_files(run_dir: Path, logits: bool = False) -> list[Path]:
+    pats = ARCHIVE_FILES + ((LOGITS_FILE,) if logits else ())
+    return sorted({p for pat in pats for p in Path(run_dir).glob(pat) if p.is_file()})
+
+
+def _logits_arrays(f: Path) -> dict[str, Any]:
+    """The :data:`LOGITS_KEYS` arrays of one ``predictions.npz``; a file without them is a one-line error naming it."""
+    import numpy as np
+
+    try:
+        with np.load(f) as d:
+            found = sorted(d.files)
+            arrays = {k: d[k] for k in LOGITS_KEYS if k in d.files}
+    except (OSError, EOFError, ValueError) as e:  # not an npz archive, or a truncated one
+        raise ValueError(f"{f}: not a readable .npz file ({e})") from None
+    if len(arrays) < len(LOGITS_KEYS):
+        raise ValueError(f"{f}: expected arrays {', '.join(LOGITS_KEYS)}, found {', '.join(found) or 'none'}")
+    return arrays
+
+
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    import io
+
+    import numpy as np
+
+    b = io.BytesIO()
+    np.savez_compressed(b, **arrays)
+    return b.getvalue()
+
+
+def archive_cell(run_dir: str | Path, archive: str | Path, logits: bool = False) -> Path:
     """Copy the small files of a **finished** cell (:data:`ARCHIVE_FILES`) to ``archive / <run_dir name>``, so that
     a grid spanning several machines or fresh checkouts keeps its finished cells in the repository (a few tens of
     kB per cell) and never reruns them. The directory name carries the config hash, so an archived cell is only
     ever reused by a request for the same config. Copying the same cell again is a no-op; an archive that already
-    holds a *different* copy of the cell is an error (the cell ran twice: keep the first result)."""
+    holds a *different* copy of the cell is an error (the cell ran twice: keep the first result). With ``logits``
+    each role's ``predictions.npz`` is kept too, reduced to :data:`LOGITS_KEYS` and compressed (compared by its
+    arrays, not its bytes: a zip records when it was written)."""
+    import numpy as np
+
     from fairexpr._io import atomic_write_bytes
 
     src = Path(run_dir)
@@ -116,8 +151,15 @@ def archive_cell(run_dir: str | Path, archive: str | Path) -> Path:
         raise ValueError(f"{src}: has no result.json; only a finished cell can be archived")
     dest = Path(archive) / src.name
     files = [p for p in _archived_files(src) if p.name != RESTORED_MARK]
+    preds = {p: _logits_arrays(p) for p in sorted(src.glob(LOGITS_FILE)) if p.is_file()} if logits else {}
     clashes = [str(p.relative_to(src)) for p in files
                if (dest / p.relative_to(src)).is_file() and (dest / p.relative_to(src)).read_bytes() != p.read_bytes()]
+    for p, arrays in preds.items():
+        kept = dest / p.relative_to(src)
+        if kept.is_file():
+            old = _logits_arrays(kept)
+            if any(old[k].shape != arrays[k].shape or not np.array_equal(old[k], arrays[k]) for k in LOGITS_KEYS):
+                clashes.append(str(p.relative_to(src)))
     if clashes:
         raise ValueError(f"{dest}: the archive already holds another copy of this cell ({', '.join(clashes)} differ); "
                          f"it ran twice. Keep the archived result (delete {src} to restore it) or delete {dest}")
@@ -125,6 +167,10 @@ def archive_cell(run_dir: str | Path, archive: str | Path) -> Path:
         target = dest / p.relative_to(src)
         if not target.is_file():
             atomic_write_bytes(target, p.read_bytes())
+    for p, arrays in preds.items():
+        target = dest / p.relative_to(src)
+        if not target.is_file():
+            atomic_write_bytes(target, _npz_bytes(arrays))
     return dest
 
 
@@ -145,12 +191,14 @@ def restore_cells(archive: str | Path, out: str | Path) -> list[Path]:
         dest = out / cell.name
         if (dest / "result.json").is_file():
             continue
-        files = _archived_files(cell)
+        files = _archived_files(cell, logits=True)  # an archive written without logits holds no predictions.npz
         for p in files:
             atomic_write_bytes(dest / p.relative_to(cell), p.read_bytes())
         atomic_write_text(dest / RESTORED_MARK, json.dumps(
             {"archive": str(cell), "files": [str(p.relative_to(cell)) for p in files],
-             "note": "restored from a cell archive: its weights, checkpoints and predictions were not kept"}, indent=2))
+             "note": "restored from a cell archive: its weights and checkpoints were not kept, and its predictions "
+                     + ("only as logits and y_true" if any(p.match(LOGITS_FILE) for p in files) else "not at all")},
+            indent=2))
         restored.append(dest)
     return restored
 
@@ -184,14 +232,15 @@ def restore_archive(parser, archive: Path | None, out: Path, void: str | None = 
     return restored
 
 
-def keep_finished(parser, archive: Path | None, run_dirs) -> None:
-    """``--archive``: copy each finished cell of ``run_dirs`` into it (unfinished ones are left alone)."""
+def keep_finished(parser, archive: Path | None, run_dirs, logits: bool = False) -> None:
+    """``--archive``: copy each finished cell of ``run_dirs`` into it (unfinished ones are left alone); ``logits``
+    as in :func:`archive_cell`."""
     if archive is None:
         return
     for d in run_dirs:
         if (Path(d) / "result.json").is_file():
             try:
-                archive_cell(d, archive)
+                archive_cell(d, archive, logits=logits)
             except ValueError as e:
                 parser.error(f"--archive: {e}")
 

@@ -14,6 +14,13 @@ finished yet are listed there, not dropped.
     python benchmarks/recipes.py configs/ldam_drw_cpu.yaml configs/baseline_ce_cpu.yaml --seed 0 --tag recipes_calibration
     python benchmarks/recipes.py --reverse configs/ldam_drw_cpu.yaml configs/baseline_ce_cpu.yaml ...   # a second lane
 
+With ``--archive benchmarks/results/cells/<tag>`` each finished run's small files are kept in the repository (result,
+sidecar, config, metrics, and each role's ``predictions.npz`` reduced to its logits and labels, which the ECE table
+needs) and restored into ``--out`` first, so a list spanning fresh checkouts never retrains a finished recipe and its
+table can be rebuilt anywhere:
+
+    python benchmarks/recipes.py configs/*.yaml --seed 0 --tag recipes_calibration --archive benchmarks/results/cells/recipes_calibration
+
 A failed run is reported with its log and counted; the others go on. Set ``OMP_NUM_THREADS`` for the children
 (the recipes' budgets are wall- or process-clock as the files say: fewer threads, fewer epochs; each run's epochs
 are in the table).
@@ -33,6 +40,7 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cells import add_archive_argument, keep_finished, restore_archive  # noqa: E402
 LOCK = ".recipes.lock"
 
 
@@ -181,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--tag", default="recipes_calibration")
     ap.add_argument("--dry-run", action="store_true", help="print each recipe's command and run folder, train nothing")
+    add_archive_argument(ap)
     a = ap.parse_args(argv)
+    if a.dry_run and a.archive is not None:
+        ap.error("--archive restores and keeps finished runs; --dry-run trains nothing: pass one of them")
     for r in a.recipes:
         if not r.is_file():
             raise SystemExit(f"{r}: recipe file not found")
@@ -192,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in order:
             print(" ".join(recipe_argv(r, a.seed)), "->", run_dir(a.out, r, a.seed))
         return 0
+    restore_archive(ap, a.archive, a.out)
     status = {}
     for i, r in enumerate(order, 1):
         print(f"[{i}/{len(order)}] {r}", flush=True)
         d, s = train_one(a.out, r, a.seed)
         status[str(r)] = s
+        keep_finished(ap, a.archive, [d], logits=True)  # the ECE table reads each role's logits
         print(f"[{i}/{len(order)}] {r}: {s} ({d.name})", flush=True)
     print(write_table(a.out, a.recipes, a.seed, a.results_dir, a.tag, argv))
     failed = [r for r, s in status.items() if s.startswith("failed")]

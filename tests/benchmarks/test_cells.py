@@ -215,3 +215,49 @@ def test_cell_state_reads_which_files_exist_and_no_metric(tmp_path, capsys):
     restored = _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")[0]
     assert _cells.cell_state(restored) == "finished (restored)"
     assert "a_s1_0123456789: epoch 3" in out and out.rstrip().endswith("2 of 4 cells finished")
+
+
+def _npz(path, **arrays):
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def test_archive_with_logits_keeps_only_logits_and_labels_and_compares_arrays(tmp_path):
+    import numpy as np
+
+    run = _finished_cell(tmp_path / "runs")
+    z, y = np.arange(6, dtype=np.float32).reshape(3, 2), np.array([0, 1, -1])
+    _npz(run / "eval" / "test" / "predictions.npz", logits=z, y_true=y, probs=z / 10, embeddings=np.ones((3, 4)))
+    dest = _cells.archive_cell(run, tmp_path / "archive", logits=True)
+    with np.load(dest / "eval" / "test" / "predictions.npz") as d:
+        assert sorted(d.files) == ["logits", "y_true"]
+        assert np.array_equal(d["logits"], z) and d["logits"].dtype == np.float32 and np.array_equal(d["y_true"], y)
+    assert _cells.archive_cell(run, tmp_path / "archive", logits=True) == dest  # the same arrays: a no-op
+    restored = _cells.restore_cells(tmp_path / "archive", tmp_path / "fresh")[0]
+    with np.load(restored / "eval" / "test" / "predictions.npz") as d:
+        assert np.array_equal(d["logits"], z)
+    assert "only as logits and y_true" in json.loads((restored / _cells.RESTORED_MARK).read_text())["note"]
+    # the restored (reduced) copy archives again as the same cell; other logits are a cell that ran twice
+    assert _cells.archive_cell(restored, tmp_path / "archive", logits=True) == dest
+    _npz(run / "eval" / "test" / "predictions.npz", logits=z + 1, y_true=y)
+    with pytest.raises(ValueError, match=r"eval/test/predictions.npz differ\); it ran twice"):
+        _cells.archive_cell(run, tmp_path / "archive", logits=True)
+    # without logits (the other harnesses) nothing of the predictions is kept, as before
+    plain = _cells.archive_cell(run, tmp_path / "plain")
+    assert not (plain / "eval" / "test" / "predictions.npz").exists()
+    assert "predictions not at all" in json.loads(
+        (_cells.restore_cells(tmp_path / "plain", tmp_path / "fresh2")[0] / _cells.RESTORED_MARK).read_text())["note"]
+
+
+def test_archive_with_logits_names_a_predictions_file_it_cannot_use(tmp_path):
+    import numpy as np
+
+    run = _finished_cell(tmp_path / "runs")  # its predictions.npz holds the bytes b"npz": not an npz archive
+    with pytest.raises(ValueError, match=r"eval/test/predictions.npz: not a readable .npz file"):
+        _cells.archive_cell(run, tmp_path / "archive", logits=True)
+    _npz(run / "eval" / "test" / "predictions.npz", probs=np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"predictions.npz: expected arrays logits, y_true, found probs"):
+        _cells.archive_cell(run, tmp_path / "archive", logits=True)
+    assert not (tmp_path / "archive").exists()  # nothing half-written

@@ -120,3 +120,42 @@ def test_end_to_end_train_and_adapt(rec, tmp_path, capsys):
     j = json.loads((res / "x.json").read_text())
     assert j["meta"]["not finished"] == [] and {r["role"] for r in j["rows"]} == {"val", "test", "target_eval"}
     assert rec.take_lock(busy) is not None  # the lane let go of it
+
+
+def test_archive_keeps_logits_and_a_fresh_checkout_rebuilds_the_same_table_without_training(rec, tmp_path, capsys):
+    import numpy as np
+
+    t = tmp_path / "t.yaml"
+    t.write_text(_train_recipe())
+    arch, res = tmp_path / "cells", tmp_path / "res"
+    argv = [str(t), "--results-dir", str(res), "--tag", "x", "--archive", str(arch)]
+    assert rec.main(argv + ["--out", str(tmp_path / "runs")]) == 0
+    assert "t.yaml: finished" in capsys.readouterr().out
+    first = json.loads((res / "x.json").read_text())
+    run = rec.run_dir(tmp_path / "runs", t, 0)
+    kept = arch / run.name
+    assert (kept / "result.json").is_file() and not list(kept.glob("*.safetensors"))
+    for role in ("val", "test"):  # each role's predictions reduced to what the ECE table reads, the arrays unchanged
+        with np.load(kept / "eval" / role / "predictions.npz") as small, \
+                np.load(run / "eval" / role / "predictions.npz") as full:
+            assert sorted(small.files) == ["logits", "y_true"] and "probs" in full.files
+            assert np.array_equal(small["logits"], full["logits"]) and np.array_equal(small["y_true"], full["y_true"])
+    # a fresh checkout: the run is restored from the archive, not trained, and the table is the same
+    (res / "x.json").unlink()
+    assert rec.main(argv + ["--out", str(tmp_path / "fresh")]) == 0
+    printed = capsys.readouterr().out
+    assert "restored 1 finished cell(s)" in printed and "t.yaml: skipped (finished)" in printed
+    again = json.loads((res / "x.json").read_text())
+    assert again["rows"] == first["rows"] and again["runs"][0]["accuracy / balanced (%)"] == \
+        first["runs"][0]["accuracy / balanced (%)"]
+    assert not list((tmp_path / "fresh").rglob("*.log"))  # nothing trained there
+
+
+def test_archive_with_dry_run_is_a_clear_error(rec, tmp_path, capsys):
+    t = tmp_path / "t.yaml"
+    t.write_text(_train_recipe())
+    with pytest.raises(SystemExit) as e:
+        rec.main([str(t), "--dry-run", "--archive", str(tmp_path / "cells")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--archive restores and keeps finished runs; --dry-run trains nothing" in err and "Traceback" not in err
