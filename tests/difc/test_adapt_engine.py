@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from difc_helpers import TINY
-from fairexpr.config import load_config
 from fairexpr.data.synthetic import generate
 from fairexpr import checkpoint as ck
 from fairexpr.labels import CANONICAL7

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference_helpers import center_inside, composite
+from inference_helpers import center_inside
 from fairexpr.data.base import DataError
 from fairexpr.inference import (Face, FacePipeline, HaarDetector, OnnxPredictor, Preprocess, TorchPredictor,
                                 align_face, normalized_entropy_confidence, similarity_transform, softmax)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from fairexpr._io import atomic_write_bytes, atomic_write_text
-from fairexpr.evaluation.convergence import best_val_epoch, rule2_fields, rule2_verdict
+from fairexpr.evaluation.convergence import rule2_fields, rule2_verdict
 
 METHOD_COLUMNS = {"dann": "DANN", "safn": "SAFN", "mcd": "MCD"}
 LOSS_ROWS = {"ce": "CE", "di": "DI", "difc": "DIFC"}
