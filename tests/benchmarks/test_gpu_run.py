@@ -47,6 +47,11 @@ def test_refusals(tmp_path):
     if not torch.cuda.is_available():
         r = _run([], FAIREXPR_DATA=str(tmp_path), OUT=str(tmp_path / "o"))
         assert r.returncode == 2 and "no CUDA device here" in r.stderr
+        # the preflight lists every problem before anything starts: here also each dataset the run reads
+        assert f"DIFC source: fer2013:{tmp_path}/fer2013@train: fer2013: path" in r.stderr
+        assert "DIFC target: ckplus:" in r.stderr and "GReFEL test: ferplus:" in r.stderr
+        assert "nothing was started" in r.stderr and "Traceback" not in r.stderr
+        assert not list((tmp_path / "o").glob("*.log"))  # no cell process was launched
 
 
 def test_paired_report_survives_cells_without_a_partner(tmp_path):
@@ -67,3 +72,38 @@ def test_paired_report_survives_cells_without_a_partner(tmp_path):
     assert abs(v["difc"]["di-ce/accuracy"]["mean"] - 0.15) < 1e-12 and v["difc"]["di-ce/accuracy"]["n"] == 2
     assert v["difc"]["difc-di/accuracy"]["n"] == 0 and "no seed" in v["difc"]["difc-di/accuracy"]["verdict"]
     assert v["difc"]["difc_phase_reached"] == {} and "no GReFEL cell finished" in (res / "gpu_verdicts.md").read_text()
+
+
+def test_preflight_knows_every_dependency_and_lists_every_problem(tmp_path, monkeypatch, capsys):
+    import tomllib
+
+    from _bench import load_bench
+
+    pf = load_bench("gpu/preflight")
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {d.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().lower() for d in deps}
+    assert names == set(pf.IMPORTS)  # a dependency added to pyproject.toml must be checked here too
+    assert pf.main([]) == 0 and "[preflight] ok" in capsys.readouterr().out  # this environment has them all
+    monkeypatch.setitem(pf.IMPORTS, "nopkg-x", ("nopkg_x", "nopkg.y"))
+    assert pf.main(["--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "package nopkg-x: none of nopkg_x, nopkg.y imports" in err and "1 problem(s)" in err
+    monkeypatch.delitem(pf.IMPORTS, "nopkg-x")
+    (tmp_path / "ckplus" / "CK+48").mkdir(parents=True)  # a folder without the CK+48 layout
+    assert pf.main(["--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "CK+48 has no class folders" in err and err.count("does not exist") == 4 and "5 problem(s)" in err
+    assert pf.main(["--data", str(tmp_path / "none")]) == 2
+    assert "not a folder (expected the datasets folder" in capsys.readouterr().err
+
+
+def test_preflight_passes_on_the_shared_data():
+    data = os.environ.get("FAIREXPR_DATA")
+    if not data or not Path(data).is_dir():
+        import pytest
+
+        pytest.skip("FAIREXPR_DATA is not set; real-data tests need the shared FER datasets")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu" / "preflight.py"), "--data", data],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "DIFC source: fer2013:" in r.stdout and "28709 images" in r.stdout and "GReFEL test: ferplus:" in r.stdout
