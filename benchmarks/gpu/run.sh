@@ -41,13 +41,14 @@ if [ $TOY = 1 ]; then
   GREFEL_BUDGET=(--epochs 1 --minutes 5)
   GREFEL_EXTRA=(train.batch_size=14 train.eval_batch_size=32 train.iters_per_epoch=2 data.image_size=112
                 "data.train_options={total: 70, size: 112, channels: 3}" "data.test_options={total: 70, seed: 1, size: 112, channels: 3}")
-  PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/gpu/preflight.py || exit 2  # packages, weights
+  "$PY" benchmarks/gpu/preflight.py || exit 2  # packages, weights
 else
   OUT="${OUT:-$ROOT/benchmarks/runs/gpu}"
   RESULTS="$ROOT/benchmarks/results/gpu"
   : "${FAIREXPR_DATA:?set FAIREXPR_DATA to the datasets folder}"
-  # packages, weights, the GPU and every dataset, in seconds, before any cell starts (each problem one line)
-  PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/gpu/preflight.py --data "$FAIREXPR_DATA" --cuda || {
+  # packages, weights, the GPU and every dataset, in seconds, before any cell starts (each problem one line;
+  # preflight.py puts src/ on its own path)
+  "$PY" benchmarks/gpu/preflight.py --data "$FAIREXPR_DATA" --cuda || {
     echo "benchmarks/gpu/run.sh: the preflight above failed; nothing was started" >&2; exit 2; }
   DEVICE=(train.accelerator=cuda train.precision=bf16-mixed)
   DIFC_DATA=(--source "fer2013:$FAIREXPR_DATA/fer2013@train" --target "ckplus:$FAIREXPR_DATA/ckplus/CK+48")
