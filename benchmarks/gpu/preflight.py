@@ -1,9 +1,10 @@
 """What ``benchmarks/gpu/run.sh`` needs before it starts 15 cell processes on a lent GPU, checked in seconds, so that
 a missing dataset, package or weights file costs no device minutes: every problem is one line naming what is missing
-and what was expected, all of them are listed (not only the first), and the exit status is 2.
+and what was expected, all of them are listed (not only the first; a missing package skips the later checks, which
+import fairexpr), and the exit status is 2.
 
-Checked: the Python packages fairexpr imports (``pyproject.toml``'s dependencies, by import name; run.sh puts
-``src/`` on ``PYTHONPATH``, so fairexpr itself need not be installed there), the dlib face-recognition weights the
+Checked: the Python packages fairexpr imports (``pyproject.toml``'s dependencies, by import name; this script puts
+``src/`` on its path, so fairexpr itself need not be installed there), the dlib face-recognition weights the
 recipes start from (``pretrained: dlib``), a CUDA device (``--cuda``), and each dataset the run reads under
 ``--data`` (scanned by fairexpr's own adapters: files listed and labels read, no pixel decoded), with its sample count.
 
