@@ -6,7 +6,8 @@ mean, the 95 % Student-t interval and a verdict (docs/benchmarks.md rule 3), for
         benchmarks/results/grefel_dlib_datainit_clean_e24_s40-49_runs.json --by dataset rb label_noise
 
 Reads the ``<tag>_runs.json`` files the grefel, face2exp and difc harnesses write (``{"meta": {...}, "runs": [...]}``,
-one record per run with its ``seed``; a metric is read from the record or from its ``metrics`` dict). A cell is the
+one record per run with its ``seed``; a metric is read from the record or from its ``metrics`` dict) and cucn.py's
+``<tag>.json`` (``datasets.<dataset>.rows.<row>.<seed>``, the metrics in ``test``; cells keyed by dataset and row). A cell is the
 set of values of the ``--by`` fields (default: every field that holds a string, a boolean or null in every record of
 both files, except ``run``, the folder, whose name changes with the configuration hash, and ``stopped_by``). The settings the two files'
 ``meta`` records differ in (e.g. ``budget.epochs: 18 -> 24``) head the table, so it says what was compared. Cells and
@@ -46,8 +47,11 @@ def load_runs(path: Path) -> tuple[dict, list[dict]]:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not readable as JSON ({e})") from None
+    if isinstance(data, dict) and "runs" not in data and isinstance(data.get("datasets"), dict):
+        data = {"meta": data.get("meta"), "runs": _cucn_records(path, data["datasets"])}
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise ValueError(f"{path}: expected an object with a 'runs' list (a <tag>_runs.json file)")
+        raise ValueError(f"{path}: expected an object with a 'runs' list (a <tag>_runs.json file) or cucn.py's "
+                         "'datasets' tree")
     runs = data["runs"]
     if not runs:
         raise ValueError(f"{path}: 'runs' is empty")
@@ -59,6 +63,24 @@ def load_runs(path: Path) -> tuple[dict, list[dict]]:
             raise ValueError(f"{path}: runs[{i}].seed must be an integer, got {s!r}")
     meta = data.get("meta")
     return (meta if isinstance(meta, dict) else {}), runs
+
+
+def _cucn_records(path: Path, datasets: dict) -> list[dict]:
+    """cucn.py's ``<tag>.json`` (``datasets.<dataset>.rows.<row>.<seed>``) as one record per run, with ``dataset``,
+    ``row`` and ``seed`` fields."""
+    out = []
+    for ds, d in datasets.items():
+        rows = d.get("rows") if isinstance(d, dict) else None
+        if not isinstance(rows, dict):
+            raise ValueError(f"{path}: datasets.{ds}.rows must be an object of rows")
+        for row, seeds in rows.items():
+            if not isinstance(seeds, dict):
+                raise ValueError(f"{path}: datasets.{ds}.rows.{row} must be an object keyed by seed")
+            for seed, rec in seeds.items():
+                if not seed.lstrip("-").isdigit() or not isinstance(rec, dict):
+                    raise ValueError(f"{path}: datasets.{ds}.rows.{row}.{seed}: expected a seed number and a run record")
+                out.append({"dataset": ds, "row": row, "seed": int(seed), **rec})
+    return out
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -86,8 +108,9 @@ def default_by(*run_lists: list[dict]) -> list[str]:
 
 def metric(r: dict, name: str) -> float | None:
     v = r.get(name)
-    if v is None and isinstance(r.get("metrics"), dict):
-        v = r["metrics"].get(name)
+    for inner in ("metrics", "test"):  # difc.py keeps them in 'metrics', cucn.py in 'test'
+        if v is None and isinstance(r.get(inner), dict):
+            v = r[inner].get(name)
     return None if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) else float(v)
 
 
@@ -104,7 +127,8 @@ def cells(path: Path, runs: list[dict], by: list[str], metrics: list[str]) -> di
         for m in metrics:
             v = metric(r, m)
             if v is None:
-                raise ValueError(f"{path}: runs[{i}] (seed {r['seed']}) has no number {m!r}, at the top or in 'metrics'")
+                raise ValueError(f"{path}: runs[{i}] (seed {r['seed']}) has no number {m!r}, at the top, in "
+                                 "'metrics' or in 'test'")
             if r["seed"] in c[m]:
                 raise ValueError(f"{path}: seed {r['seed']} appears twice in the cell "
                                  f"{dict(zip(by, key))} (give --by the field that tells them apart)")

@@ -115,3 +115,35 @@ def test_bad_input_is_one_line(pr, tmp_path, capsys, content, args, msg):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and msg in err and str(bad) in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.md"))
+
+
+def test_cucn_results_tree_is_read_as_runs(pr, tmp_path):
+    """cucn.py writes datasets.<dataset>.rows.<row>.<seed> with the metrics under 'test'."""
+    def tree(accs, budget):
+        return {"meta": {"budget": budget, "command": "c"}, "datasets": {"ferplus": {"claims": [], "rows": {
+            "cbam_weights": {str(s): {"run": f"r{s}", "stopped_by": "epochs",
+                                      "test": {"accuracy": a, "balanced_accuracy": a - 0.1}} for s, a in accs.items()}}}}}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(tree({0: 0.70, 1: 0.72, 2: 0.74}, "18 epochs")))
+    b.write_text(json.dumps(tree({0: 0.71, 1: 0.74, 2: 0.77}, "24 epochs")))
+    rep = pr.pair_runs(a, b)
+    assert rep["by"] == ["dataset", "row"] and rep["changes"] == ["budget: '18 epochs' -> '24 epochs'"]
+    r = rep["rows"][0]
+    assert r["cell"] == {"dataset": "ferplus", "row": "cbam_weights"} and r["per_seed"] == pytest.approx(
+        {"0": 0.01, "1": 0.02, "2": 0.03})
+    # +1, +2, +3 points: sd 1, half-width 4.3027 / sqrt(3) = 2.4842 -> [-0.48, +4.48]
+    assert r["text"] == "+2.00 [-0.48, +4.48] (n=3)"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"datasets": {"ferplus": {"rows": {"cucn": {"zero": {}}}}}}))
+    with pytest.raises(ValueError, match=r"bad.json: datasets.ferplus.rows.cucn.zero: expected a seed number"):
+        pr.pair_runs(bad, a)
+
+
+def test_committed_cucn_schedule_change(pr):
+    """The 18 -> 24 epoch change of the clean FER+ mixing cell, as README states it (baseline -0.83 accuracy)."""
+    rep = pr.pair_runs(ROOT / "benchmarks/results/cucn_dlib_ferplus_mix_e18.json",
+                       ROOT / "benchmarks/results/cucn_dlib_ferplus_mix_e24.json")
+    rows = {(r["cell"]["row"], r["metric"]): r["text"] for r in rep["rows"]}
+    assert rows[("cbam_weights", "accuracy")] == "-0.83 [-1.15, -0.51] (n=3)"
+    assert rows[("cucn", "accuracy")] == "+2.03 [-1.14, +5.20] (n=3)"
+    assert any(c.startswith("budget: '18 epochs") for c in rep["changes"])
