@@ -89,6 +89,11 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
         for k, v in d.items():
             out |= _flat(v, f"{prefix}{k}.")
         return out
+    if isinstance(d, list) and any(isinstance(x, dict) for x in d):  # e.g. budget.settings.0.epochs; plain lists whole
+        out = {}
+        for i, x in enumerate(d):
+            out |= _flat(x, f"{prefix}{i}.")
+        return out
     return {prefix.rstrip("."): d}
 
 
@@ -96,7 +101,10 @@ def meta_changes(a: dict, b: dict) -> list[str]:
     """``key: A -> B`` for every (flattened) meta setting the two files differ in, ignored fields aside."""
     fa, fb = _flat(a), _flat(b)
     keys = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".")[0] not in META_IGNORED]
-    return [f"{k}: {fa.get(k, '(absent)')!r} -> {fb.get(k, '(absent)')!r}" for k in keys if fa.get(k) != fb.get(k)]
+    def show(f: dict, k: str) -> str:
+        return repr(f[k]) if k in f else "(absent)"
+
+    return [f"{k}: {show(fa, k)} -> {show(fb, k)}" for k in keys if k not in fa or k not in fb or fa[k] != fb[k]]
 
 
 def default_by(*run_lists: list[dict]) -> list[str]:

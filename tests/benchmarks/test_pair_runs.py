@@ -147,3 +147,11 @@ def test_committed_cucn_schedule_change(pr):
     assert rows[("cbam_weights", "accuracy")] == "-0.83 [-1.15, -0.51] (n=3)"
     assert rows[("cucn", "accuracy")] == "+2.03 [-1.14, +5.20] (n=3)"
     assert any(c.startswith("budget: '18 epochs") for c in rep["changes"])
+
+
+def test_meta_changes_flatten_dicts_and_lists_of_dicts(pr):
+    a = {"budget": {"settings": [{"epochs": 8, "runs": 30}]}, "seeds": [0, 1], "command": "x", "tag": "a"}
+    b = {"budget": {"settings": [{"epochs": 16, "runs": 30}]}, "seeds": [0, 1, 2], "command": "y", "tag": "b",
+         "init": "fer"}
+    assert pr.meta_changes(a, b) == ["budget.settings.0.epochs: 8 -> 16", "seeds: [0, 1] -> [0, 1, 2]",
+                                     "init: (absent) -> 'fer'"]
