@@ -101,6 +101,7 @@ def meta_changes(a: dict, b: dict) -> list[str]:
     """``key: A -> B`` for every (flattened) meta setting the two files differ in, ignored fields aside."""
     fa, fb = _flat(a), _flat(b)
     keys = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".")[0] not in META_IGNORED]
+
     def show(f: dict, k: str) -> str:
         return repr(f[k]) if k in f else "(absent)"
 
